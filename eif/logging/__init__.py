@@ -1,0 +1,1 @@
+"""Experiment loggers (Weights & Biases, or none)."""

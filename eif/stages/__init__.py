@@ -1,0 +1,17 @@
+"""Stages, by name. Each module defines ``STAGE``; add new stages to ``_MODULES``."""
+
+from __future__ import annotations
+
+import importlib
+
+from eif.stages.base import Stage
+
+_MODULES = {
+    "train": "eif.stages.train",
+    "evaluate": "eif.stages.evaluate",
+    "embed": "eif.stages.embed",
+}
+
+
+def registry() -> dict[str, Stage]:
+    return {name: importlib.import_module(mod).STAGE for name, mod in _MODULES.items()}
