@@ -1,0 +1,1 @@
+"""The training loop with atomic checkpoints and bit-identical resumption."""
