@@ -1,0 +1,1 @@
+"""Mislabel detection, relabel recommendation (Algorithm 1) and the field study (Table 5)."""
