@@ -1,0 +1,24 @@
+"""Confusion distances and their change after re-training (paper Eq. 7-8; PROTOCOL.md sections 4, 7).
+
+d(p; W) for a test pair p = (a, b) is the squared Euclidean distance between the L2-normalised
+head outputs, ``||z_a/|z_a| - z_b/|z_b| ||^2 = 2 - 2 cos``, with z = f W^T + bias on the test
+trunk features f of the original (unchanged) trunk. A group's d is the mean over its pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pair_distance(w: torch.Tensor, bias: torch.Tensor, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    """d for P pairs under one or more heads: ``w`` (..., E, D), ``fa``/``fb`` (P, D) -> (..., P)."""
+    za = F.normalize(fa @ w.transpose(-1, -2) + bias, dim=-1)
+    zb = F.normalize(fb @ w.transpose(-1, -2) + bias, dim=-1)
+    return (za - zb).pow(2).sum(-1)
+
+
+def confusion_distance(w: torch.Tensor, bias: torch.Tensor, test_features: torch.Tensor,
+                       pairs: torch.Tensor) -> torch.Tensor:
+    """Mean d over a confusion's pairs: ``pairs`` int (P, 2) test indices, ``w`` (..., E, D) -> (...)."""
+    return pair_distance(w, bias, test_features[pairs[:, 0]], test_features[pairs[:, 1]]).mean(-1)

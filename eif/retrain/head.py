@@ -1,0 +1,110 @@
+"""Batched re-training of the embedding head W for many confusions at once (PROTOCOL.md section 7).
+
+Only the head weight W (E, D) changes; the trunk, head bias and loss proxies are frozen, so one
+epoch's trunk features (the same for every re-training: same seed, same batches, same
+augmentations) are computed once and every re-training is a function of W alone. H re-trainings
+are one tensor W of shape (H, E, D): the embeddings of a batch are ``einsum("bd,hed->hbe")``, the
+per-head losses are independent, so the gradient of their sum is each head's own gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eif.retrain.adam import AdamState, adam_step
+from eif.utils.errors import require
+
+log = logging.getLogger(__name__)
+
+PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``per_sample(z (H, B, E), y (B,)) -> (H, B)``: the metric loss of every sample under every head."""
+
+
+@dataclass
+class EpochBatches:
+    """One epoch of trunk features in batch order.
+
+    ``features`` float32 (M, D); ``labels`` int64 (M,) (the labels training sees); ``indices``
+    int64 (M,) (positions in the training set); ``aug_seeds`` int64 (M,) (augmentation seeds, -1
+    when no augmentation was applied); ``batch_ptr`` int64 (T+1,): batch t is rows
+    ``batch_ptr[t]:batch_ptr[t+1]``.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    aug_seeds: np.ndarray
+    batch_ptr: np.ndarray
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.batch_ptr) - 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"features": self.features, "labels": self.labels, "indices": self.indices,
+                "aug_seeds": self.aug_seeds, "batch_ptr": self.batch_ptr}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> EpochBatches:
+        return cls(*(np.asarray(a[k]) for k in ("features", "labels", "indices", "aug_seeds", "batch_ptr")))
+
+
+@dataclass
+class RetrainConfig:
+    """Optimiser settings of the reference re-training: Adam lr 4e-5, default betas, eps 1e-8."""
+
+    lr: float = 4e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad_value: float | None = 10.0
+    epochs: int = 1
+
+
+def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, epoch: EpochBatches,
+                  per_sample: PerSample, cfg: RetrainConfig, device: torch.device | str = "cpu",
+                  heads_per_chunk: int | None = None) -> torch.Tensor:
+    """Re-train H copies of the head weight ``w0`` (E, D), copy h with sample weights ``weights[h]``.
+
+    ``weights`` (H, N_train) is indexed by training-set position. Each step computes
+    ``loss_h = mean_b(weights[h, i_b] * L(z_hb, y_b))`` (divides by the batch size, as the
+    reference), clamps every gradient element to +-clip_grad_value (``clip_grad_value_``) and takes
+    one Adam step. ``heads_per_chunk`` bounds memory (W, grad and two Adam moments per head); chunks
+    run one after another, the heads inside a chunk together. Returns W' (H, E, D) on the CPU.
+    """
+    require(weights.ndim == 2, f"weights must be (heads, train samples), got {tuple(weights.shape)}")
+    n_train = weights.shape[1]
+    require(int(epoch.indices.max(initial=-1)) < n_train,
+            f"epoch batches index sample {int(epoch.indices.max())} but weights cover {n_train} samples")
+    device = torch.device(device)
+    feats = torch.as_tensor(epoch.features, dtype=torch.float32).to(device)
+    labels = torch.as_tensor(epoch.labels, dtype=torch.long).to(device)
+    index = torch.as_tensor(epoch.indices, dtype=torch.long).to(device)
+    ptr = [int(p) for p in epoch.batch_ptr]
+    w0 = w0.detach().to(device, torch.float32)
+    bias = bias.detach().to(device, torch.float32)
+    n_heads = weights.shape[0]
+    chunk = n_heads if heads_per_chunk is None else max(1, int(heads_per_chunk))
+    out = []
+    for start in range(0, n_heads, chunk):
+        sw = weights[start:start + chunk].to(device, torch.float32)
+        w = w0.expand(sw.shape[0], *w0.shape).clone()
+        state = AdamState.zeros_like(w)
+        for _ in range(cfg.epochs):
+            for t in range(len(ptr) - 1):
+                f, y, i = feats[ptr[t]:ptr[t + 1]], labels[ptr[t]:ptr[t + 1]], index[ptr[t]:ptr[t + 1]]
+                w.requires_grad_(True)
+                z = torch.einsum("bd,hed->hbe", f, w) + bias
+                loss = (sw[:, i] * per_sample(z, y)).mean(dim=1)  # (H,)
+                (grad,) = torch.autograd.grad(loss.sum(), w)
+                w = w.detach()
+                if cfg.clip_grad_value is not None:
+                    grad = grad.clamp(-cfg.clip_grad_value, cfg.clip_grad_value)
+                w, state = adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
+        out.append(w.cpu())
+    return torch.cat(out)
+

@@ -1,0 +1,150 @@
+"""Batched head re-training: Adam, weights, Δd and the shared epoch features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eif.retrain.adam import AdamState, adam_step
+from eif.retrain.distance import confusion_distance, pair_distance
+from eif.retrain.features import augmented_epoch, batches_from_indices
+from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
+from eif.retrain.weights import sample_weights
+
+E, D, C, N = 6, 10, 4, 40
+
+
+def proxy_loss(proxies: torch.Tensor):
+    """A ProxyNCA++-style per-sample loss with fixed proxies: (..., B, E), (B,) -> (..., B)."""
+    p = 3 * F.normalize(proxies, dim=-1)
+
+    def per_sample(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        dist = (3 * F.normalize(z, dim=-1).unsqueeze(-2) - p).pow(2).sum(-1)  # (..., B, C)
+        logp = torch.log_softmax(-dist, dim=-1)
+        return -logp.gather(-1, y.expand(dist.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return per_sample
+
+
+def small_epoch(seed: int = 0, steps: int = 5, bs: int = 8) -> EpochBatches:
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(N, D, generator=g).numpy()
+    labels = (torch.arange(N) % C).numpy()
+    batches = [[(int(i), 1000 + t * bs + k) for k, i in enumerate(torch.randperm(N, generator=g)[:bs])]
+               for t in range(steps)]
+    return batches_from_indices(batches, feats, labels)
+
+
+@pytest.fixture
+def setup():
+    g = torch.Generator().manual_seed(1)
+    w0 = torch.randn(E, D, generator=g) * 0.3
+    bias = torch.randn(E, generator=g) * 0.1
+    per_sample = proxy_loss(torch.randn(C, E, generator=g))
+    scores = torch.randn(3, N, generator=g)
+    return w0, bias, per_sample, sample_weights(scores)
+
+
+def test_adam_step_matches_torch_optim_adam():
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(3, 4, 5, generator=g)
+    ref = torch.nn.Parameter(p0.clone())
+    opt = torch.optim.Adam([ref], lr=1e-2, eps=1e-8)
+    mine, state = p0.clone(), AdamState.zeros_like(p0)
+    for _ in range(20):
+        grad = torch.randn(3, 4, 5, generator=g)
+        ref.grad = grad.clone()
+        opt.step()
+        mine, state = adam_step(mine, grad, state, lr=1e-2)
+    torch.testing.assert_close(mine, ref.detach(), rtol=1e-6, atol=1e-7)
+    assert state.step == 20
+
+
+def test_batched_retrain_equals_one_at_a_time_and_torch_adam(setup):
+    w0, bias, per_sample, weights = setup
+    epoch = small_epoch()
+    cfg = RetrainConfig(lr=1e-2, clip_grad_value=0.05)  # a large lr and a small clip so both matter
+    batched = retrain_heads(w0, bias, weights, epoch, per_sample, cfg)
+    assert batched.shape == (3, E, D)
+    chunked = retrain_heads(w0, bias, weights, epoch, per_sample, cfg, heads_per_chunk=2)
+    torch.testing.assert_close(chunked, batched)
+    for h in range(3):
+        single = retrain_heads(w0, bias, weights[h:h + 1], epoch, per_sample, cfg)[0]
+        torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
+        # The reference loop: an nn.Linear head, torch.optim.Adam, clip_grad_value_, frozen bias.
+        head = torch.nn.Linear(D, E)
+        head.weight.data.copy_(w0)
+        head.bias.data.copy_(bias)
+        head.bias.requires_grad_(False)
+        opt = torch.optim.Adam([head.weight], lr=cfg.lr, eps=cfg.eps)
+        for t in range(epoch.num_batches):
+            sl = slice(epoch.batch_ptr[t], epoch.batch_ptr[t + 1])
+            f = torch.as_tensor(epoch.features[sl])
+            y = torch.as_tensor(epoch.labels[sl])
+            w = weights[h, torch.as_tensor(epoch.indices[sl])]
+            opt.zero_grad()
+            (w * per_sample(head(f), y)).mean().backward()
+            torch.nn.utils.clip_grad_value_(head.parameters(), cfg.clip_grad_value)
+            opt.step()
+        torch.testing.assert_close(batched[h], head.weight.detach(), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(batched[h], w0, atol=1e-3)
+    assert not torch.allclose(batched[0], batched[1], atol=1e-4)  # different weights, different heads
+
+
+def test_zero_weights_leave_the_head_unchanged(setup):
+    w0, bias, per_sample, _ = setup
+    w = retrain_heads(w0, bias, torch.zeros(1, N), small_epoch(), per_sample, RetrainConfig(lr=1e-2))
+    torch.testing.assert_close(w[0], w0)
+
+
+def test_sample_weights_sign_and_topk():
+    scores = torch.tensor([[0.5, -0.2, 0.0, -3.0, 1.0]])
+    assert sample_weights(scores).tolist() == [[0.0, 2.0, 1.0, 2.0, 0.0]]
+    assert sample_weights(scores, topk=2).tolist() == [[1.0, 1.0, 1.0, 2.0, 0.0]]
+    assert sample_weights(scores, helpful=1.5, harmful=0.5).tolist() == [[0.5, 1.5, 1.0, 1.5, 0.5]]
+
+
+def test_pair_distance_is_squared_distance_of_normalised_embeddings():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2, E, D, generator=g)
+    b = torch.randn(E, generator=g)
+    f = torch.randn(7, D, generator=g)
+    pairs = torch.tensor([[0, 1], [2, 5], [6, 3]])
+    d = pair_distance(w, b, f[pairs[:, 0]], f[pairs[:, 1]])
+    assert d.shape == (2, 3)
+    for h in range(2):
+        z = f @ w[h].T + b
+        cos = F.cosine_similarity(z[pairs[:, 0]], z[pairs[:, 1]], dim=-1)
+        torch.testing.assert_close(d[h], 2 - 2 * cos, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(confusion_distance(w, b, f, pairs), d.mean(-1))
+
+
+class SeededNoise(torch.utils.data.Dataset):
+    """Images whose augmentation (additive noise) is a pure function of the seed, as ImageSet's."""
+
+    def __init__(self) -> None:
+        self.x = torch.randn(N, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, seed = key
+        g = torch.Generator().manual_seed(seed)
+        return self.x[i] + 0.1 * torch.randn(1, 4, 4, generator=g), i % C, i
+
+
+def test_augmented_epoch_features_are_reproducible():
+    trunk = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, D)).eval()
+    batches = [[(3, 11), (7, 12), (3, 13)], [(0, 14), (9, 15), (1, 16)]]
+    a = augmented_epoch(trunk, SeededNoise(), batches)
+    b = EpochBatches.from_arrays(augmented_epoch(trunk, SeededNoise(), batches).arrays())
+    for k, v in a.arrays().items():
+        np.testing.assert_array_equal(v, b.arrays()[k])
+    assert a.indices.tolist() == [3, 7, 3, 0, 9, 1] and a.batch_ptr.tolist() == [0, 3, 6]
+    # The same image under two augmentation seeds gives two different feature rows.
+    assert not np.allclose(a.features[0], a.features[2])
+    ds = SeededNoise()
+    expected = trunk(torch.stack([ds[(0, 14)][0], ds[(9, 15)][0], ds[(1, 16)][0]])).detach().numpy()
+    np.testing.assert_allclose(a.features[3:], expected, rtol=1e-6)
