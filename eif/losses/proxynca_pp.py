@@ -1,0 +1,31 @@
+"""ProxyNCA++ as in the reference code (``ProxyNCA_prob_orig``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eif.losses.base import MetricLoss, class_mask
+
+
+class ProxyNCAPP(MetricLoss):
+    """L_i = -log softmax_c(-D_ic)[y_i], D_ic = ||s x_i/|x_i| - s p_c/|p_c| ||^2 = 2 s^2 (1 - cos(x_i, p_c)).
+
+    The softmax runs over all C proxies (the positive included); no label smoothing. Scale s=3 is a
+    temperature of 1/9. Proxies: (C, E), initialised randn / 8.
+    """
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float = 3.0) -> None:
+        super().__init__(num_classes, embedding_size, centers_per_class=1)
+        self.scale = float(scale)
+        self.proxies = nn.Parameter(torch.randn(num_classes, embedding_size) / 8)
+
+    def distances(self, z: torch.Tensor) -> torch.Tensor:
+        """Squared distances D (..., B, C) between scaled normalised embeddings and proxies."""
+        cos = F.normalize(z, dim=-1) @ F.normalize(self.proxies, dim=-1).transpose(-1, -2)
+        return 2 * self.scale**2 * (1 - cos)
+
+    def per_sample(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(-self.distances(z), dim=-1)
+        return -(logp * class_mask(y, self.num_classes, logp.dtype)).sum(-1)
