@@ -15,7 +15,7 @@ class SoftTriple(MetricLoss):
 
     Proxies (C*K, E), centre ``c*K + k`` of class c, initialised randn then kaiming_normal_(fan_out).
     With K > 1 and tau > 0, :meth:`regularizer` adds tau times the mean over same-class centre pairs of
-    sqrt(2 + eps - 2 cos(p_ck, p_ck')) (the reference's and PML's ``SparseCentersRegularizer``).
+    sqrt(2 + eps - 2 cos(p_ck, p_ck')) / 2 (the reference's and PML's ``SparseCentersRegularizer``).
     """
 
     def __init__(self, num_classes: int, embedding_size: int, la: float = 20.0, gamma: float = 0.1,
@@ -49,4 +49,6 @@ class SoftTriple(MetricLoss):
         i, j = torch.triu_indices(k, k, offset=1, device=p.device)
         cos = (p @ p.transpose(-1, -2))[:, i, j]  # (C, K(K-1)/2): each same-class pair once
         eps = torch.finfo(p.dtype).eps
-        return self.tau * torch.sqrt(2.0 + eps - torch.clamp(2.0 * cos, max=2.0)).mean()
+        # sum over the C*K(K-1)/2 same-class pairs divided by C*K(K-1): half their mean, as in the
+        # original SoftTriple code and PML's SparseCentersRegularizer
+        return self.tau * torch.sqrt(2.0 + eps - torch.clamp(2.0 * cos, max=2.0)).sum() / (2 * cos.numel())
