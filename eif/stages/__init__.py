@@ -10,6 +10,10 @@ _MODULES = {
     "train": "eif.stages.train",
     "evaluate": "eif.stages.evaluate",
     "embed": "eif.stages.embed",
+    "detect": "eif.stages.detect",
+    "relabel": "eif.stages.relabel",
+    "survey": "eif.stages.survey",
+    "report": "eif.stages.report",
 }
 
 

@@ -1,0 +1,1 @@
+"""Self-contained HTML reports (images embedded as base64 PNG) for runs and sweeps, and their figures."""

@@ -1,0 +1,100 @@
+"""Stage ``relabel``: Algorithm 1's weighted-kNN label recommendations and their accuracy (Table 2).
+
+The queried set is the harmful set of the detect group (training samples with a positive
+``relabel.method`` score, Algorithm 1 line 1) or all samples. Artifacts:
+
+- ``recommendations.npz``: ``queries`` (Q,), ``hard`` (Q,) argmax labels, ``soft`` (Q, C) vote shares.
+- ``review.csv``: for a human: sample id, image path (``index:<i>`` for in-memory data), current label,
+  recommended label and its probability, the score that flagged it; most harmful first.
+- ``relabel.json``: k, sizes, accuracy on the true flips inside the queried set, counted ``strict``
+  (top-1 == clean label) and with the reference's ``second_label`` rule (a top-1 equal to the noisy
+  label is replaced by the 2nd label), and the measured wall time of the kNN block.
+- ``runtime.csv``/``.md``: Table 3 row per method, detection time (from the influence artifact's
+  ``timings.json``) and recommendation time (the kNN block measured here).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from eif.mislabel import knn, relabel
+from eif.mislabel.artifacts import load_group_scores, load_train
+from eif.report.tables import write_table
+from eif.stages.base import Context, Stage, plain
+from eif.utils.errors import require
+from eif.utils.io import read_json, save_npz, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def _fields(cfg: DictConfig) -> dict:
+    return {"relabel": plain(cfg.relabel), "group": int(cfg.detect.group)}
+
+
+def detection_seconds(influence_dir: Path) -> dict[str, float]:
+    """Wall seconds per scoring method recorded by the influence stage (``timings.json``), if any."""
+    path = Path(influence_dir) / "timings.json"
+    if not path.is_file():
+        return {}
+    return {str(k): float(v) for k, v in read_json(path).items() if isinstance(v, (int, float))}
+
+
+def _compute(ctx: Context, out: Path) -> None:
+    from eif.data import build_data
+
+    cfg = ctx.cfg.relabel
+    require(cfg.queries in ("harmful", "all"), f"relabel.queries must be harmful or all, got {cfg.queries!r}")
+    tr = load_train(ctx.require("embed"))
+    infl = ctx.require("influence")
+    scores = load_group_scores(infl, int(ctx.cfg.detect.group))
+    require(str(cfg.method) in scores, f"relabel.method={cfg.method!r}, but the influence stage scored "
+            f"{', '.join(scores)}")
+    flag = scores[str(cfg.method)]
+    queries = np.flatnonzero(flag > 0) if cfg.queries == "harmful" else np.arange(tr.labels.size)
+    t0 = time.perf_counter()
+    hard, soft, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes, queries=queries,
+                                  k=None if cfg.k is None else int(cfg.k))
+    knn_s = time.perf_counter() - t0
+    save_npz(out / "recommendations.npz", queries=queries, hard=hard, soft=soft)
+    paths = build_data(ctx.cfg).train.paths
+    review = relabel.review_table(queries, soft, tr.labels, paths, flag[queries])
+    write_text(out / "review.csv", review.to_csv(index=False))
+    acc = (relabel.relabel_accuracy(soft, queries, tr.labels, tr.clean_labels, tr.flipped)
+           if tr.flipped.size else {"flips_in_set": 0, "strict": None, "second_label": None})
+    write_json(out / "relabel.json", {
+        "k": k, "queries": str(cfg.queries), "method": str(cfg.method), "n_queries": int(queries.size),
+        "n_train": int(tr.labels.size), "n_flipped": int(tr.flipped.size),
+        "changes_label": int((hard != tr.labels[queries]).sum()), "accuracy": acc, "knn_seconds": knn_s})
+    det = detection_seconds(infl)
+    runtime = pd.DataFrame([{"method": m.upper(), "detection_s": det.get(m, float("nan")),
+                             "recommendation_s": knn_s if m == cfg.method else float("nan")}
+                            for m in scores])
+    write_table(runtime, out, "runtime")
+
+
+def _publish(ctx: Context, out: Path) -> None:
+    info = read_json(out / "relabel.json")
+    acc = info["accuracy"]
+    line = (f"relabel: {info['n_queries']} {info['queries']} samples queried (k={info['k']}), "
+            f"{info['changes_label']} would change label; kNN {info['knn_seconds']:.2f} s")
+    if acc["flips_in_set"]:
+        line += (f"; accuracy on the {acc['flips_in_set']} true flips among them: "
+                 f"strict {acc['strict']:.4f}, "
+                 f"second-label rule {acc['second_label']:.4f}")
+    print(line, flush=True)
+    log.info("%s", line)
+    summary = {"relabel/n_queries": info["n_queries"], "relabel/knn_seconds": info["knn_seconds"]}
+    if acc["flips_in_set"]:
+        summary.update({"relabel/acc_strict": acc["strict"], "relabel/acc_second_label": acc["second_label"]})
+    ctx.logger.summary(summary)
+    ctx.logger.table("relabel/review", pd.read_csv(out / "review.csv").head(500))
+    ctx.logger.table("relabel/runtime", pd.read_csv(out / "runtime.csv"))
+
+
+STAGE = Stage(name="relabel", deps=("embed", "influence"), fields=_fields, compute=_compute, publish=_publish)
