@@ -1,18 +1,26 @@
 """A content-keyed artifact store that is safe for concurrent jobs on a shared filesystem.
 
-Layout: ``<root>/<stage>/<key>/`` holds one stage output. ``key`` is a hash of the config values
-that affect that output (and of the keys of the stages it reads), so jobs that differ only in
-later-stage settings share it. A directory is *complete* when its ``MANIFEST.json`` exists and every
-file it lists has the recorded size and SHA-256. The manifest is written last, atomically, so a
-crash at any point leaves either no manifest (the work is redone, resuming from checkpoints kept in
-``<key>/ckpt/``) or a complete artifact. A manifest whose files fail verification (truncated,
-corrupted, deleted) is discarded and the stage is recomputed.
+Layout under ``<root>/<stage>/``:
 
-Exactly one job computes an artifact: it holds ``<key>.lock``, a directory created with ``mkdir``
-(atomic on NFS and local disks alike). The holder writes its host, pid and SLURM job id into the
-lock and refreshes a heartbeat file. Others wait, polling for the manifest. A lock is stale, and is
-broken, when its holder ran on this host and its pid is gone, when it belongs to an earlier run of
-the same SLURM job (a requeue), or when its heartbeat is older than ``stale_after_s``.
+- ``<key>/`` a complete stage output. ``key`` hashes the config values that affect it (and the keys
+  of the stages it reads), so jobs that differ only in later-stage settings share it. It holds
+  ``MANIFEST.json`` (size and SHA-256 of every file) and is only ever created by renaming a finished
+  work directory, so it never exists half-written. Reads verify it; a manifest whose files fail
+  verification (truncated, corrupted, deleted) gets the directory moved aside and recomputed.
+- ``<key>.partial/`` the work directory of the job computing it. Its ``ckpt/`` subdirectory is
+  scratch space for resumable checkpoints that survives a crash: the next attempt computes into the
+  same directory and resumes. Everything else in it is discarded before a new attempt.
+- ``<key>.lock/`` held by the one job computing ``<key>``. It is created by renaming a private
+  directory that already holds ``owner.json`` (host, pid and its start time, SLURM job id and restart
+  count, a random token) onto the lock name; rename onto an existing directory fails, atomically, on
+  local disks and NFS alike. The holder touches ``heartbeat`` every ``heartbeat_s`` seconds and
+  checks that it still holds the lock before publishing.
+
+Others wait, polling for the manifest. A lock is stale, and is broken, when its holder ran on this
+host and that process is gone, when it is an earlier run of the same SLURM job (a requeue), or when
+its heartbeat has not changed for ``stale_after_s`` seconds of the waiter's own clock (no clock skew
+between nodes involved). A job frozen longer than that (e.g. ``scontrol suspend``) loses its lock and
+fails at the ownership check instead of publishing.
 """
 
 from __future__ import annotations
@@ -30,12 +38,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eif.utils.errors import EifError
 from eif.utils.io import read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 SCRATCH = "ckpt"  # per-artifact scratch space (resumable checkpoints); never part of the manifest
+PARTIAL = ".partial"  # suffix of the work directory
+LOCK = ".lock"  # suffix of the lock directory
 
 
 def spec_key(spec: Any) -> str:
@@ -44,8 +55,32 @@ def spec_key(spec: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _process_start(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22), None if gone.
+
+    Together with the pid it names a process uniquely, so a recycled pid is not mistaken for the owner.
+    Zombies count as gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _bury(path: Path) -> None:
+    """Remove a directory tree so nobody sees it half-deleted: rename it aside first."""
+    grave = path.with_name(f"{path.name}.trash.{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, grave)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(grave, ignore_errors=True)
+
+
 class StoreLock:
-    """A mkdir-based lock with owner info and a heartbeat; see the module docstring."""
+    """A rename-based lock with owner info and a heartbeat; see the module docstring."""
 
     def __init__(self, path: Path, stale_after_s: float = 120.0, heartbeat_s: float = 10.0,
                  poll_s: float = 0.5) -> None:
@@ -53,25 +88,34 @@ class StoreLock:
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
         self.poll_s = poll_s
+        self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # (owner token, heartbeat mtime, time.monotonic() when that pair was first seen)
+        self._seen: tuple[str, float, float] | None = None
 
     def _owner(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "since": time.time()}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+                "token": self.token, "since": time.time()}
 
     def try_acquire(self) -> bool:
+        """One attempt: True when the lock is now ours; breaks a stale lock (and returns False)."""
+        if self.path.exists():  # cheap check first: held (or stale) locks are the common case
+            return self._break_if_stale()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_name(f"{self.path.name}.new.{self.token[:8]}")
+        staging.mkdir(exist_ok=True)
+        write_json(staging / "owner.json", self._owner())
+        (staging / "heartbeat").touch()
         try:
-            os.mkdir(self.path)
-        except FileExistsError:
-            if self._is_stale():
-                self._break()
-            return False
-        write_json(self.path / "owner.json", self._owner())
-        (self.path / "heartbeat").touch()
+            os.rename(staging, self.path)  # fails when a lock directory is already there
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            return self._break_if_stale()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="eif-lock-heartbeat")
         self._thread.start()
         return True
 
@@ -84,12 +128,21 @@ class StoreLock:
                 return True
             time.sleep(self.poll_s)
 
+    def held(self) -> bool:
+        """True while the lock directory is still the one this object created."""
+        try:
+            return read_json(self.path / "owner.json").get("token") == self.token
+        except (OSError, json.JSONDecodeError):
+            return False
+
     def release(self) -> None:
+        """Stop the heartbeat and remove the lock, unless somebody else holds it by now."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.held():
+            _bury(self.path)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -98,47 +151,65 @@ class StoreLock:
             except FileNotFoundError:
                 return
 
-    def _is_stale(self) -> bool:
+    def _break_if_stale(self) -> bool:
+        """Break the current lock if it is stale. Always False: the caller has not acquired anything."""
+        owner = self._stale_owner()
+        if owner is not None:
+            self._break(owner)
+        return False
+
+    def _stale_owner(self) -> dict[str, Any] | None:
+        """The owner record of the current lock when that lock is stale, else None."""
         try:
             owner = read_json(self.path / "owner.json")
+        except FileNotFoundError:
+            if not self.path.is_dir():
+                return None  # released meanwhile
+            owner = {}  # not made by this class (every lock it makes has an owner): judged by age alone
+        except (OSError, json.JSONDecodeError):
+            owner = {}
+        try:
             beat = (self.path / "heartbeat").stat().st_mtime
-        except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
-            # Being created right now, or left empty by a crash between mkdir and the owner write.
+        except OSError:
             try:
-                return time.time() - self.path.stat().st_mtime > self.stale_after_s
-            except FileNotFoundError:
-                return False
+                beat = self.path.stat().st_mtime
+            except OSError:
+                return None
         job = os.environ.get("SLURM_JOB_ID")
-        if job is not None and owner.get("slurm_job_id") == job and owner.get("pid") != os.getpid():
-            return True  # an earlier run of this very SLURM job (requeued): it is gone
-        if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
-            return True
-        return time.time() - beat > self.stale_after_s
+        restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        requeued = owner.get("slurm_job_id") == job and int(owner.get("slurm_restart", 0)) < restart
+        if job is not None and requeued:
+            return owner  # an earlier run of this very SLURM job, which was requeued: it is gone
+        if owner.get("host") == socket.gethostname():
+            pid = int(owner.get("pid", -1))
+            if pid <= 0 or _process_start(pid) != owner.get("pid_start"):
+                return owner
+        seen = (str(owner.get("token")), beat)
+        if self._seen is None or self._seen[:2] != seen:
+            self._seen = (*seen, time.monotonic())
+            return None
+        return owner if time.monotonic() - self._seen[2] > self.stale_after_s else None
 
-    def _break(self) -> None:
+    def _break(self, owner: dict[str, Any]) -> None:
+        """Remove the stale lock judged from ``owner``; put it back if it turned out to be newer."""
         grave = self.path.with_name(f"{self.path.name}.stale.{uuid.uuid4().hex[:8]}")
         try:
             os.rename(self.path, grave)  # only one breaker wins the rename
         except OSError:
             return
-        log.warning("broke stale lock %s", self.path)
+        try:
+            taken = read_json(grave / "owner.json").get("token")
+        except (OSError, json.JSONDecodeError):
+            taken = None
+        if taken != owner.get("token"):  # replaced by a live lock between our check and the rename
+            try:
+                os.rename(grave, self.path)
+                return
+            except OSError:
+                log.error("lock %s: a live lock was broken and could not be restored", self.path)
+        log.warning("broke stale lock %s (host %s, pid %s, SLURM job %s)", self.path, owner.get("host"),
+                    owner.get("pid"), owner.get("slurm_job_id"))
         shutil.rmtree(grave, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class ArtifactStore:
@@ -153,66 +224,90 @@ class ArtifactStore:
 
     def verify(self, directory: Path) -> bool:
         """True when ``directory`` has a manifest and every listed file matches it."""
-        manifest = directory / MANIFEST
-        if not manifest.exists():
-            return False
         try:
-            entries = read_json(manifest)["files"]
-        except (json.JSONDecodeError, KeyError, OSError):
+            entries = read_json(directory / MANIFEST)["files"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
             return False
         for name, meta in entries.items():
             f = directory / name
             try:
                 if f.stat().st_size != meta["size"] or sha256_file(f) != meta["sha256"]:
                     return False
-            except FileNotFoundError:
+            except OSError:
                 return False
         return True
 
     def get_or_compute(self, stage: str, key: str, spec: dict[str, Any],
                        compute: Callable[[Path], None], provenance: dict[str, Any] | None = None
                        ) -> tuple[Path, bool]:
-        """Return (artifact dir, computed_now). Runs ``compute(dir)`` at most once across jobs."""
+        """Return (artifact dir, computed_now). Runs ``compute(work dir)`` at most once across jobs.
+
+        ``compute`` writes its files into the directory it is given; ``<that dir>/ckpt/`` persists
+        across crashed attempts for resumable checkpoints and is deleted once the output is complete.
+        """
         directory = self.path(stage, key)
         if self.verify(directory):
             return directory, False
-        lock = StoreLock(directory.with_name(key + ".lock"), stale_after_s=self.stale_after_s)
+        lock = StoreLock(directory.with_name(key + LOCK), stale_after_s=self.stale_after_s)
         if not lock.acquire(until=lambda: self.verify(directory)):
             return directory, False
         try:
             if self.verify(directory):
                 return directory, False
-            self._discard_incomplete(directory)
-            directory.mkdir(parents=True, exist_ok=True)
-            compute(directory)
-            self._write_manifest(directory, stage, key, spec, provenance or {})
-            shutil.rmtree(directory / SCRATCH, ignore_errors=True)
+            if directory.exists():
+                log.warning("artifact %s failed verification; recomputing", directory)
+                _bury(directory)
+            self._sweep(directory, lock)
+            work = directory.with_name(key + PARTIAL)
+            if not self.verify(work):  # a crash after the manifest was written needs only the rename
+                self._clear_for_retry(work)
+                work.mkdir(parents=True, exist_ok=True)
+                compute(work)
+                self._write_manifest(work, stage, key, spec, provenance or {})
+            shutil.rmtree(work / SCRATCH, ignore_errors=True)
+            if not lock.held():
+                raise EifError(f"lost the store lock {lock.path} while computing (job frozen for more than "
+                               f"{self.stale_after_s:.0f} s?); another job computes {stage}/{key}, re-run")
+            os.rename(work, directory)
             return directory, True
         finally:
             lock.release()
 
-    def _discard_incomplete(self, directory: Path) -> None:
-        """Drop a manifest that failed verification and every file but the resumable scratch."""
-        if not directory.exists():
+    def _sweep(self, directory: Path, lock: StoreLock) -> None:
+        """Remove what killed jobs left next to ``directory``: half-deleted graves of artifacts and
+        locks, and lock staging dirs older than ``stale_after_s`` (younger ones may be in use)."""
+        for grave in directory.parent.glob(f"{directory.name}.*"):
+            if grave.name.startswith((f"{directory.name}.trash.", f"{lock.path.name}.stale.")):
+                shutil.rmtree(grave, ignore_errors=True)
+            elif grave.name.startswith(f"{lock.path.name}.new."):
+                try:
+                    if time.time() - grave.stat().st_mtime > self.stale_after_s:
+                        shutil.rmtree(grave, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+
+    @staticmethod
+    def _clear_for_retry(work: Path) -> None:
+        """Drop every file of an earlier failed attempt except the resumable scratch."""
+        if not work.exists():
             return
-        if (directory / MANIFEST).exists():
-            log.warning("artifact %s failed verification; recomputing", directory)
-        for child in directory.iterdir():
+        for child in work.iterdir():
             if child.name == SCRATCH:
                 continue
-            if child.is_dir():
+            if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
                 child.unlink()
 
-    def _write_manifest(self, directory: Path, stage: str, key: str, spec: dict[str, Any],
+    @staticmethod
+    def _write_manifest(directory: Path, stage: str, key: str, spec: dict[str, Any],
                         provenance: dict[str, Any]) -> None:
         files = {}
         for f in sorted(directory.rglob("*")):
             rel = f.relative_to(directory)
             if not f.is_file() or rel.parts[0] in (SCRATCH, MANIFEST) or f.name.startswith("."):
                 continue
-            files[str(rel)] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
+            files[rel.as_posix()] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
         write_json(directory / MANIFEST, {"stage": stage, "key": key, "spec": spec,
                                           "provenance": provenance, "files": files,
                                           "created": time.time()})
