@@ -40,7 +40,8 @@ class BalancedBatchSampler:
 
     ``labels``: int (N,) training labels (the noisy ones when noise was injected). Iterating yields
     the batches ``start_batch, start_batch + 1, ...`` of the epoch, each a list of ``(index,
-    aug_seed)`` Python ints; ``len()`` is the number of batches in the whole epoch.
+    aug_seed)`` Python ints. ``num_batches`` is the number of batches in the whole epoch; ``len()``
+    is the number this sampler yields, ``num_batches - start_batch`` (as DataLoader expects).
     """
 
     def __init__(self, labels: np.ndarray, classes_per_batch: int, samples_per_class: int, seed: int,
@@ -67,7 +68,7 @@ class BalancedBatchSampler:
         self._members = [order[s:s + c] for s, c in zip(starts, counts)]
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches - self.start_batch
 
     def epoch_indices(self) -> np.ndarray:
         """int64 (num_batches, batch_size): the image indices of every batch of the epoch."""
