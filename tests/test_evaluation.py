@@ -15,15 +15,12 @@ from sklearn.metrics import normalized_mutual_info_score
 from eif.evaluation import (
     evaluate_embeddings,
     evaluate_query_gallery,
-    kmeans,
-    knn,
     map_at_r,
     nmi,
     recall_at_k,
     recall_at_k_query_gallery,
-    use_gpu,
 )
-from eif.evaluation.knn import flat_index
+from eif.evaluation.knn import flat_index, kmeans, knn, use_gpu
 from eif.utils.errors import EifError
 
 

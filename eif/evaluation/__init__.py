@@ -1,6 +1,9 @@
-"""Retrieval evaluation: faiss kNN and k-means, Recall@K, NMI, MAP@R."""
+"""Retrieval evaluation: Recall@K, NMI, MAP@R (:mod:`.metrics`) on faiss kNN and k-means (:mod:`.knn`).
 
-from eif.evaluation.knn import kmeans, knn, use_gpu
+The kNN helpers are imported from ``eif.evaluation.knn`` directly (re-exporting the function ``knn``
+here would shadow the submodule of the same name).
+"""
+
 from eif.evaluation.metrics import (
     evaluate_embeddings,
     evaluate_query_gallery,
@@ -10,5 +13,5 @@ from eif.evaluation.metrics import (
     recall_at_k_query_gallery,
 )
 
-__all__ = ["evaluate_embeddings", "evaluate_query_gallery", "kmeans", "knn", "map_at_r", "nmi", "recall_at_k",
-           "recall_at_k_query_gallery", "use_gpu"]
+__all__ = ["evaluate_embeddings", "evaluate_query_gallery", "map_at_r", "nmi", "recall_at_k",
+           "recall_at_k_query_gallery"]
