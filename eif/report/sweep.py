@@ -1,0 +1,136 @@
+"""Sweep-level outputs of the mislabel experiments: Table 2 and Table 3, and an index report.
+
+    python -m eif.report.sweep <sweep_dir>
+
+Each job dir holds ``artifacts/relabel/relabel.json`` and ``runtime.csv`` and its ``report.html``.
+Expected jobs come from the sweep's ``multirun.yaml`` through :func:`eif.aggregate.expected_jobs`
+(the Table 1 mechanism), so jobs that failed or have not run are empty cells, never an error.
+Writes ``table2.{csv,md}``, ``table3.{csv,md}`` and ``index.html`` into the sweep dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from eif.report import html
+from eif.report.tables import write_table
+from eif.utils.io import read_json, write_text
+
+log = logging.getLogger(__name__)
+IDENT = ("dataset", "loss", "noise", "seed")
+
+
+def _job_identity(job_dir: Path) -> dict[str, Any]:
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    return {"dataset": cfg.dataset.name, "loss": cfg.loss.name, "noise": cfg.noise.name,
+            "seed": int(cfg.seed)}
+
+
+def collect(sweep_dir: Path) -> pd.DataFrame:
+    """One row per (job, method): identity, relabel accuracy (strict, second_label), runtimes;
+    status ``ok`` or ``missing`` (expected by the sweep grid but without results)."""
+    from eif.aggregate import expected_jobs
+
+    sweep_dir = Path(sweep_dir)
+    rows: list[dict] = []
+    seen: list[dict] = []
+    for rj in sorted(sweep_dir.glob("*/artifacts/relabel/relabel.json")):
+        job = rj.parents[2]
+        try:
+            ident, info = _job_identity(job), read_json(rj)
+            runtime = pd.read_csv(rj.parent / "runtime.csv")
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("sweep: skipping unreadable job %s (%s)", job, err)
+            continue
+        seen.append(ident)
+        acc = info["accuracy"]
+        for r in runtime.itertuples(index=False):
+            rows.append({**ident, "method": r.method, "status": "ok", "job": job.name,
+                         "report": f"{job.name}/report.html" if (job / "report.html").is_file() else "",
+                         "strict": acc["strict"], "second_label": acc["second_label"],
+                         "detection_s": r.detection_s, "recommendation_s": r.recommendation_s})
+    for ov in expected_jobs(sweep_dir):
+        ident = {k: ov.get(k) for k in IDENT}
+        # A job matches on the keys the sweep sets (the rest come from the config defaults).
+        if not any(all(str(s[k]) == str(ov[k]) for k in IDENT if k in ov) for s in seen):
+            rows.append({**ident, "method": "EIF", "status": "missing"})
+    return pd.DataFrame(rows, columns=[*IDENT, "method", "status", "job", "report", "strict", "second_label",
+                                       "detection_s", "recommendation_s"])
+
+
+def _mean_std(x: pd.Series, digits: int) -> str:
+    x = pd.to_numeric(x, errors="coerce").dropna()
+    if x.empty:
+        return ""
+    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}" if len(x) > 1 else f"{x.mean():.{digits}f}"
+
+
+def table2(long: pd.DataFrame, column: str = "second_label") -> pd.DataFrame:
+    """Rows (noise, loss), columns dataset; cells mean ± std over seeds of relabel accuracy in %."""
+    acc = long[long.method == "EIF"].assign(v=lambda f: pd.to_numeric(f[column], errors="coerce") * 100)
+    cells = acc.groupby(["noise", "loss", "dataset"], dropna=False)["v"].agg(lambda s: _mean_std(s, 2))
+    return cells.unstack("dataset").fillna("").reset_index()
+
+
+def table3(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows (dataset, method): detection and recommendation seconds, mean ± std over jobs."""
+    g = long.groupby(["dataset", "method"], dropna=False)
+    cells = {c: g[c].agg(lambda s: _mean_std(s, 2)) for c in ("detection_s", "recommendation_s")}
+    return pd.DataFrame(cells).reset_index()
+
+
+def aggregate(sweep_dir: str | Path) -> pd.DataFrame:
+    """Write Table 2 (both counting rules), Table 3 and ``index.html``; returns the long table."""
+    sweep_dir = Path(sweep_dir)
+    long = collect(sweep_dir)
+    t2, t2s, t3 = table2(long), table2(long, "strict"), table3(long)
+    write_table(t2, sweep_dir, "table2")
+    write_table(t2s, sweep_dir, "table2_strict")
+    write_table(t3, sweep_dir, "table3")
+    jobs = long.drop_duplicates("job")[[*IDENT, "status", "report"]]
+    links = "".join(
+        f"<tr><td>{html.esc(r.dataset)}</td><td>{html.esc(r.loss)}</td><td>{html.esc(r.noise)}</td>"
+        f"<td>{html.esc(r.seed)}</td><td>{html.esc(r.status)}</td><td>"
+        + (f'<a href="{html.esc(r.report)}">report</a>' if isinstance(r.report, str) and r.report else "")
+        + "</td></tr>" for r in jobs.itertuples(index=False))
+    runs = ("<table><thead><tr><th>dataset</th><th>loss</th><th>noise</th><th>seed</th><th>status</th>"
+            f"<th>report</th></tr></thead><tbody>{links}</tbody></table>")
+    page = html.page(f"eif sweep {sweep_dir.name}", [
+        html.section("Table 2: relabel accuracy (%), reference second-label rule", html.table(t2)),
+        html.section("Table 2 (strict: top-1 equals the clean label)", html.table(t2s)),
+        html.section("Table 3: runtime (s)", html.table(t3)),
+        html.section("Runs", runs)], "missing jobs are empty cells")
+    write_text(sweep_dir / "index.html", page)
+    return long
+
+
+class MislabelTablesCallback(Callback):
+    """Hydra callback: aggregate after every job (best effort) and when the sweep ends."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        try:
+            aggregate(Path(config.hydra.sweep.dir))
+        except Exception as err:  # noqa: BLE001 - a partial table must never fail a job
+            log.warning("mislabel tables: aggregation after a job failed: %s", err)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        aggregate(Path(config.hydra.sweep.dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Aggregate a mislabel sweep: Table 2, Table 3, index.html")
+    ap.add_argument("sweep_dir", type=Path)
+    long = aggregate(ap.parse_args(argv).sweep_dir)
+    print(f"{(long.status == 'ok').sum()} job results, {(long.status == 'missing').sum()} missing")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
