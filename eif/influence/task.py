@@ -1,0 +1,41 @@
+"""The confusion task: what EIF and IF need from a model, as pure tensor functions.
+
+Following kronfluence's ``Task``, the influence code only talks to a task and to tensors (trunk
+features ``F`` (N, D), head weight ``W`` (E, D), bias ``b`` (E,)); never to datasets or images.
+Only ``W`` is perturbed; ``b`` and the loss's proxies stay fixed (PROTOCOL.md sections 4-6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from eif.losses.base import MetricLoss
+
+
+def normalized_sq_distance(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+    """d = ||z_a/|z_a| - z_b/|z_b| ||^2 = 2 - 2 cos(z_a, z_b), in [0, 4]: (..., E), (..., E) -> (...)."""
+    return (F.normalize(z_a, dim=-1) - F.normalize(z_b, dim=-1)).pow(2).sum(-1)
+
+
+@dataclass(frozen=True)
+class ConfusionTask:
+    """``train_loss(z (..., N, E), y (N,)) -> (..., N)`` per-sample training losses (pure, usable under
+    ``torch.func``); ``measurement(z_a, z_b) -> d`` the test-pair distance, (..., E) x2 -> (...)."""
+
+    train_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    measurement: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=normalized_sq_distance)
+
+    @staticmethod
+    def from_loss(loss: MetricLoss) -> ConfusionTask:
+        """The task of a trained :class:`MetricLoss`, its proxies frozen (no gradient flows to them)."""
+        loss.requires_grad_(False)
+        return ConfusionTask(train_loss=loss.per_sample)
+
+
+def head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """z = f W^T + b: (..., N, D) -> (..., N, E)."""
+    return features @ weight.transpose(-1, -2) + bias

@@ -1,0 +1,159 @@
+"""IF on cached features: solvers against dense per-sample autograd, LiSSA blocks against the plain loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_influence_eif import CONFUSIONS, make_problem, sign_case
+
+from eif.influence import IfConfig, build_batch, classic_influence
+from eif.influence.ihvp import exact_hessian, lissa, loss_grad_z
+from eif.influence.task import head
+from eif.utils.errors import EifError
+
+torch.set_default_dtype(torch.float64)
+SIGNS = [1.0, 1.0, 1.0, -1.0]
+
+
+def dense_parts(pb, pairs, signs):
+    """Per-sample grads (N, E*D), mean-loss Hessian (E*D, E*D), objective grads (K, E*D): plain autograd."""
+    task, ftr, ytr, w, b, fte = (pb[k] for k in ("task", "ftr", "ytr", "w", "b", "fte"))
+    shape = w.shape
+
+    def loss_i(wflat, i):
+        return task.train_loss(head(ftr[i:i + 1], wflat.view(shape), b), ytr[i:i + 1])[0]
+
+    grads = torch.stack([torch.autograd.functional.jacobian(lambda x, i=i: loss_i(x, i), w.flatten())
+                         for i in range(len(ftr))])
+    hess = torch.autograd.functional.hessian(
+        lambda x: torch.stack([loss_i(x, i) for i in range(len(ftr))]).mean(), w.flatten())
+    vs = []
+    for p, s in zip(pairs, signs):
+        def obj(wflat, p=p, s=s):
+            wt = wflat.view(shape)
+            ds = [task.measurement(head(fte[a], wt, b), head(fte[c], wt, b)) for a, c in p]
+            return s * torch.stack(ds).mean()
+        vs.append(torch.autograd.functional.jacobian(obj, w.flatten()))
+    return grads, hess, torch.stack(vs), loss_i
+
+
+def run(pb, cfg, pairs=CONFUSIONS, signs=SIGNS):
+    return classic_influence(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"],
+                             build_batch(pairs, signs, dtype=torch.float64), cfg)
+
+
+def test_exact_and_cg_match_dense_autograd():
+    pb = make_problem()
+    damping = 2.0  # H is indefinite here (smallest eigenvalue -1.3): CG needs H + damping I > 0
+    grads, hess, v, _ = dense_parts(pb, CONFUSIONS, SIGNS)
+    x = torch.linalg.solve(hess + damping * torch.eye(len(hess)), v.T).T
+    ref = x @ grads.T  # (K, N): positive = harmful
+    exact = run(pb, IfConfig(solver="exact", damping=damping, k_chunk=3))
+    torch.testing.assert_close(exact.scores, ref, rtol=1e-8, atol=1e-10)
+    cg = run(pb, IfConfig(solver="cg", damping=damping, cg_tol=1e-10, score_chunk=7))
+    rel = (cg.scores - exact.scores).norm() / exact.scores.norm()
+    assert rel < 1e-4 and (cg.iterations > 1).all()
+
+
+def test_cg_reports_negative_curvature():
+    with pytest.raises(EifError, match="negative curvature"):
+        run(make_problem(), IfConfig(solver="cg", damping=0.01))
+
+
+def test_exact_hessian_is_the_autograd_hessian():
+    pb = make_problem(seed=3)
+    _, hess, _, _ = dense_parts(pb, CONFUSIONS[:1], [1.0])
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    torch.testing.assert_close(exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"]), hess)
+
+
+def plain_lissa(pb, v, scale, damping):
+    """The reference recursion, one training sample at a time, HVPs by double backprop on dense W."""
+    _, _, _, loss_i = dense_parts(pb, CONFUSIONS[:1], [1.0])
+    w = pb["w"].flatten()
+    out = []
+    for vk in v:
+        h = vk.clone()
+        for i in range(len(pb["ftr"])):
+            wr = w.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(loss_i(wr, i), wr, create_graph=True)
+            (hv,) = torch.autograd.grad(g @ h, wr)
+            h = vk + (1 - damping) * h - hv / scale
+        out.append(h / scale)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 7, 64])
+def test_lissa_blocks_equal_plain_loop(block_size):
+    pb = make_problem(seed=4)
+    scale, damping = 5.0, 0.05  # a small scale so the curvature terms matter within 30 steps
+    grads, _, v, _ = dense_parts(pb, CONFUSIONS, SIGNS)
+    ref = plain_lissa(pb, v, scale, damping)
+    batch = build_batch(CONFUSIONS, SIGNS, dtype=torch.float64)
+    fp = batch.features(pb["fte"])
+    from eif.influence.confusion import distance_and_grad
+    _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    v_factors = (g * batch.sign[:, None, None], fp)
+    fast = lissa(pb["task"], pb["ftr"], z, pb["ytr"], v_factors, scale, damping, block_size)
+    torch.testing.assert_close(fast.flatten(1), ref, rtol=1e-9, atol=1e-12)
+    res = run(pb, IfConfig(solver="lissa", scale=scale, damping=damping, block_size=block_size, k_chunk=2))
+    torch.testing.assert_close(res.scores, ref @ grads.T, rtol=1e-9, atol=1e-12)
+
+
+def test_lissa_float32_matches_float64():
+    pb = make_problem(seed=5, n=200)
+    r64 = run(pb, IfConfig(block_size=32))
+    from eif.influence import ConfusionTask
+    from eif.losses import ProxyNCAPP
+
+    loss32 = ProxyNCAPP(3, 4).float()
+    with torch.no_grad():
+        loss32.proxies.copy_(pb["task"].train_loss.__self__.proxies.float())
+    pb32 = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in pb.items()}
+    pb32["task"] = ConfusionTask.from_loss(loss32)
+    r32 = classic_influence(pb32["task"], pb32["ftr"], pb32["ytr"], pb32["w"], pb32["b"], pb32["fte"],
+                            build_batch(CONFUSIONS, SIGNS, dtype=torch.float32), IfConfig(block_size=32))
+    atol = 1e-5 * float(r64.scores.abs().max())
+    torch.testing.assert_close(r32.scores.double(), r64.scores, rtol=1e-3, atol=atol)
+
+
+def test_lissa_converges_to_scaled_damping_solution():
+    """LiSSA's fixed point is (H + scale*damping I)^-1 v: after enough steps it matches exact there."""
+    pb = make_problem(seed=0, n=30)
+    rep = {k: (pb[k].repeat(40, 1) if k == "ftr" else pb[k].repeat(40)) for k in ("ftr", "ytr")}
+    long = {**pb, **rep}  # 40 passes over the same data = the same mean Hessian, 1200 steps
+    # scale * damping = 2 exceeds |smallest eigenvalue of H| (about 1.3), so the recursion contracts;
+    # a large scale averages the per-sample Hessians over many steps.
+    cfg = IfConfig(solver="lissa", scale=100.0, damping=0.02, block_size=200)
+    lis = run(long, cfg)
+    ex = run(long, IfConfig(solver="exact", damping=cfg.scale * cfg.damping))
+    corr = np.corrcoef(lis.scores.flatten().numpy(), ex.scores.flatten().numpy())[0, 1]
+    assert corr > 0.99
+
+
+def test_if_sign_on_hand_made_case():
+    task, ftr, ytr, w, b, fte = sign_case()
+    pb = dict(task=task, ftr=ftr, ytr=ytr, w=w, b=b, fte=fte)
+    for solver in ("exact", "cg", "lissa"):
+        res = run(pb, IfConfig(solver=solver), [np.array([[0, 1]])], [1.0])
+        assert res.scores[0, 0] > 0 > res.scores[0, 1], solver  # x1 harmful, x2 helpful
+
+
+def test_exact_refuses_large_heads():
+    pb = make_problem()
+    pb["w"], pb["b"] = torch.zeros(64, 200), torch.zeros(64)
+    pb["ftr"], pb["fte"] = torch.zeros(30, 200), torch.zeros(12, 200)
+    with pytest.raises(EifError, match="exact IF solver"):
+        run(pb, IfConfig(solver="exact"))
+
+
+def test_loss_grad_z_is_per_sample():
+    pb = make_problem()
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    gz = loss_grad_z(pb["task"], z, pb["ytr"])
+    for i in (0, 7):
+        zi = z[i:i + 1].clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(pb["task"].train_loss(zi, pb["ytr"][i:i + 1]).sum(), zi)
+        torch.testing.assert_close(gz[i], gi[0])
