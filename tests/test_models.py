@@ -126,7 +126,7 @@ def test_reference_checkpoint_round_trip(tmp_path):
     assert {"module.0.base.conv1.weight", "module.0.base.fc.weight", "module.1.bias"} <= set(keys)
     model = build_model(RESNET_CFG).eval()
     loss = build_loss(PNCA_CFG, 3, 32)
-    load_reference_checkpoint(model, model_path, loss.proxies, proxy_path)
+    load_reference_checkpoint(model_path, proxy_path, model, loss)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x))
@@ -137,15 +137,15 @@ def test_reference_checkpoint_round_trip(tmp_path):
 def test_reference_checkpoint_mismatch_is_one_clear_error(tmp_path):
     _, _, model_path, proxy_path = _reference_files(tmp_path)
     with pytest.raises(EifError, match="does not match"):  # head 2048 -> 64 expected, file has 32
-        load_reference_checkpoint(build_model({**RESNET_CFG, "embedding_size": 64}), model_path)
+        load_reference_checkpoint(model_path, None, build_model({**RESNET_CFG, "embedding_size": 64}))
     with pytest.raises(EifError, match="shape"):  # 5 classes expected, file has 3
-        load_reference_checkpoint(build_model(RESNET_CFG), model_path, build_loss(PNCA_CFG, 5, 32).proxies,
-                                  proxy_path)
+        load_reference_checkpoint(model_path, proxy_path, build_model(RESNET_CFG),
+                                  build_loss(PNCA_CFG, 5, 32))
     wrong = tmp_path / "wrong.pth"
     save_torch(wrong, {"module.features.weight": torch.zeros(2)})
     with pytest.raises(EifError, match="unexpected keys"):
-        load_reference_checkpoint(build_model(RESNET_CFG), wrong)
+        load_reference_checkpoint(wrong, None, build_model(RESNET_CFG))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"xx")
     with pytest.raises(EifError, match="cannot read"):
-        load_reference_checkpoint(build_model(RESNET_CFG), garbage)
+        load_reference_checkpoint(garbage, None, build_model(RESNET_CFG))

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from eif.losses.base import MetricLoss
 from eif.models.embedder import Embedder
 from eif.utils.errors import EifError
 
@@ -86,12 +87,11 @@ def load_reference_proxies(proxies: torch.nn.Parameter, path: str | os.PathLike)
         proxies.copy_(value.detach())
 
 
-def load_reference_checkpoint(model: Embedder, model_path: str | os.PathLike,
-                              proxies: torch.nn.Parameter | None = None,
-                              proxy_path: str | os.PathLike | None = None) -> None:
-    """Load a reference model checkpoint and, if given, its ``proxy.pth`` into ``proxies``."""
+def load_reference_checkpoint(model_path: str | os.PathLike, proxy_path: str | os.PathLike | None,
+                              model: Embedder, loss: MetricLoss | None = None) -> None:
+    """Load a reference model checkpoint into ``model`` and its ``proxy.pth`` into ``loss.proxies``."""
+    if (loss is None) != (proxy_path is None):
+        raise EifError("give both the loss and the reference proxy.pth, or neither")
     load_reference_model(model, model_path)
-    if (proxies is None) != (proxy_path is None):
-        raise EifError("give both the loss proxies and the reference proxy.pth, or neither")
-    if proxies is not None and proxy_path is not None:
-        load_reference_proxies(proxies, proxy_path)
+    if loss is not None and proxy_path is not None:
+        load_reference_proxies(loss.proxies, proxy_path)
