@@ -27,7 +27,7 @@ PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class EpochBatches:
-    """One epoch of trunk features in batch order.
+    """The re-training's batches of trunk features, in order (one or more epochs back to back).
 
     ``features`` float32 (M, D); ``labels`` int64 (M,) (the labels training sees); ``indices``
     int64 (M,) (positions in the training set); ``aug_seeds`` int64 (M,) (augmentation seeds, -1
@@ -62,7 +62,6 @@ class RetrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip_grad_value: float | None = 10.0
-    epochs: int = 1
 
 
 def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, epoch: EpochBatches,
@@ -73,8 +72,9 @@ def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, e
     ``weights`` (H, N_train) is indexed by training-set position. Each step computes
     ``loss_h = mean_b(weights[h, i_b] * L(z_hb, y_b))`` (divides by the batch size, as the
     reference), clamps every gradient element to +-clip_grad_value (``clip_grad_value_``) and takes
-    one Adam step. ``heads_per_chunk`` bounds memory (W, grad and two Adam moments per head); chunks
-    run one after another, the heads inside a chunk together. Returns W' (H, E, D) on the CPU.
+    one Adam step, once per batch of ``epoch``. ``heads_per_chunk`` bounds memory (W, grad and two
+    Adam moments per head); chunks run one after another, the heads inside a chunk together.
+    Returns W' (H, E, D) on the CPU.
     """
     require(weights.ndim == 2, f"weights must be (heads, train samples), got {tuple(weights.shape)}")
     n_train = weights.shape[1]
@@ -94,17 +94,16 @@ def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, e
         sw = weights[start:start + chunk].to(device, torch.float32)
         w = w0.expand(sw.shape[0], *w0.shape).clone()
         state = AdamState.zeros_like(w)
-        for _ in range(cfg.epochs):
-            for t in range(len(ptr) - 1):
-                f, y, i = feats[ptr[t]:ptr[t + 1]], labels[ptr[t]:ptr[t + 1]], index[ptr[t]:ptr[t + 1]]
-                w.requires_grad_(True)
-                z = torch.einsum("bd,hed->hbe", f, w) + bias
-                loss = (sw[:, i] * per_sample(z, y)).mean(dim=1)  # (H,)
-                (grad,) = torch.autograd.grad(loss.sum(), w)
-                w = w.detach()
-                if cfg.clip_grad_value is not None:
-                    grad = grad.clamp(-cfg.clip_grad_value, cfg.clip_grad_value)
-                w, state = adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
+        for t in range(len(ptr) - 1):
+            f, y, i = feats[ptr[t]:ptr[t + 1]], labels[ptr[t]:ptr[t + 1]], index[ptr[t]:ptr[t + 1]]
+            w.requires_grad_(True)
+            z = torch.einsum("bd,hed->hbe", f, w) + bias
+            loss = (sw[:, i] * per_sample(z, y)).mean(dim=1)  # (H,)
+            (grad,) = torch.autograd.grad(loss.sum(), w)
+            w = w.detach()
+            if cfg.clip_grad_value is not None:
+                grad = grad.clamp(-cfg.clip_grad_value, cfg.clip_grad_value)
+            w, state = adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
         out.append(w.cpu())
     return torch.cat(out)
 
