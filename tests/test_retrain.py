@@ -120,31 +120,54 @@ def test_pair_distance_is_squared_distance_of_normalised_embeddings():
     torch.testing.assert_close(confusion_distance(w, b, f, pairs), d.mean(-1))
 
 
-class SeededNoise(torch.utils.data.Dataset):
-    """Images whose augmentation (additive noise) is a pure function of the seed, as ImageSet's."""
-
-    def __init__(self) -> None:
-        self.x = torch.randn(N, 1, 4, 4, generator=torch.Generator().manual_seed(5))
-
-    def __len__(self) -> int:
-        return N
-
-    def __getitem__(self, key: tuple[int, int]):
-        i, seed = key
-        g = torch.Generator().manual_seed(seed)
-        return self.x[i] + 0.1 * torch.randn(1, 4, 4, generator=g), i % C, i
-
-
 def test_augmented_epoch_features_are_reproducible():
-    trunk = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, D)).eval()
-    batches = [[(3, 11), (7, 12), (3, 13)], [(0, 14), (9, 15), (1, 16)]]
-    a = augmented_epoch(trunk, SeededNoise(), batches)
-    b = EpochBatches.from_arrays(augmented_epoch(trunk, SeededNoise(), batches).arrays())
-    for k, v in a.arrays().items():
+    """The stored epoch equals a recomputation from the same seed (real ImageSet, sampler, small CNN)."""
+    from eif.data.base import ArrayImageSet
+    from eif.data.samplers import BalancedBatchSampler
+    from eif.data.transforms import build_transform
+    from eif.models import build_model
+
+    tcfg = {"mean": [0.5], "std": [0.25], "train": {"name": "random_resized_crop", "size": 28,
+                                                    "scale": [0.6, 1.0], "flip": True}}
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(C), 10)
+    data = ArrayImageSet(rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8), labels)
+    torch.manual_seed(0)
+    model = build_model({"name": "small_cnn", "in_channels": 1, "feature_dim": D, "embedding_size": E}).eval()
+
+    def epoch() -> EpochBatches:
+        train_set = data.with_transform(build_transform(tcfg, "train"))
+        return augmented_epoch(model.features, train_set, list(BalancedBatchSampler(labels, 2, 4, 7, 0)))
+
+    a = epoch()
+    stored = EpochBatches.from_arrays(a.arrays())
+    b = epoch()
+    for k, v in stored.arrays().items():
         np.testing.assert_array_equal(v, b.arrays()[k])
-    assert a.indices.tolist() == [3, 7, 3, 0, 9, 1] and a.batch_ptr.tolist() == [0, 3, 6]
-    # The same image under two augmentation seeds gives two different feature rows.
-    assert not np.allclose(a.features[0], a.features[2])
-    ds = SeededNoise()
-    expected = trunk(torch.stack([ds[(0, 14)][0], ds[(9, 15)][0], ds[(1, 16)][0]])).detach().numpy()
-    np.testing.assert_allclose(a.features[3:], expected, rtol=1e-6)
+    assert a.batch_ptr.tolist() == list(range(0, 8 * (len(labels) - 1) // 8 + 1, 8))
+    np.testing.assert_array_equal(a.labels, labels[a.indices])
+    # Row 0 is the augmented image of (index, seed), not the plain one.
+    train_set = data.with_transform(build_transform(tcfg, "train"))
+    x0 = train_set[(int(a.indices[0]), int(a.aug_seeds[0]))][0]
+    with torch.no_grad():
+        np.testing.assert_allclose(a.features[0], model.features(x0[None])[0].numpy(), rtol=1e-5, atol=1e-6)
+        eval_set = data.with_transform(build_transform({**tcfg, "train": {"name": "none"}}, "train"))
+        plain = model.features(eval_set[int(a.indices[0])][0][None])[0].numpy()
+    assert not np.allclose(a.features[0], plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("loss_cfg", [{"name": "proxynca_pp", "scale": 3.0},
+                                      {"name": "softtriple", "la": 20.0, "gamma": 0.1, "tau": 0.2,
+                                       "margin": 0.01, "centers_per_class": 1}])
+def test_batched_retrain_with_the_project_losses(setup, loss_cfg):
+    from eif.losses import build_loss
+
+    w0, bias, _, weights = setup
+    torch.manual_seed(0)
+    loss = build_loss(loss_cfg, C, E).requires_grad_(False)
+    cfg = RetrainConfig(lr=1e-2)
+    batched = retrain_heads(w0, bias, weights, small_epoch(), loss.per_sample, cfg)
+    for h in range(3):
+        single = retrain_heads(w0, bias, weights[h:h + 1], small_epoch(), loss.per_sample, cfg)[0]
+        torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
+    assert loss.proxies.grad is None
