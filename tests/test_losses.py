@@ -155,6 +155,16 @@ def test_vmap_grad_over_heads_equals_loop(name):
 
 
 @pytest.mark.parametrize("name", ["proxynca_pp", "softtriple"])
+def test_per_sample_gradients_with_vmapped_labels(batch, name):
+    """vmap over (z_i, y_i) pairs (labels batched too) gives each sample's own loss gradient."""
+    z, y = batch
+    loss = build_loss(_cfg(name, k=2), C, E)
+    per_grad = torch.func.vmap(torch.func.grad(lambda zi, yi: loss.per_sample(zi[None], yi[None])[0]))(z, y)
+    summed = torch.func.grad(lambda zz: loss.per_sample(zz, y).sum())(z)
+    torch.testing.assert_close(per_grad, summed, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["proxynca_pp", "softtriple"])
 def test_state_dict_round_trip_keeps_proxies(batch, name):
     z, y = batch
     a = build_loss(_cfg(name), C, E)
