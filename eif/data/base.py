@@ -134,7 +134,8 @@ class FileImageSet(ImageSet):
     def subset(self, index: np.ndarray, labels: np.ndarray | None = None) -> FileImageSet:
         index = np.asarray(index, dtype=np.int64)
         lab = self.labels[index] if labels is None else labels
-        return FileImageSet([self.paths[j] for j in index], lab, self.transform,
+        paths = np.asarray(self.paths, dtype=object)[index].tolist()
+        return FileImageSet(paths, lab, self.transform,
                             self.clean_labels[index] if labels is None else labels)
 
 
