@@ -15,6 +15,7 @@ from eif.logging.run_logger import RunLogger, build_logger
 from eif.stages import registry
 from eif.stages.base import Context
 from eif.utils.device import resolve_device
+from eif.utils import preempt
 from eif.utils.errors import EifError
 from eif.utils.io import write_json
 from eif.utils.provenance import provenance
@@ -22,6 +23,7 @@ from eif.utils.seed import seed_everything
 from eif.utils.store import ArtifactStore
 
 log = logging.getLogger("eif")
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
 OmegaConf.register_new_resolver("join", lambda xs: "+".join(str(x) for x in xs), replace=True)
 
@@ -29,6 +31,7 @@ OmegaConf.register_new_resolver("join", lambda xs: "+".join(str(x) for x in xs),
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.stages`` in order; returns {stage: artifact dir} plus timings."""
     validate(cfg)
+    preempt.install()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))

@@ -55,13 +55,13 @@ class Context:
     logger: RunLogger
     run_dir: Path
     device: torch.device
-    registry: dict[str, Stage]
+    registry: Any  # eif.stages._Registry: name -> Stage, imported lazily
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def stage(self, name: str) -> Stage:
         if name not in self.registry:
-            raise EifError(f"unknown stage {name!r}; known stages: {', '.join(sorted(self.registry))}")
+            raise EifError(f"unknown stage {name!r}; known stages: {', '.join(self.registry.names())}")
         return self.registry[name]
 
     def spec(self, name: str) -> dict[str, Any]:

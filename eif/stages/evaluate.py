@@ -40,11 +40,13 @@ def _compute(ctx: Context, out: Path) -> None:
         _, q = predict(model, data.query.with_transform(tf), bs, ctx.device, desc="embed query")
         _, g = predict(model, data.gallery.with_transform(tf), bs, ctx.device, desc="embed gallery")
         metrics = evaluate_query_gallery(q, data.query.labels, g, data.gallery.labels, ks,
-                                         nmi=bool(ecfg.nmi), map_at_r=bool(ecfg.map_at_r), seed=int(cfg.seed))
+                                         with_nmi=bool(ecfg.nmi), with_map_at_r=bool(ecfg.map_at_r),
+                                         map_metric=str(ecfg.map_metric), seed=int(cfg.seed))
     else:
         _, emb = predict(model, data.test.with_transform(tf), bs, ctx.device, desc="embed test")
-        metrics = evaluate_embeddings(emb, data.test.labels, ks, nmi=bool(ecfg.nmi),
-                                      map_at_r=bool(ecfg.map_at_r), seed=int(cfg.seed))
+        metrics = evaluate_embeddings(emb, data.test.labels, ks, with_nmi=bool(ecfg.nmi),
+                                      with_map_at_r=bool(ecfg.map_at_r), map_metric=str(ecfg.map_metric),
+                                      seed=int(cfg.seed))
     write_json(out / "metrics.json", metrics)
 
 
