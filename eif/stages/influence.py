@@ -1,0 +1,144 @@
+"""Stage ``influence``: EIF and IF scores of every training sample for the mined confusions.
+
+Reads the head (W, b) and the trained proxies from ``train``, the cached trunk features from
+``embed`` and the confusions from ``mine``; never images. Artifacts, loadable with numpy + json
+(docs/influence.md has a snippet):
+
+- ``<kind>_<method>.npz`` for kind in pair / group / missim and method in eif / if:
+  ``scores`` float32 (K, N_train), **positive = harmful**; ``harmful``/``helpful`` with
+  ``*_offsets`` (K+1,) (ranked by |score|, see :func:`eif.influence.results.split_by_sign`);
+  ``pairs`` (sum n_k, 2) test indices with ``pair_offsets`` (K+1,); ``d0`` (K,); EIF also
+  ``d_theta``, ``delta_d``, ``theta_norm``, ``steps`` (K, N_theta); IF also ``iterations`` (K,).
+- ``influence.json``: one entry per analysis (kind, method, file, K, wall seconds) and the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from eif.stages.base import Context, Stage, plain
+from eif.utils.errors import EifError, require
+from eif.utils.io import load_torch, read_json, save_npz, write_json
+
+log = logging.getLogger(__name__)
+
+_SPEED_ONLY = ("k_chunk", "block_size", "score_chunk")
+KINDS = ("pair", "group", "missim")
+METHODS = ("eif", "if")
+
+
+def _fields(cfg: DictConfig) -> dict:
+    c = plain(cfg.influence)
+    return {"methods": c["methods"], "kinds": c["kinds"],
+            "eif": {k: v for k, v in c["eif"].items() if k not in _SPEED_ONLY},
+            "if": {k: v for k, v in c["if"].items() if k not in _SPEED_ONLY}}
+
+
+def _confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray], float]:
+    """The pair arrays of every confusion of ``kind`` and its objective sign."""
+    if kind == "pair":
+        return [p[None] for p in mine["pairs"]], 1.0
+    if kind == "missim":
+        return [p[None] for p in mine["missim"]], -1.0
+    off = mine["group_pair_offsets"]
+    return [mine["group_pairs"][a:b] for a, b in zip(off[:-1], off[1:])], 1.0
+
+
+def _load(ctx: Context) -> dict:
+    from eif.influence.task import ConfusionTask
+    from eif.losses import build_loss
+
+    ck = load_torch(ctx.require("train") / "model.pt")
+    w, b = ck["model"]["head.weight"].float(), ck["model"]["head.bias"].float()
+    loss = build_loss(OmegaConf.create(ck["loss_cfg"]), int(ck["num_classes"]), int(w.shape[0]))
+    loss.load_state_dict(ck["loss"])
+    embed = ctx.require("embed")
+    train, test = np.load(embed / "train.npz"), np.load(embed / "test.npz")
+    dev = ctx.device
+    t = {"w": w.to(dev), "b": b.to(dev), "task": ConfusionTask.from_loss(loss.float().to(dev).eval()),
+         "ftr": torch.from_numpy(train["features"]).float().to(dev),
+         "ytr": torch.from_numpy(train["labels"]).long().to(dev),
+         "fte": torch.from_numpy(test["features"]).float().to(dev)}
+    check = t["fte"][:256] @ t["w"].T + t["b"]
+    ref = torch.from_numpy(test["embeddings"][:256]).float().to(dev)
+    err = float((check - ref).norm() / ref.norm().clamp_min(1e-12))
+    require(err < 1e-3, f"embed/test.npz embeddings are not features @ W^T + b of the trained head "
+                        f"(relative error {err:.2g}): the embed and train artifacts do not belong together")
+    return t
+
+
+def _compute(ctx: Context, out: Path) -> None:
+    from eif.influence import EifConfig, IfConfig, build_batch, classic_influence, empirical_influence
+    from eif.influence.results import split_by_sign
+
+    c = ctx.cfg.influence
+    for name, allowed, got in (("kinds", KINDS, c.kinds), ("methods", METHODS, c.methods)):
+        bad = [x for x in got if x not in allowed]
+        require(not bad, f"influence.{name} must be among {', '.join(allowed)}, got {bad}")
+    t = _load(ctx)
+    mine = dict(np.load(ctx.require("mine") / "mine.npz"))
+    eif_cfg = EifConfig(**plain(c.eif))
+    if_cfg = IfConfig(**plain(c["if"]))
+    entries = []
+    for kind in c.kinds:
+        pairs, sign = _confusions(mine, str(kind))
+        if not pairs:
+            log.warning("influence: no %s confusions to analyse", kind)
+            continue
+        batch = build_batch(pairs, sign)
+        batch = type(batch)(*(x.to(ctx.device) for x in vars(batch).values()))
+        common = {"pairs": np.concatenate(pairs), "pair_offsets": np.cumsum([0] + [len(p) for p in pairs])}
+        for method in c.methods:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                args = (t["task"], t["ftr"], t["ytr"], t["w"], t["b"], t["fte"], batch)
+                if method == "eif":
+                    r = empirical_influence(*args, eif_cfg, progress=bool(c.progress))
+                    extra = {"d_theta": r.d_theta, "delta_d": r.delta_d, "theta_norm": r.theta_norm,
+                             "steps": r.steps}
+                else:
+                    r = classic_influence(*args, if_cfg, progress=bool(c.progress))
+                    extra = {"iterations": r.iterations}
+            wall = time.perf_counter() - t0
+            scores = r.scores.float().cpu().numpy()
+            require(bool(np.isfinite(scores).all()), f"influence {method} on {kind}: non-finite scores")
+            fname = f"{kind}_{method}.npz"
+            save_npz(out / fname, scores=scores, d0=r.d0.cpu().numpy(), **split_by_sign(scores), **common,
+                     **{k: v.cpu().numpy() for k, v in extra.items()})
+            entries.append({"kind": str(kind), "method": str(method), "file": fname,
+                            "num_confusions": len(pairs), "wall_seconds": wall})
+            log.info("influence %s on %d %s confusions: %.1f s", method, len(pairs), kind, wall)
+    if not entries:
+        raise EifError("influence: nothing to analyse (no confusions of the requested kinds)")
+    write_json(out / "influence.json", {
+        "analyses": entries, "n_train": int(len(t["ytr"])), "settings": plain(c),
+        "sign": "positive = harmful (the training sample makes the test error worse), negative = helpful"})
+
+
+def _publish(ctx: Context, out: Path) -> None:
+    info = read_json(out / "influence.json")
+    rows = []
+    for e in info["analyses"]:
+        arr = np.load(out / e["file"])
+        ctx.logger.summary({f"influence/{e['kind']}_{e['method']}_seconds": e["wall_seconds"]})
+        n_harm, n_help = np.diff(arr["harmful_offsets"]), np.diff(arr["helpful_offsets"])
+        for k in range(e["num_confusions"]):
+            row = {"kind": e["kind"], "method": e["method"], "confusion": k, "d0": float(arr["d0"][k]),
+                   "n_harmful": int(n_harm[k]), "n_helpful": int(n_help[k])}
+            if e["method"] == "eif":
+                row.update(delta_d=float(arr["delta_d"][k, 0]), steps=int(arr["steps"][k, 0]))
+            rows.append(row)
+        log.info("influence %s/%s: %d confusions in %.1f s", e["kind"], e["method"], e["num_confusions"],
+                 e["wall_seconds"])
+    ctx.logger.table("influence/confusions", pd.DataFrame(rows))
+
+
+STAGE = Stage(name="influence", deps=("train", "embed", "mine"), fields=_fields, compute=_compute,
+              publish=_publish)
