@@ -16,6 +16,10 @@ def seed_everything(seed: int) -> None:
 
 
 def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that depends deterministically on ``parts`` (e.g. run seed, epoch, batch)."""
-    return int(np.random.SeedSequence([int(p) % 2**32 for p in parts]).generate_state(2, np.uint32)
+    """A 63-bit seed that depends deterministically on ``parts`` (e.g. run seed, epoch, batch).
+
+    The number of parts is mixed in, so ``derive_seed(7)`` and ``derive_seed(7, 0)`` differ.
+    """
+    entropy = [len(parts)] + [int(p) % 2**32 for p in parts]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint32)
                .astype(np.uint64) @ np.array([1, 2**32], dtype=np.uint64)) & (2**63 - 1)
