@@ -1,0 +1,66 @@
+"""The retrain and stats stages end to end on a tiny Fashion-MNIST run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import compose_cfg
+
+from eif.pipeline import run_job
+
+# LiSSA's scale 500 suits the ResNet head; the tiny 2-epoch CNN's head needs a larger one to stay finite.
+SMALL = ["mine.num_pairs=20", "influence.progress=false", "influence.if.scale=20000",
+         "stats.pair_sizes=[5,20,30]", "stats.group_sizes=[2,3,5]", "retrain.num_workers=0"]
+
+
+@pytest.mark.slow
+def test_retrain_and_stats_stages(tmp_path: Path, fmnist_available) -> None:
+    record = run_job(compose_cfg(tmp_path, ["stages=[retrain,stats]", *SMALL]))
+    out = Path(record["artifacts"]["retrain"])
+    info = json.loads((out / "retrain.json").read_text())
+    n_groups = info["counts"]["group"]
+    assert info["counts"]["pair"] == 20 and 1 <= n_groups <= 5
+    assert info["num_heads"] == 2 * (20 + n_groups) and info["retrain_seconds"] > 0
+    d = np.load(out / "distances.npz")
+    infl = Path(record["artifacts"]["influence"])
+    for kind, n in (("pair", 20), ("group", n_groups)):
+        # d(theta0) agrees with the influence stage's own d0 for the same confusions.
+        d0_influence = np.load(infl / f"{kind}_eif.npz")["d0"]
+        np.testing.assert_allclose(d[f"{kind}_d0"], d0_influence, rtol=1e-4, atol=1e-6)
+        for m in ("eif", "if"):
+            np.testing.assert_allclose(d[f"{kind}_delta_{m}"], d[f"{kind}_d1_{m}"] - d[f"{kind}_d0"])
+            assert d[f"{kind}_delta_{m}"].shape == (n,) and np.abs(d[f"{kind}_delta_{m}"]).max() > 0
+    assert (tmp_path / "run" / "artifacts" / "retrain_features" / "epoch.npz").exists()
+    table = pd.read_csv(out / "distances.csv")
+    assert len(table) == 2 * (20 + n_groups)
+
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["job"] == {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": 0, "noise": "none"}
+    by = {(r["kind"], r["n"]): r for r in stats["rows"]}
+    assert by[("pairs", 30)]["status"] == "not enough confusions" and by[("pairs", 30)]["pvalue"] is None
+    assert by[("pairs", 20)]["status"] == "ok"
+    improvement = np.mean(d["pair_delta_eif"] - d["pair_delta_if"])
+    assert by[("pairs", 20)]["improvement"] == pytest.approx(improvement)
+    assert (by[("groups", 5)]["status"] == "ok") == (n_groups == 5)
+
+    # Equal weights for helpful and harmful samples: every head trains identically, so Δd_EIF = Δd_IF.
+    same = run_job(compose_cfg(tmp_path, ["stages=[retrain]", "retrain.weights.helpful=1.0",
+                                          "retrain.weights.harmful=1.0", *SMALL]))
+    d_same = np.load(Path(same["artifacts"]["retrain"]) / "distances.npz")
+    np.testing.assert_allclose(d_same["pair_delta_eif"], d_same["pair_delta_if"], rtol=0, atol=1e-6)
+    assert same["keys"]["retrain"] != record["keys"]["retrain"]
+    # ... and reused the stored epoch features: one store entry for both re-training configs.
+    assert len(list((tmp_path / "store" / "retrain_features").glob("*/MANIFEST.json"))) == 1
+
+
+@pytest.mark.slow
+def test_retrain_on_eval_features(tmp_path: Path, fmnist_available) -> None:
+    record = run_job(compose_cfg(tmp_path, ["stages=[retrain]", "retrain.features=eval",
+                                            "retrain.kinds=[group]", *SMALL]))
+    info = json.loads((Path(record["artifacts"]["retrain"]) / "retrain.json").read_text())
+    assert info["features"] == "eval" and set(info["counts"]) == {"group"}
+    assert not (tmp_path / "run" / "artifacts" / "retrain_features").exists()
