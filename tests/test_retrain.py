@@ -56,7 +56,7 @@ def test_adam_step_matches_torch_optim_adam():
         grad = torch.randn(3, 4, 5, generator=g)
         ref.grad = grad.clone()
         opt.step()
-        mine, state = adam_step(mine, grad, state, lr=1e-2)
+        adam_step(mine, grad, state, lr=1e-2)
     torch.testing.assert_close(mine, ref.detach(), rtol=1e-6, atol=1e-7)
     assert state.step == 20
 
@@ -150,7 +150,8 @@ def test_augmented_epoch_features_are_reproducible():
     train_set = data.with_transform(build_transform(tcfg, "train"))
     x0 = train_set[(int(a.indices[0]), int(a.aug_seeds[0]))][0]
     with torch.no_grad():
-        np.testing.assert_allclose(a.features[0], model.features(x0[None])[0].numpy(), rtol=1e-5, atol=1e-6)
+        # A batch of 8 and a batch of 1 round differently in float32 convolutions.
+        np.testing.assert_allclose(a.features[0], model.features(x0[None])[0].numpy(), rtol=1e-4, atol=1e-5)
         eval_set = data.with_transform(build_transform({**tcfg, "train": {"name": "none"}}, "train"))
         plain = model.features(eval_set[int(a.indices[0])][0][None])[0].numpy()
     assert not np.allclose(a.features[0], plain, atol=1e-4)

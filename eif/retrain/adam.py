@@ -3,7 +3,8 @@
 Why not ``torch.optim.Adam``: it mutates ``nn.Parameter`` objects in place and keeps its state in a
 per-parameter dict, so it cannot run under ``torch.func.vmap`` or any other functional transform,
 and it has no notion of "H independent models". Here the H heads are one tensor with a leading
-head dimension and the optimiser is a pure function ``(param, grad, state) -> (param, state)``.
+head dimension and the optimiser is a plain function of tensors ``(param, grad, state)`` that
+updates them in place (no module, no parameter registry).
 Adam is element-wise, so each head follows exactly the trajectory it would follow with its own
 ``torch.optim.Adam`` (tests/test_retrain.py checks this against torch.optim.Adam).
 """
@@ -17,31 +18,33 @@ import torch
 
 @dataclass
 class AdamState:
-    """First/second moment estimates (same shape as the parameter) and the step count."""
+    """First/second moment estimates (same shape as the parameter), a scratch buffer, the step count."""
 
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
+    denom: torch.Tensor
     step: int = 0
 
     @classmethod
     def zeros_like(cls, param: torch.Tensor) -> AdamState:
-        return cls(torch.zeros_like(param), torch.zeros_like(param), 0)
+        return cls(torch.zeros_like(param), torch.zeros_like(param), torch.empty_like(param), 0)
 
 
 @torch.no_grad()
 def adam_step(param: torch.Tensor, grad: torch.Tensor, state: AdamState, lr: float,
-              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[torch.Tensor, AdamState]:
-    """One Adam update (no weight decay, no amsgrad), the same formula as ``torch.optim.Adam``.
+              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """One Adam update of ``param`` in place (no weight decay, no amsgrad), as ``torch.optim.Adam``.
 
-    ``param`` and ``grad`` have any shape, e.g. (H, E, D) for H heads; returns the new parameter
-    (a new tensor) and the updated state (moments updated in place).
+    ``param`` and ``grad`` have any shape, e.g. (H, E, D) for H heads. Every operation writes into
+    existing buffers: for hundreds of heads the tensors are gigabytes, and fresh allocations of that
+    size (page faults) cost more than the arithmetic.
     """
     beta1, beta2 = betas
-    step = state.step + 1
+    state.step += 1
     state.exp_avg.lerp_(grad, 1.0 - beta1)
     state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    bias1 = 1.0 - beta1 ** step
-    bias2_sqrt = (1.0 - beta2 ** step) ** 0.5
-    denom = (state.exp_avg_sq.sqrt() / bias2_sqrt).add_(eps)
-    new = param.addcdiv(state.exp_avg, denom, value=-lr / bias1)
-    return new, AdamState(state.exp_avg, state.exp_avg_sq, step)
+    bias1 = 1.0 - beta1 ** state.step
+    bias2_sqrt = (1.0 - beta2 ** state.step) ** 0.5
+    torch.sqrt(state.exp_avg_sq, out=state.denom)
+    state.denom.div_(bias2_sqrt).add_(eps)
+    param.addcdiv_(state.exp_avg, state.denom, value=-lr / bias1)

@@ -94,16 +94,17 @@ def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, e
         sw = weights[start:start + chunk].to(device, torch.float32)
         w = w0.expand(sw.shape[0], *w0.shape).clone()
         state = AdamState.zeros_like(w)
+        grad = torch.empty_like(w)
         for t in range(len(ptr) - 1):
             f, y, i = feats[ptr[t]:ptr[t + 1]], labels[ptr[t]:ptr[t + 1]], index[ptr[t]:ptr[t + 1]]
-            w.requires_grad_(True)
-            z = torch.einsum("bd,hed->hbe", f, w) + bias
+            # Autograd only up to the head outputs z; dL/dW = dL/dz^T f is written into one buffer.
+            z = torch.einsum("bd,hed->hbe", f, w).add_(bias).requires_grad_(True)
             loss = (sw[:, i] * per_sample(z, y)).mean(dim=1)  # (H,)
-            (grad,) = torch.autograd.grad(loss.sum(), w)
-            w = w.detach()
+            (dz,) = torch.autograd.grad(loss.sum(), z)
+            torch.matmul(dz.transpose(1, 2), f, out=grad)  # (H, E, D)
             if cfg.clip_grad_value is not None:
-                grad = grad.clamp(-cfg.clip_grad_value, cfg.clip_grad_value)
-            w, state = adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
+                grad.clamp_(-cfg.clip_grad_value, cfg.clip_grad_value)
+            adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
         out.append(w.cpu())
     return torch.cat(out)
 
