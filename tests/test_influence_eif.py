@@ -11,18 +11,19 @@ from eif.influence.eif import _inner, _thetas
 from eif.influence.task import head
 from eif.losses import ProxyNCAPP
 
-torch.set_default_dtype(torch.float64)
+DT = torch.float64  # the tests compare in float64 (set per tensor: never change the global default)
 
 
 def make_problem(seed: int = 0, n: int = 30, d: int = 6, e: int = 4, c: int = 3, n_test: int = 12):
     g = torch.Generator().manual_seed(seed)
-    loss = ProxyNCAPP(c, e)
+    loss = ProxyNCAPP(c, e).double()
     with torch.no_grad():
-        loss.proxies.copy_(torch.randn(c, e, generator=g))
-    task = ConfusionTask.from_loss(loss.double())
-    return dict(task=task, ftr=torch.randn(n, d, generator=g), ytr=torch.randint(0, c, (n,), generator=g),
-                w=torch.randn(e, d, generator=g), b=0.1 * torch.randn(e, generator=g),
-                fte=torch.randn(n_test, d, generator=g))
+        loss.proxies.copy_(torch.randn(c, e, generator=g, dtype=DT))
+    task = ConfusionTask.from_loss(loss)
+    return dict(task=task, ftr=torch.randn(n, d, generator=g, dtype=DT),
+                ytr=torch.randint(0, c, (n,), generator=g),
+                w=torch.randn(e, d, generator=g, dtype=DT), b=0.1 * torch.randn(e, generator=g, dtype=DT),
+                fte=torch.randn(n_test, d, generator=g, dtype=DT))
 
 
 CONFUSIONS = [np.array([[0, 1]]), np.array([[2, 3]]), np.array([[4, 5], [6, 5], [7, 8]]), np.array([[9, 2]])]
@@ -39,7 +40,7 @@ def plain_eif(task, ftr, ytr, w, b, fte, pairs, cfg: EifConfig, signs):
             ds = [task.measurement(head(fte[a], wt, b), head(fte[bb], wt, b)) for a, bb in p]
             return torch.stack(ds).mean()
         d0 = dist(w)
-        score, dts = torch.zeros(len(ftr)), []
+        score, dts = torch.zeros(len(ftr), dtype=DT), []
         for direction in [1.0, -1.0][: cfg.num_thetas]:
             wt = w.clone()
             for _ in range(cfg.max_steps):
@@ -116,13 +117,13 @@ def sign_case():
     spreading the 2nd coordinate. Training x1=(1, .3) of class 0 (proxy (1, 0)) is fit by shrinking the
     2nd coordinate: it pulls the pair together -> harmful. x2=(.3, 1) of class 1 (proxy (0, 1)) is fit
     by growing it: helpful."""
-    loss = ProxyNCAPP(2, 2)
+    loss = ProxyNCAPP(2, 2).double()
     with torch.no_grad():
-        loss.proxies.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-    task = ConfusionTask.from_loss(loss.double())
-    ftr = torch.tensor([[1.0, 0.3], [0.3, 1.0]])
-    fte = torch.tensor([[1.0, 0.2], [1.0, -0.2]])
-    return task, ftr, torch.tensor([0, 1]), torch.eye(2), torch.zeros(2), fte
+        loss.proxies.copy_(torch.eye(2, dtype=DT))
+    task = ConfusionTask.from_loss(loss)
+    ftr = torch.tensor([[1.0, 0.3], [0.3, 1.0]], dtype=DT)
+    fte = torch.tensor([[1.0, 0.2], [1.0, -0.2]], dtype=DT)
+    return task, ftr, torch.tensor([0, 1]), torch.eye(2, dtype=DT), torch.zeros(2, dtype=DT), fte
 
 
 def test_eif_sign_on_hand_made_case():

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_influence_eif import CONFUSIONS, make_problem, sign_case
+from test_influence_eif import CONFUSIONS, DT, make_problem, sign_case
 
 from eif.influence import IfConfig, build_batch, classic_influence
 from eif.influence.ihvp import exact_hessian, lissa, loss_grad_z
 from eif.influence.task import head
 from eif.utils.errors import EifError
 
-torch.set_default_dtype(torch.float64)
 SIGNS = [1.0, 1.0, 1.0, -1.0]
 
 
@@ -47,7 +46,7 @@ def test_exact_and_cg_match_dense_autograd():
     pb = make_problem()
     damping = 2.0  # H is indefinite here (smallest eigenvalue -1.3): CG needs H + damping I > 0
     grads, hess, v, _ = dense_parts(pb, CONFUSIONS, SIGNS)
-    x = torch.linalg.solve(hess + damping * torch.eye(len(hess)), v.T).T
+    x = torch.linalg.solve(hess + damping * torch.eye(len(hess), dtype=DT), v.T).T
     ref = x @ grads.T  # (K, N): positive = harmful
     exact = run(pb, IfConfig(solver="exact", damping=damping, k_chunk=3))
     torch.testing.assert_close(exact.scores, ref, rtol=1e-8, atol=1e-10)
@@ -143,8 +142,8 @@ def test_if_sign_on_hand_made_case():
 
 def test_exact_refuses_large_heads():
     pb = make_problem()
-    pb["w"], pb["b"] = torch.zeros(64, 200), torch.zeros(64)
-    pb["ftr"], pb["fte"] = torch.zeros(30, 200), torch.zeros(12, 200)
+    pb["w"], pb["b"] = torch.zeros(64, 200, dtype=DT), torch.zeros(64, dtype=DT)
+    pb["ftr"], pb["fte"] = torch.zeros(30, 200, dtype=DT), torch.zeros(12, 200, dtype=DT)
     with pytest.raises(EifError, match="exact IF solver"):
         run(pb, IfConfig(solver="exact"))
 
@@ -157,3 +156,20 @@ def test_loss_grad_z_is_per_sample():
         zi = z[i:i + 1].clone().requires_grad_(True)
         (gi,) = torch.autograd.grad(pb["task"].train_loss(zi, pb["ytr"][i:i + 1]).sum(), zi)
         torch.testing.assert_close(gz[i], gi[0])
+
+
+def test_max_curvature_matches_dense_eigenvalues():
+    from eif.influence.ihvp import max_curvature
+
+    pb = make_problem(seed=7, n=10)
+    _, _, _, loss_i = dense_parts(pb, CONFUSIONS[:1], [1.0])
+    dense = max(float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(
+        lambda x, i=i: loss_i(x, i), pb["w"].flatten())).abs().max()) for i in range(10))
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    assert abs(max_curvature(pb["task"], pb["ftr"], z, pb["ytr"], iters=200) - dense) < 1e-3 * dense
+
+
+def test_lissa_divergence_is_one_readable_error():
+    pb = make_problem(seed=8, n=200)  # per-step growth ~ |H_i| / scale = 1e3: overflows in 200 steps
+    with pytest.raises(EifError, match="LiSSA diverged"):
+        run(pb, IfConfig(solver="lissa", scale=1e-3, damping=0.0))

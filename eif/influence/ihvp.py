@@ -6,8 +6,8 @@ w.r.t. the head weight W. This is the paper's Eq. 4 with the sign **flipped**, s
 IF code reports the opposite sign.
 
 Structure used everywhere: with z_i = W f_i + b, grad_W L_i = g_i f_i^T (g_i = dL_i/dz_i), the
-per-sample Hessian is H_i V = (H_z,i V f_i) f_i^T (H_z,i = d^2 L_i/dz_i^2, E x E, applied with
-``torch.func`` jvp-of-grad), grad_W obj_k = G_k^T F_p,k, and score_ki = g_i^T (X_k f_i).
+per-sample Hessian is H_i V = (H_z,i V f_i) f_i^T (H_z,i = d^2 L_i/dz_i^2, E x E, applied by
+double backprop), grad_W obj_k = G_k^T F_p,k, and score_ki = g_i^T (X_k f_i).
 
 Solvers for X = H^-1 v:
 - ``lissa``: the reference recursion, one pass over the training set at batch 1 in index order:
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.func import grad, jvp, vmap
+from torch.func import grad, vmap
 
 from eif.influence.confusion import ConfusionBatch, distance_and_grad
 from eif.influence.task import ConfusionTask, head
@@ -43,8 +43,8 @@ class IfConfig:
     damping: float = 0.01
     cg_tol: float = 1e-6
     cg_max_iter: int = 500
-    block_size: int = 128
-    k_chunk: int = 50
+    block_size: int = 64
+    k_chunk: int = 100
     score_chunk: int = 2048
 
 
@@ -63,9 +63,16 @@ def loss_grad_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor) -> torch.
 
 
 def hvp_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """H_z,i t_ki for every i and k: z (N, E), y (N,), tangents t (K, N, E) -> (K, N, E)."""
-    g = lambda q: loss_grad_z(task, q, y)  # noqa: E731
-    return vmap(lambda tk: jvp(g, (z,), (tk,))[1])(t)
+    """H_z,i t_ki for every i and k: z (N, E), y (N,), tangents t (K, N, E) -> (K, N, E).
+
+    Double backprop on K independent copies of z (the losses are per-sample with fixed proxies, so
+    copy (k, i) only sees its own row): two autograd calls, no per-k transform overhead.
+    """
+    with torch.enable_grad():
+        zk = z.detach().expand(t.shape).clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(task.train_loss(zk, y).sum(), zk, create_graph=True)
+        (hv,) = torch.autograd.grad(g, zk, grad_outputs=t)
+    return hv
 
 
 def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
@@ -90,27 +97,40 @@ def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch
         fb = features[start:start + block_size]
         nb = len(fb)
         zb, yb = z[start:start + nb], y[start:start + nb]
-        vf = torch.einsum("kre,krb->keb", g, fp @ fb.T)  # v f_j
-        hf = beta * (h_t.view(k * e, dim) @ fb.T).view(k, e, nb) + gamma * vf  # h_start f_j
+        vf = torch.einsum("kre,krb->bke", g, fp @ fb.T)  # v f_j, (nb, K, E)
+        hf = beta * (fb @ h_t.view(k * e, dim).T).view(nb, k, e) + gamma * vf  # h_start f_j
         gram = fb @ fb.T
         cpow = c ** torch.arange(nb + 1, dtype=torch.float64)
         alpha = (1 - cpow) / damping if damping > 0 else torch.arange(nb + 1, dtype=torch.float64)
         cpow, alpha = cpow.to(z), alpha.to(z)
-        u = z.new_zeros(k, e, nb)
+        u = z.new_zeros(nb, k, e)  # u_j = H_z,j r_j, contiguous per step
         for j in range(nb):
-            r = alpha[j] * vf[:, :, j] + cpow[j] * hf[:, :, j]
+            r = alpha[j] * vf[j] + cpow[j] * hf[j]
             if j:
                 coef = cpow[:j].flip(0) * gram[:j, j]  # c^(j-1-i) (f_i . f_j)
-                r = r - (u[:, :, :j] @ coef) / scale
-            u[:, :, j] = hvp_z(task, zb[j:j + 1], yb[j:j + 1], r[:, None])[:, 0]
+                r = r - torch.tensordot(coef, u[:j], dims=1) / scale
+            u[j] = hvp_z(task, zb[j:j + 1], yb[j:j + 1], r[:, None])[:, 0]
         beta *= c**nb
         gamma = gamma * c**nb + float(alpha[nb])
         coef = cpow[:nb].flip(0) / (scale * beta)
-        h_t.view(k * e, dim).addmm_((u * coef).view(k * e, nb), fb, alpha=-1.0)
+        ut = (u * coef[:, None, None]).permute(1, 2, 0).reshape(k * e, nb)
+        h_t.view(k * e, dim).addmm_(ut, fb, alpha=-1.0)
         if beta < 1e-4:  # fold the decay into h_t before it underflows
             h_t.mul_(beta)
             beta = 1.0
     return (beta * h_t + gamma * v) / scale
+
+
+def max_curvature(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                  iters: int = 30) -> float:
+    """max_i of |H_i|_2 = |H_z,i|_2 ||f_i||^2, by power iteration on every H_z,i at once (an estimate)."""
+    t = torch.randn(1, *z.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(z)
+    lam = z.new_zeros(len(z))
+    for _ in range(iters):
+        u = hvp_z(task, z, y, t)[0]
+        lam = u.norm(dim=-1)
+        t = (u / lam.clamp_min(1e-30)[:, None])[None]
+    return float((lam * features.pow(2).sum(-1)).max())
 
 
 def _cg(matvec: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, tol: float,
@@ -209,6 +229,11 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
             x = lissa(task, train_features, z, train_labels, (g, fp), cfg.scale, cfg.damping,
                       int(cfg.block_size), progress)
             it = torch.full((len(sub),), n, dtype=torch.long)
+            if not bool(torch.isfinite(x).all()):
+                curv = max_curvature(task, train_features, z, train_labels)
+                raise EifError(f"LiSSA diverged with if.scale={cfg.scale}: the largest per-sample curvature "
+                               f"is about {curv:.3g}; set if.scale above it (e.g. if.scale={2 * curv:.0f}) "
+                               "or use if.solver=cg")
         else:
             v = torch.einsum("kre,krd->ked", g, fp)
             if cfg.solver == "cg":
