@@ -1,13 +1,15 @@
 """Fault tests against a real SLURM cluster (scripts/slurm-local/start.sh brings one up locally).
 
-Sweeps go through `hydra/launcher=submitit_slurm`; jobs are killed with `scancel --signal=KILL` and
-pre-empted with submitit's own signal (`scancel --signal=USR2`). Skipped where `sinfo` is missing.
+Sweeps go through `hydra/launcher=submitit_slurm`; jobs are killed hard (SIGKILL to the job step's
+processes) and pre-empted with submitit's own signal (`scancel --signal=USR2`). Skipped where `sinfo`
+is missing or the cluster does not answer.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +39,8 @@ TINY = ["dataset.max_per_class=60", "train.epochs=2", "train.warmup_epochs=1",
         "train.max_batches_per_epoch=3", "logger=none", "device=cpu"]
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=20", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.max_num_timeout=3", "hydra.launcher.signal_delay_s=60"]
+# FAULT_CFG with more epochs, so a signal sent at the first checkpoint lands well inside training.
+LONG_CFG = [x if not x.startswith("train.epochs=") else "train.epochs=5" for x in FAULT_CFG]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled",
        "PYTHONPATH": str(ROOT), "EIF_ROOT": str(ROOT)}
 
@@ -54,8 +58,10 @@ def job_logs(sweep_dir: Path) -> str:
 
 
 def job_ids(sweep_dir: Path) -> list[str]:
-    """The array task ids (``<array>_<task>``) the launcher submitted; they name the job folders."""
-    return sorted(d.name for d in (sweep_dir / ".submitit").iterdir() if d.is_dir() and "_" in d.name)
+    """The job ids the launcher submitted (``<array>_<task>``; a lone job is not an array)."""
+    ids = [d.name for d in (sweep_dir / ".submitit").iterdir() if d.is_dir() and d.name[0].isdigit()]
+    tasks = [i for i in ids if "_" in i]
+    return sorted(tasks or ids)
 
 
 def sacct_states(ids: list[str], timeout: float = 60) -> dict[str, str]:
@@ -82,9 +88,9 @@ def wait_until(cond, proc: subprocess.Popen | None, timeout: float, what: str) -
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """The uninterrupted result of FAULT_CFG, run locally."""
+    """The uninterrupted result of LONG_CFG, run locally."""
     base = tmp_path_factory.mktemp("clean")
-    finish(start(base / "store", base / "run"))
+    finish(start(base / "store", base / "run", LONG_CFG))
     return results(base / "store")
 
 
@@ -123,13 +129,25 @@ def test_two_jobs_needing_the_same_training_train_once(tmp_path: Path) -> None:
 
 
 def _interrupt(tmp_path: Path, signal_name: str) -> tuple[subprocess.Popen, str]:
-    """Start one FAULT_CFG job on SLURM, wait for its first mid-epoch checkpoint, signal it."""
-    proc = sweep(tmp_path, [*FAULT_CFG, "seed=0"])
+    """Start one LONG_CFG job on SLURM, wait for its first mid-epoch checkpoint, signal it."""
+    proc = sweep(tmp_path, [*LONG_CFG, "seed=0"])
     store = tmp_path / "store"
-    wait_until(lambda: any(store.glob("train/*.partial/ckpt/last.pt")), proc, 300, "a training checkpoint")
-    time.sleep(0.5)
+    wait_until(lambda: (tmp_path / "sweep" / ".submitit").is_dir() and bool(job_ids(tmp_path / "sweep")),
+               proc, 60, "the job folder")
     (jid,) = job_ids(tmp_path / "sweep")
-    subprocess.run(["scancel", f"--signal={signal_name}", jid], check=True)
+    wait_until(lambda: any(store.glob("train/*.partial/ckpt/last.pt")), proc, 300, "a training checkpoint")
+    if signal_name == "KILL":
+        # `scancel --signal=KILL` is a plain cancel in SLURM (SIGTERM, then SIGKILL after KillWait, which
+        # submitit's SIGTERM bypass lets the job ride out): SIGKILL the job step's processes instead, as
+        # the OOM killer or a dying node would.
+        listing = subprocess.run(["scontrol", "listpids", jid], capture_output=True, text=True,
+                                 check=True).stdout.split("\n")[1:]
+        pids = [int(cols[0]) for cols in map(str.split, listing) if len(cols) >= 3 and cols[2] == "0"]
+        assert pids, listing
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    else:
+        subprocess.run(["scancel", f"--signal={signal_name}", jid], check=True)
     return proc, jid
 
 
@@ -138,7 +156,7 @@ def test_killed_job_reruns_from_its_checkpoint(tmp_path: Path, clean: dict[str, 
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out[-2000:]  # the launcher reports the dead job (via sacct)
     assert not list((tmp_path / "store").glob("train/*/MANIFEST.json"))
-    rerun = sweep(tmp_path, [*FAULT_CFG, "seed=0"], name="rerun")
+    rerun = sweep(tmp_path, [*LONG_CFG, "seed=0"], name="rerun")
     finish(rerun, timeout=600)
     assert "resuming training at epoch" in job_logs(tmp_path / "rerun")
     assert_same(results(tmp_path / "store"), clean)
