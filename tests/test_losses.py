@@ -8,7 +8,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import reducers, regularizers
 
-from eif.losses import ProxyNCAPP, SoftTriple, build_loss
+from eif.losses import MetricLoss, ProxyNCAPP, SoftTriple, build_loss
 from eif.utils.errors import EifError
 
 C, E, B = 5, 8, 12
@@ -186,3 +186,36 @@ def _cfg(name: str, k: int = 1) -> dict:
     if name == "proxynca_pp":
         return {"name": name, "scale": 3.0}
     return {"name": name, "la": 20.0, "gamma": 0.1, "tau": 0.2, "margin": 0.01, "centers_per_class": k}
+
+
+@pytest.mark.parametrize("name", ["proxynca_pp", "softtriple"])
+def test_per_sample_cos_agrees_with_per_sample(batch, name):
+    """per_sample_cos of cosines computed independently (float64 numpy) is per_sample, over leading dims."""
+    z, y = batch
+    loss = build_loss(_cfg(name, k=3), C, E).double()
+    assert loss.has_cos_form()
+    zz = torch.stack([z, 2 * z - 1]).double()  # (2, B, E)
+    x = zz.numpy() / np.linalg.norm(zz.numpy(), axis=-1, keepdims=True)
+    p = loss.proxies.detach().numpy()
+    cos = torch.from_numpy(x @ (p / np.linalg.norm(p, axis=-1, keepdims=True)).T)  # (2, B, C*K)
+    via_cos = loss.per_sample_cos(cos, y)
+    assert via_cos.shape == (2, B)
+    torch.testing.assert_close(via_cos, loss.per_sample(zz, y), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss.cosines(zz), cos, rtol=1e-12, atol=1e-12)
+
+
+def test_loss_without_cos_form_keeps_its_per_sample(batch):
+    """A loss that overrides per_sample only reports no cosine form and refuses per_sample_cos."""
+    z, y = batch
+
+    class Euclidean(ProxyNCAPP):
+        per_sample_cos = MetricLoss.per_sample_cos
+
+        def per_sample(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return (z - self.proxies[y]).pow(2).sum(-1)
+
+    loss = Euclidean(C, E)
+    assert not loss.has_cos_form() and ProxyNCAPP.has_cos_form()
+    torch.testing.assert_close(loss.per_sample(z, y), (z - loss.proxies[y]).pow(2).sum(-1))
+    with pytest.raises(NotImplementedError, match="no cosine form"):
+        loss.per_sample_cos(loss.cosines(z), y)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -15,6 +16,11 @@ class MetricLoss(nn.Module):
     broadcasts over leading dims of z and works under ``torch.func.vmap``/``grad``/``jvp``.
     ``forward(z, y, weights)``: mean_i(w_i * L_i) + ``regularizer()``; the sum is divided by B (not by
     sum w), as the reference does.
+
+    A loss that depends on z only through its cosines to the proxies implements
+    ``per_sample_cos(cos, y)`` and inherits ``per_sample(z, y) = per_sample_cos(cosines(z), y)``, so both
+    share one formula; influence code then works on cosines built from low-rank pieces
+    (:meth:`has_cos_form`). A loss without that form overrides ``per_sample`` instead.
     """
 
     proxies: nn.Parameter
@@ -25,9 +31,26 @@ class MetricLoss(nn.Module):
         self.embedding_size = int(embedding_size)
         self.centers_per_class = int(centers_per_class)
 
+    def unit_proxies(self) -> torch.Tensor:
+        """The L2-normalised proxies p^_m (C*K, E)."""
+        return F.normalize(self.proxies, dim=-1)
+
+    def cosines(self, z: torch.Tensor) -> torch.Tensor:
+        """cos(z_i, p_m) (..., B, C*K) for embeddings z (..., B, E)."""
+        return F.normalize(z, dim=-1) @ self.unit_proxies().transpose(-1, -2)
+
+    def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses (..., B) from the cosines (..., B, C*K) to every proxy and labels (B,)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cosine form; it overrides per_sample")
+
+    @classmethod
+    def has_cos_form(cls) -> bool:
+        """Whether this loss implements :meth:`per_sample_cos` (depends on z only through cosines)."""
+        return cls.per_sample_cos is not MetricLoss.per_sample_cos
+
     def per_sample(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample losses (..., B) for embeddings (..., B, E) and labels (B,)."""
-        raise NotImplementedError
+        return self.per_sample_cos(self.cosines(z), y)
 
     def regularizer(self) -> torch.Tensor:
         """A sample-independent term added once by :meth:`forward` (zero unless overridden)."""

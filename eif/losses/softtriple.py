@@ -31,12 +31,15 @@ class SoftTriple(MetricLoss):
 
     def class_similarities(self, z: torch.Tensor) -> torch.Tensor:
         """Relaxed class similarities S (..., B, C)."""
-        sim = F.normalize(z, dim=-1) @ F.normalize(self.proxies, dim=-1).transpose(-1, -2)
-        sim = sim.unflatten(-1, (self.num_classes, self.centers_per_class))
+        return self._relaxed(self.cosines(z))
+
+    def _relaxed(self, cos: torch.Tensor) -> torch.Tensor:
+        """S (..., B, C) from the cosines (..., B, C*K) to every centre."""
+        sim = cos.unflatten(-1, (self.num_classes, self.centers_per_class))
         return (F.softmax(sim / self.gamma, dim=-1) * sim).sum(-1)
 
-    def per_sample(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        s = self.class_similarities(z)
+    def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = self._relaxed(cos)
         onehot = class_mask(y, self.num_classes, s.dtype)
         logp = F.log_softmax(self.la * (s - self.margin * onehot), dim=-1)
         return -(logp * onehot).sum(-1)
