@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from eif.influence import ConfusionTask, EifConfig, build_batch, empirical_influence
 from eif.influence.eif import _inner, _thetas
 from eif.influence.task import head
-from eif.losses import ProxyNCAPP
+from eif.losses import ProxyNCAPP, SoftTriple
 
 DT = torch.float64  # the tests compare in float64 (set per tensor: never change the global default)
 
@@ -132,3 +134,42 @@ def test_eif_sign_on_hand_made_case():
     res = empirical_influence(task, ftr, ytr, w, b, fte, batch)
     assert res.delta_d[0, 0] > 0  # theta_max repairs the pair
     assert res.scores[0, 0] > 0 > res.scores[0, 1]  # x1 harmful, x2 helpful
+
+
+@pytest.mark.parametrize("loss_name", ["proxynca_pp", "softtriple"])
+def test_eif_cosine_path_equals_generic_path_and_dense_reference(loss_name, monkeypatch):
+    """EIF through per_sample_cos (low-rank cosines, no (K, N, E) tensor) equals the generic path on
+    moved embeddings and the dense per-sample definition; float32 agrees to float32 rounding."""
+    import eif.influence.eif as eif_mod
+
+    monkeypatch.setattr(eif_mod, "COS_SLICE", 50)  # several slices over the training set
+    monkeypatch.setattr(eif_mod, "GENERIC_K", 2)  # several confusion slices on the generic path
+    pb = make_problem(seed=3)
+    if loss_name == "softtriple":
+        loss = SoftTriple(3, 4, centers_per_class=2).double()
+        with torch.no_grad():
+            loss.proxies.copy_(torch.randn(6, 4, generator=torch.Generator().manual_seed(9), dtype=DT))
+        pb["task"] = ConfusionTask.from_loss(loss)
+    fast_task = pb["task"]
+    loss = fast_task.cos_loss
+    assert loss is not None
+    generic = ConfusionTask(train_loss=loss.per_sample)  # no cosine form: moved embeddings
+    cfg = EifConfig(lr=0.05, max_steps=15, num_thetas=3, k_chunk=3)
+    batch = build_batch(CONFUSIONS, [1.0, 1.0, 1.0, -1.0], dtype=torch.float64)
+    args = (pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"], batch, cfg)
+    fast = empirical_influence(fast_task, *args)
+    slow = empirical_influence(generic, *args)
+    assert fast.scores.abs().max() > 1e-3
+    torch.testing.assert_close(fast.scores, slow.scores, rtol=1e-10, atol=1e-12)
+    ref, _ = plain_eif(fast_task, *args[:5], CONFUSIONS, EifConfig(lr=0.05, max_steps=15, num_thetas=2),
+                       [1.0, 1.0, 1.0, -1.0])
+    fast2 = empirical_influence(fast_task, *args[:-1], EifConfig(lr=0.05, max_steps=15, num_thetas=2))
+    torch.testing.assert_close(fast2.scores, ref, rtol=1e-8, atol=1e-10)
+    loss32 = copy.deepcopy(loss).float()
+    f32 = [x.float() if x.is_floating_point() else x for x in args[:5]]
+    b32 = build_batch(CONFUSIONS, [1.0, 1.0, 1.0, -1.0], dtype=torch.float32)
+    s32 = [empirical_influence(t, *f32, b32, cfg).scores.double()
+           for t in (ConfusionTask.from_loss(loss32), ConfusionTask(train_loss=loss32.per_sample))]
+    atol = 1e-5 * float(slow.scores.abs().max())
+    torch.testing.assert_close(s32[0], s32[1], rtol=1e-4, atol=atol)
+    torch.testing.assert_close(s32[0], slow.scores, rtol=2e-3, atol=atol)

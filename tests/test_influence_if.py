@@ -83,8 +83,10 @@ def plain_lissa(pb, v, scale, damping):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("block_size", [1, 4, 7, 64])
-def test_lissa_blocks_equal_plain_loop(block_size):
+@pytest.mark.parametrize("block_size,sub_block,curvature_chunk", [(1, 16, 64), (4, 16, 64), (7, 3, 2),
+                                                                  (64, 16, 64), (64, 4, 5)])
+@pytest.mark.parametrize("factored", [False, True])
+def test_lissa_blocks_equal_plain_loop(block_size, sub_block, curvature_chunk, factored):
     pb = make_problem(seed=4)
     scale, damping = 5.0, 0.05  # a small scale so the curvature terms matter within 30 steps
     grads, _, v, _ = dense_parts(pb, CONFUSIONS, SIGNS)
@@ -95,7 +97,8 @@ def test_lissa_blocks_equal_plain_loop(block_size):
     _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
     z = head(pb["ftr"], pb["w"], pb["b"])
     v_factors = (g * batch.sign[:, None, None], fp)
-    fast = lissa(pb["task"], pb["ftr"], z, pb["ytr"], v_factors, scale, damping, block_size)
+    fast = lissa(pb["task"], pb["ftr"], z, pb["ytr"], v_factors, scale, damping, block_size,
+                 sub_block=sub_block, curvature_chunk=curvature_chunk, factored=factored)
     torch.testing.assert_close(fast.flatten(1), ref, rtol=1e-9, atol=1e-12)
     res = run(pb, IfConfig(solver="lissa", scale=scale, damping=damping, block_size=block_size, k_chunk=2))
     torch.testing.assert_close(res.scores, ref @ grads.T, rtol=1e-9, atol=1e-12)
@@ -173,3 +176,63 @@ def test_lissa_divergence_is_one_readable_error():
     pb = make_problem(seed=8, n=200)  # per-step growth ~ |H_i| / scale = 1e3: overflows in 200 steps
     with pytest.raises(EifError, match="LiSSA diverged"):
         run(pb, IfConfig(solver="lissa", scale=1e-3, damping=0.0))
+
+
+@pytest.mark.parametrize("loss_name", ["proxynca_pp", "softtriple"])
+def test_curvature_closed_form_matches_autograd_hessian(loss_name):
+    """H_z,i through the cosines (closed form) equals torch.func.hessian of each per-sample loss."""
+    from eif.influence import ConfusionTask
+    from eif.influence.ihvp import curvature_z
+    from eif.losses import ProxyNCAPP, SoftTriple
+
+    g = torch.Generator().manual_seed(11)
+    loss = (SoftTriple(3, 5, centers_per_class=3) if loss_name == "softtriple" else ProxyNCAPP(3, 5)).double()
+    with torch.no_grad():
+        loss.proxies.copy_(torch.randn(*loss.proxies.shape, generator=g, dtype=DT))
+    fast = ConfusionTask.from_loss(loss)
+    generic = ConfusionTask(train_loss=loss.per_sample)
+    assert fast.cos_loss is not None and generic.cos_loss is None
+    z, y = 2 * torch.randn(9, 5, generator=g, dtype=DT), torch.randint(0, 3, (9,), generator=g)
+    per = lambda q, i: loss.per_sample(q[None], y[i:i + 1])[0]  # noqa: E731
+    ref = torch.stack([torch.autograd.functional.hessian(lambda q, i=i: per(q, i), z[i]) for i in range(9)])
+    torch.testing.assert_close(curvature_z(fast, z, y), ref, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(curvature_z(generic, z, y), ref, rtol=1e-9, atol=1e-11)
+    assert ref.abs().max() > 0.1
+
+
+def test_lissa_generic_curvature_equals_cosine_form():
+    """LiSSA with a task without a cosine form (autograd H_z) gives the same X as the closed form."""
+    from eif.influence import ConfusionTask
+    from eif.influence.confusion import distance_and_grad
+
+    pb = make_problem(seed=6, n=40)
+    batch = build_batch(CONFUSIONS, SIGNS, dtype=torch.float64)
+    fp = batch.features(pb["fte"])
+    _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    generic = ConfusionTask(train_loss=pb["task"].train_loss)
+    xs = [lissa(t, pb["ftr"], z, pb["ytr"], (g, fp), 5.0, 0.05, 16) for t in (pb["task"], generic)]
+    torch.testing.assert_close(xs[0], xs[1], rtol=1e-10, atol=1e-12)
+
+
+def test_lissa_scale_auto():
+    """A head whose per-sample curvature is far above 2 * 500 makes the reference scale diverge (one
+    error naming if.scale=auto); auto picks 2x the estimated max curvature, is reported, and equals that
+    number given explicitly."""
+    from eif.influence.ihvp import AUTO_SCALE_FACTOR, max_curvature
+
+    pb = make_problem(seed=8, n=200)
+    pb["w"] = 0.01 * pb["w"]  # |z| ~ 0.01 |f|: H_z ~ 1/|z|^2 and |f|^2 stays, so |H_i| grows 1e4x
+    pb["ftr"], pb["ytr"] = pb["ftr"].repeat(4, 1), pb["ytr"].repeat(4)  # 800 steps: overflows float64
+    curv = max_curvature(pb["task"], pb["ftr"], head(pb["ftr"], pb["w"], pb["b"]), pb["ytr"])
+    assert curv > 2 * 500 * 4
+    with pytest.raises(EifError, match="if.scale=auto"):
+        run(pb, IfConfig(solver="lissa", damping=0.0))
+    auto = run(pb, IfConfig(solver="lissa", scale="auto", block_size=32))
+    assert auto.scale == pytest.approx(AUTO_SCALE_FACTOR * curv, rel=1e-12)
+    assert torch.isfinite(auto.scores).all() and auto.scores.abs().max() > 0
+    fixed = run(pb, IfConfig(solver="lissa", scale=auto.scale, block_size=32))
+    torch.testing.assert_close(auto.scores, fixed.scores, rtol=0, atol=0)
+    assert fixed.scale == auto.scale and np.isnan(run(pb, IfConfig(solver="exact", scale="auto")).scale)
+    with pytest.raises(EifError, match="positive number or auto"):
+        run(pb, IfConfig(scale="big"))

@@ -14,6 +14,11 @@ Low-rank structure: grad_W d_k = G_k^T F_p,k with F_p,k (r, D) the confusion's m
 every displacement is W - W0 = A F_p with A (E, r). The ascent, d, the stopping rule and
 ||W - W0||_F^2 = tr(A (F_p F_p^T) A^T) live in r-space, and every training embedding moves by
 (F_train F_p^T) A^T: one (N, D) x (D, sum r) matmul per chunk of confusions.
+
+When the loss depends on z only through cos(z, p^_m) (``task.cos_loss``), the moved embeddings
+z'_ik = z_i + P_ik A_k^T (P = F_train F_p^T, (N, K, r)) are never formed: z'.p^_m =
+(Z P^^T)_im + P_ik (A_k^T P^^T)_:m and |z'|^2 = |z_i|^2 + 2 P_ik (A_k^T z_i) + P_ik (A_k^T A_k) P_ik^T,
+O(N r (C + r)) per confusion plus one (N, E) x (E, K r) product, instead of O(N E C) on (K, N, E).
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ import torch
 
 from eif.influence.confusion import ConfusionBatch, confusion_distance, distance_and_grad
 from eif.influence.task import ConfusionTask, head
+from eif.losses.base import MetricLoss
 from eif.utils.errors import require
+
+COS_SLICE = 1 << 21  # cosines per slice of the low-rank loss evaluation
+GENERIC_K = 16  # confusions per (K, N, E) moved-embedding tensor on the generic path
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class EifConfig:
     stop_delta: float = 1.0
     num_thetas: int = 1
     normalize: bool = False
-    k_chunk: int = 16
+    k_chunk: int = 100
     seed: int = 0
 
 
@@ -103,6 +112,51 @@ def _thetas(task: ConfusionTask, z0: torch.Tensor, gram: torch.Tensor, batch: Co
     return dirs, torch.stack(steps, 1)
 
 
+@dataclass(frozen=True)
+class _CosPieces:
+    """The unmoved training embeddings in cosine form: unit proxies ``pu`` (M, E), ``z`` (N, E),
+    ``zp`` = Z P^^T (N, M), ``zsq`` = |z_i|^2 (N,), labels ``y`` (N,), losses ``loss0`` (N,)."""
+
+    loss: MetricLoss
+    pu: torch.Tensor
+    z: torch.Tensor
+    zp: torch.Tensor
+    zsq: torch.Tensor
+    y: torch.Tensor
+    loss0: torch.Tensor
+
+    @staticmethod
+    def build(loss: MetricLoss, z: torch.Tensor, y: torch.Tensor) -> _CosPieces:
+        pu = loss.unit_proxies()
+        zp = z @ pu.T
+        zsq = z.pow(2).sum(-1)
+        return _CosPieces(loss, pu, z, zp, zsq, y, loss.per_sample_cos(zp / _safe_norm(zsq)[:, None], y))
+
+    def dloss(self, proj: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """L_i(z_i + proj_ik a_k^T) - L_i(z_i) (K, N) for proj (K, N, R), displacements a (K, E, R).
+
+        Works on slices of about ``COS_SLICE`` (K, n, M) cosines: the elementwise loss then runs in
+        cache (2.7x faster than whole (K, N, M) tensors on a 2-core Xeon)."""
+        k, e, r = a.shape
+        ap = a.transpose(1, 2) @ self.pu.T  # A_k^T P^^T (K, R, M)
+        ata = a.transpose(1, 2) @ a  # (K, R, R)
+        za = (self.z @ a.permute(1, 0, 2).reshape(e, k * r)).view(-1, k, r).transpose(0, 1)  # (K, N, R)
+        out = self.zsq.new_empty(k, len(self.z))
+        rows = max(1, COS_SLICE // (k * ap.shape[-1]))
+        for s in range(0, len(self.z), rows):
+            pr, sl = proj[:, s:s + rows], slice(s, s + rows)
+            dot = torch.baddbmm(self.zp[sl], pr, ap)  # z'.p^ (K, n, M)
+            sq = self.zsq[sl] + 2 * (pr * za[:, sl]).sum(-1) + ((pr @ ata) * pr).sum(-1)  # |z'|^2 (K, n)
+            loss = self.loss.per_sample_cos(dot.div_(_safe_norm(sq)[..., None]), self.y[sl])
+            torch.sub(loss, self.loss0[sl], out=out[:, sl])
+        return out
+
+
+def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
+    """max(sqrt(sq), 1e-12): the denominator F.normalize uses, from squared norms."""
+    return sq.clamp_min(1e-24).sqrt()
+
+
 def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train_labels: torch.Tensor,
                         weight: torch.Tensor, bias: torch.Tensor, test_features: torch.Tensor,
                         batch: ConfusionBatch, cfg: EifConfig = EifConfig(),
@@ -110,7 +164,8 @@ def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train
     """EIF scores of all N training samples for all K confusions of ``batch`` (see module doc).
 
     ``train_features`` (N, D), ``train_labels`` (N,), ``weight`` (E, D), ``bias`` (E,),
-    ``test_features`` (N_test, D). Memory: O(N D + k_chunk N E).
+    ``test_features`` (N_test, D). Memory: O(N D + k_chunk N r + COS_SLICE); without a cosine form
+    O(N D + k_chunk N r + GENERIC_K N E).
     """
     require(cfg.num_thetas >= 1, f"eif.num_thetas must be >= 1, got {cfg.num_thetas}")
     require(cfg.max_steps >= 1 and cfg.lr > 0, "eif.max_steps must be >= 1 and eif.lr > 0")
@@ -118,7 +173,8 @@ def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train
 
     gen = torch.Generator().manual_seed(int(cfg.seed))
     z_train = head(train_features, weight, bias)
-    loss0 = task.train_loss(z_train, train_labels)
+    cos = None if task.cos_loss is None else _CosPieces.build(task.cos_loss, z_train, train_labels)
+    loss0 = task.train_loss(z_train, train_labels) if cos is None else cos.loss0
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("scores", "d0", "d_theta", "theta_norm", "steps")}
     chunks = range(0, len(batch), max(1, int(cfg.k_chunk)))
     for start in tqdm(chunks, desc="EIF", disable=not progress, leave=False):
@@ -128,14 +184,18 @@ def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train
         gram = fp @ fp.transpose(1, 2)
         d0 = confusion_distance(task, z0, sub)
         dirs, steps = _thetas(task, z0, gram, sub, cfg, gen)
-        proj = (train_features @ fp.reshape(-1, fp.shape[-1]).T).view(len(train_features), *fp.shape[:2])
+        proj = (fp.reshape(-1, fp.shape[-1]) @ train_features.T).view(*fp.shape[:2], -1).transpose(1, 2)
         score = z0.new_zeros(len(sub), len(train_features))
         d_theta, norms = [], []
         for a in dirs:
             d = confusion_distance(task, z0 + gram @ a.transpose(1, 2), sub)
             norm = _inner(a, gram, a).clamp_min(0).sqrt()
-            dz = torch.einsum("nkr,ker->kne", proj, a)  # change of every training embedding
-            dloss = task.train_loss(z_train + dz, train_labels) - loss0
+            if cos is not None:
+                dloss = cos.dloss(proj, a)
+            else:  # moved embeddings z + proj a^T, GENERIC_K confusions at a time
+                parts = range(0, len(a), GENERIC_K)
+                moved = (z_train + proj[s:s + GENERIC_K] @ a[s:s + GENERIC_K].mT for s in parts)
+                dloss = torch.cat([task.train_loss(zm, train_labels) - loss0 for zm in moved])
             factor = sub.sign * (d - d0)
             if cfg.normalize:
                 factor = torch.where(norm > 0, factor / norm.clamp_min(1e-30), 0)

@@ -6,15 +6,19 @@ w.r.t. the head weight W. This is the paper's Eq. 4 with the sign **flipped**, s
 IF code reports the opposite sign.
 
 Structure used everywhere: with z_i = W f_i + b, grad_W L_i = g_i f_i^T (g_i = dL_i/dz_i), the
-per-sample Hessian is H_i V = (H_z,i V f_i) f_i^T (H_z,i = d^2 L_i/dz_i^2, E x E, applied by
-double backprop), grad_W obj_k = G_k^T F_p,k, and score_ki = g_i^T (X_k f_i).
+per-sample Hessian is H_i V = (H_z,i V f_i) f_i^T (H_z,i = d^2 L_i/dz_i^2, E x E: a closed form through
+the cosines for losses with ``per_sample_cos``, else ``torch.func.hessian``; double backprop for CG),
+grad_W obj_k = G_k^T F_p,k, and score_ki = g_i^T (X_k f_i).
 
 Solvers for X = H^-1 v:
 - ``lissa``: the reference recursion, one pass over the training set at batch 1 in index order:
   h_0 = v, h_t = v + (1 - damping) h_{t-1} - H_t h_{t-1} / scale, X = h_N / scale. Its fixed point
-  is (H + scale * damping I)^-1 v. Run in blocks of B samples: the reads h f_j need h at the block
-  start (one GEMM) plus the rank-1 updates made earlier in the block (a B x B feature Gram); the
-  block's updates are applied with one GEMM. The decay and the +v terms are kept as two scalars
+  is (H + scale * damping I)^-1 v. ``scale="auto"``: ``AUTO_SCALE_FACTOR`` times the largest
+  per-sample curvature max_i |H_i|_2 (power-iteration estimate, :func:`max_curvature`), returned in
+  ``IfResult.scale``. Run in blocks of B samples: the reads h f_j need h at the block start (one
+  GEMM) plus the rank-1 updates made earlier in the block (a B x B feature Gram); each step is one
+  (K, E) x (E, E) product with the explicit H_z,j (computed for many samples in one batched call);
+  the block's updates are applied with one GEMM. The decay and the +v terms are kept as two scalars
   (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated.
 - ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``. H can be
   indefinite (the losses normalise z): CG stops with an error on negative curvature.
@@ -31,30 +35,37 @@ from torch.func import grad, vmap
 
 from eif.influence.confusion import ConfusionBatch, distance_and_grad
 from eif.influence.task import ConfusionTask, head
+from eif.losses.base import MetricLoss
 from eif.utils.errors import EifError, require
 
 EXACT_MAX_PARAMS = 8192
+# if.scale=auto: scale = 2 max_i |H_i|_2. A step multiplies h along an eigenvector of H_i by
+# 1 - damping - lambda/scale, stable for 0 <= lambda < (2 - damping) scale; at 2x the largest curvature
+# lambda/scale <= 1/2, which leaves a 4x margin for the power-iteration estimate being low.
+AUTO_SCALE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
 class IfConfig:
     solver: str = "lissa"
-    scale: float = 500.0
+    scale: float | str = 500.0  # a number (the reference: 500) or "auto" (see module doc)
     damping: float = 0.01
     cg_tol: float = 1e-6
     cg_max_iter: int = 500
-    block_size: int = 64
+    block_size: int = 256
     k_chunk: int = 100
     score_chunk: int = 2048
 
 
 @dataclass
 class IfResult:
-    """``scores`` (K, N); ``d0`` (K,); ``iterations`` (K,) solver iterations (lissa: N steps)."""
+    """``scores`` (K, N); ``d0`` (K,); ``iterations`` (K,) solver iterations (lissa: N steps);
+    ``scale`` the LiSSA scale used (``if.scale=auto`` resolved; nan for cg and exact)."""
 
     scores: torch.Tensor
     d0: torch.Tensor
     iterations: torch.Tensor
+    scale: float = float("nan")
 
 
 def loss_grad_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,13 +86,76 @@ def hvp_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor, t: torch.Tensor
     return hv
 
 
+def curvature_factors(loss: MetricLoss, z: torch.Tensor,
+                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """H_z,i = B_i S_i B_i^T - sigma_i I for a loss with a cosine form: z (b, E), y (b,) ->
+    (uq (b, E, 2), S (b, M+2, M+2), sigma (b,)), with B_i = [P^^T | u_i | q_i] (E, M+2).
+
+    c = P^ u, u = z/|z|, l(c) the per-sample loss in cosines, g = dl/dc, H_c = d^2 l/dc^2 (M, M)
+    (``torch.func.hessian`` in M dims), q = P^^T g, s = g.c, Pi = I - u u^T. The chain rule through c
+    with d^2 c_m/dz^2 = (3 c_m u u^T - c_m I - p_m u^T - u p_m^T) / |z|^2 gives
+        H_z = (Pi P^^T H_c P^ Pi - q u^T - u q^T + 3 s u u^T - s I) / |z|^2,
+    and Pi P^^T = P^^T - u c^T puts it on the basis B: S = [[H_c, -H_c c, 0], [-c^T H_c, c^T H_c c + 3 s,
+    -1], [0, -1, 0]] / |z|^2, sigma = s / |z|^2. O(M^2) per sample.
+    """
+    pu = loss.unit_proxies()  # (M, E)
+    m = pu.shape[0]
+    ell = lambda cc, yy: loss.per_sample_cos(cc[None], yy[None])[0]  # noqa: E731
+    inv_r2 = 1.0 / z.pow(2).sum(-1)
+    u = z * inv_r2.sqrt()[:, None]
+    c = u @ pu.T  # (b, M)
+    g = vmap(grad(ell))(c, y)
+    hc = vmap(torch.func.hessian(ell))(c, y)  # (b, M, M)
+    s = (g * c).sum(-1)
+    hcc = (hc @ c[..., None])[..., 0]
+    core = z.new_zeros(len(z), m + 2, m + 2)
+    core[:, :m, :m] = hc
+    core[:, :m, m] = -hcc
+    core[:, m, :m] = -(c[:, None, :] @ hc)[:, 0]
+    core[:, m, m] = (hcc * c).sum(-1) + 3 * s
+    core[:, m, m + 1] = core[:, m + 1, m] = -1.0
+    return torch.stack([u, g @ pu], -1), core * inv_r2[:, None, None], s * inv_r2
+
+
+def curvature_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """The dense per-sample curvatures H_z,i = d^2 L_i / dz_i^2: z (B, E), y (B,) -> (B, E, E), into
+    ``out``: from :func:`curvature_factors` for a loss with a cosine form (O(M E (M + E)) per sample),
+    else by ``torch.func.hessian`` of the per-sample loss in z. Works in sub-chunks of ~2^24 floats."""
+    b, e = z.shape
+    out = z.new_empty(b, e, e) if out is None else out
+    loss = task.cos_loss
+    if loss is None:
+        per = lambda q, yy: task.train_loss(q[None], yy[None])[0]  # noqa: E731
+        step = max(1, (1 << 24) // (e * e * 4))
+        for s0 in range(0, b, step):
+            out[s0:s0 + step] = vmap(torch.func.hessian(per))(z[s0:s0 + step], y[s0:s0 + step])
+        return out
+    pt = loss.unit_proxies().T  # (E, M)
+    step = max(1, (1 << 24) // (e * (pt.shape[1] + 2)))
+    for s0 in range(0, b, step):
+        uq, core, sigma = curvature_factors(loss, z[s0:s0 + step], y[s0:s0 + step])
+        basis = torch.cat([pt.expand(len(uq), -1, -1), uq], -1)  # (b, E, M+2)
+        h = torch.matmul(basis @ core, basis.mT, out=out[s0:s0 + len(uq)])
+        h.diagonal(dim1=-2, dim2=-1).sub_(sigma[:, None])
+    return out
+
+
 def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
           v_factors: tuple[torch.Tensor, torch.Tensor], scale: float, damping: float, block_size: int,
-          progress: bool = False) -> torch.Tensor:
+          progress: bool = False, sub_block: int = 16, curvature_chunk: int = 64,
+          factored: bool | None = None) -> torch.Tensor:
     """The reference LiSSA pass (see module doc) for K right-hand sides v_k = G_k^T F_p,k.
 
     ``features`` (N, D), ``z`` (N, E), ``y`` (N,), ``v_factors`` = (G (K, R, E), F_p (K, R, D)).
-    Returns h_N / scale (K, E, D).
+    Returns h_N / scale (K, E, D). Per block of B = ``block_size`` samples: one GEMM reads h f_j; each
+    step applies H_z,j to the K rows r_j (``factored``, default: a loss with a cosine form and
+    M + 2 < E / 2: as three
+    thin products with its factors B S B^T - sigma I, else one (K, E) x (E, E) product with the dense
+    H_z,j), after the in-block correction (one GEMM per ``sub_block`` steps for the earlier sub-blocks,
+    one gemv for the current one); curvatures come ``curvature_chunk`` samples per batched call; all
+    into preallocated buffers; one GEMM applies the block's updates.
+    Memory: K E D + B K E + curvature_chunk E max(E, M).
     """
     from tqdm.auto import tqdm
 
@@ -89,36 +163,69 @@ def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch
     k, _, e = g.shape
     n, dim = features.shape
     c = 1.0 - damping
-    v = torch.einsum("kre,krd->ked", g, fp)
-    h_t = torch.zeros_like(v)  # h = beta * h_t + gamma * v
+    # h = beta * h_t + gamma * v with v = G^T F_p never materialised (rank R per confusion)
+    h_t = g.new_zeros(k, e, dim)
+    h_flat = h_t.view(k * e, dim)
     beta, gamma = 1.0, 1.0
-    blocks = range(0, n, block_size)
-    for start in tqdm(blocks, desc="LiSSA", disable=not progress, leave=False):
-        fb = features[start:start + block_size]
+    bs = max(1, min(int(block_size), n))
+    sub, hchunk = max(1, int(sub_block)), max(1, min(int(curvature_chunk), bs))
+    idx = torch.arange(bs + 1, dtype=torch.float64)
+    cpow64 = c**idx
+    alpha64 = (1 - cpow64) / damping if damping > 0 else idx
+    cpow, alpha = cpow64.to(z), alpha64.to(z)
+    # decay[j, i] = c^(j-1-i) for i < j, else 0: how u_i reaches step j inside a block
+    decay = torch.tril(c ** (idx[:bs, None] - 1 - idx[None, :bs]).clamp_min(0), diagonal=-1).to(z)
+    loss = task.cos_loss
+    m = -1 if loss is None else loss.proxies.shape[0]
+    lowrank = loss is not None and (m + 2 < e // 2 if factored is None else factored)
+    if lowrank:
+        assert loss is not None
+        basis = z.new_empty(hchunk, e, m + 2)  # B_j = [P^^T | u_j | q_j]
+        basis[:, :, :m] = loss.unit_proxies().T
+        y_buf, ys_buf = z.new_empty(k, m + 2), z.new_empty(k, m + 2)
+    else:
+        hz = z.new_empty(hchunk, e, e)
+    u = z.new_empty(bs, k, e)  # u_j = H_z,j r_j
+    uf = u.view(bs, k * e)
+    for start in tqdm(range(0, n, bs), desc="LiSSA", disable=not progress, leave=False):
+        fb = features[start:start + bs]
         nb = len(fb)
         zb, yb = z[start:start + nb], y[start:start + nb]
         vf = torch.einsum("kre,krb->bke", g, fp @ fb.T)  # v f_j, (nb, K, E)
-        hf = beta * (fb @ h_t.view(k * e, dim).T).view(nb, k, e) + gamma * vf  # h_start f_j
-        gram = fb @ fb.T
-        cpow = c ** torch.arange(nb + 1, dtype=torch.float64)
-        alpha = (1 - cpow) / damping if damping > 0 else torch.arange(nb + 1, dtype=torch.float64)
-        cpow, alpha = cpow.to(z), alpha.to(z)
-        u = z.new_zeros(nb, k, e)  # u_j = H_z,j r_j, contiguous per step
+        # r_j before the in-block correction: alpha_j v f_j + c^j h_start f_j, h_start = beta h_t + gamma v
+        r = (fb @ h_flat.T).view(nb, k, e).mul_((beta * cpow[:nb])[:, None, None])
+        r.add_(vf * (alpha[:nb] + gamma * cpow[:nb])[:, None, None])
+        rf = r.view(nb, k * e)
+        corr = decay[:nb, :nb] * (fb @ fb.T) / scale  # corr[j, i] = c^(j-1-i) (f_i . f_j) / scale
         for j in range(nb):
-            r = alpha[j] * vf[j] + cpow[j] * hf[j]
-            if j:
-                coef = cpow[:j].flip(0) * gram[:j, j]  # c^(j-1-i) (f_i . f_j)
-                r = r - torch.tensordot(coef, u[:j], dims=1) / scale
-            u[j] = hvp_z(task, zb[j:j + 1], yb[j:j + 1], r[:, None])[:, 0]
+            jh, j0 = j % hchunk, j - j % sub
+            if jh == 0:
+                zc, yc = zb[j:j + hchunk], yb[j:j + hchunk]
+                if lowrank:
+                    uq, core, sigma = curvature_factors(loss, zc, yc)
+                    basis[:len(zc), :, m:] = uq
+                    sigma = sigma.tolist()
+                else:
+                    curvature_z(task, zc, yc, out=hz[:len(zc)])
+            if j == j0 and j:  # the earlier sub-blocks' updates, for the whole sub-block at once
+                rf[j:j + sub].addmm_(corr[j:j + sub, :j], uf[:j], alpha=-1.0)
+            if j > j0:
+                rf[j].addmv_(uf[j0:j].T, corr[j, j0:j], alpha=-1.0)
+            if lowrank:  # u_j = B S B^T r_j - sigma r_j, row-wise
+                torch.mm(r[j], basis[jh], out=y_buf)
+                torch.mm(y_buf, core[jh].mT, out=ys_buf)
+                torch.addmm(r[j], ys_buf, basis[jh].mT, beta=-sigma[jh], out=u[j])
+            else:
+                torch.mm(r[j], hz[jh].mT, out=u[j])
         beta *= c**nb
-        gamma = gamma * c**nb + float(alpha[nb])
-        coef = cpow[:nb].flip(0) / (scale * beta)
-        ut = (u * coef[:, None, None]).permute(1, 2, 0).reshape(k * e, nb)
-        h_t.view(k * e, dim).addmm_(ut, fb, alpha=-1.0)
+        gamma = gamma * c**nb + float(alpha64[nb])
+        coef = cpow[:nb].flip(0) / (scale * beta)  # c^(nb-1-j) / (scale beta)
+        h_flat.addmm_(uf[:nb].T, fb * coef[:, None], alpha=-1.0)
         if beta < 1e-4:  # fold the decay into h_t before it underflows
             h_t.mul_(beta)
             beta = 1.0
-    return (beta * h_t + gamma * v) / scale
+    # h_N / scale in place: no fresh (K, E, D) allocations (their page faults cost whole GEMMs)
+    return h_t.mul_(beta / scale).baddbmm_(g.transpose(1, 2), fp, alpha=gamma / scale)
 
 
 def max_curvature(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
@@ -206,7 +313,10 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
     """IF scores (K, N) for all confusions of ``batch`` with ``cfg.solver`` (see module doc)."""
     require(cfg.solver in ("lissa", "cg", "exact"),
             f"if.solver must be lissa, cg or exact, got {cfg.solver!r}")
-    require(cfg.scale > 0 and cfg.damping >= 0, "if.scale must be > 0 and if.damping >= 0")
+    auto = isinstance(cfg.scale, str)
+    require(cfg.scale == "auto" if auto else float(cfg.scale) > 0,
+            f"if.scale must be a positive number or auto, got {cfg.scale!r}")
+    require(cfg.damping >= 0, f"if.damping must be >= 0, got {cfg.damping}")
     require(cfg.solver != "lissa" or cfg.damping < 1, "LiSSA needs if.damping < 1 (its decay is 1 - damping)")
     n, dim = train_features.shape
     require(cfg.solver != "exact" or weight.numel() <= EXACT_MAX_PARAMS,
@@ -214,7 +324,10 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
             "use if.solver=cg or lissa")
     z = head(train_features, weight, bias)
     gz = loss_grad_z(task, z, train_labels)  # (N, E)
-    h_dense = None
+    h_dense, scale = None, float("nan")
+    if cfg.solver == "lissa":
+        scale = (AUTO_SCALE_FACTOR * max_curvature(task, train_features, z, train_labels) if auto
+                 else float(cfg.scale))
     if cfg.solver == "exact":
         e = weight.shape[0]
         h_dense = exact_hessian(task, train_features, z, train_labels)
@@ -226,14 +339,14 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
         d0, g = distance_and_grad(task, head(fp, weight, bias), sub)
         g = g * sub.sign[:, None, None]  # gradient of the objective sign * d
         if cfg.solver == "lissa":
-            x = lissa(task, train_features, z, train_labels, (g, fp), cfg.scale, cfg.damping,
+            x = lissa(task, train_features, z, train_labels, (g, fp), scale, cfg.damping,
                       int(cfg.block_size), progress)
             it = torch.full((len(sub),), n, dtype=torch.long)
             if not bool(torch.isfinite(x).all()):
                 curv = max_curvature(task, train_features, z, train_labels)
-                raise EifError(f"LiSSA diverged with if.scale={cfg.scale}: the largest per-sample curvature "
-                               f"is about {curv:.3g}; set if.scale above it (e.g. if.scale={2 * curv:.0f}) "
-                               "or use if.solver=cg")
+                hint = f"if.scale={AUTO_SCALE_FACTOR * curv:.0f} or if.scale=auto"
+                raise EifError(f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature "
+                               f"is about {curv:.3g}; raise if.scale (e.g. {hint}) or use if.solver=cg")
         else:
             v = torch.einsum("kre,krd->ked", g, fp)
             if cfg.solver == "cg":
@@ -247,4 +360,4 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
         scores.append(s)
         d0s.append(d0)
         iters.append(it)
-    return IfResult(scores=torch.cat(scores), d0=torch.cat(d0s), iterations=torch.cat(iters))
+    return IfResult(scores=torch.cat(scores), d0=torch.cat(d0s), iterations=torch.cat(iters), scale=scale)

@@ -24,16 +24,20 @@ def normalized_sq_distance(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor
 @dataclass(frozen=True)
 class ConfusionTask:
     """``train_loss(z (..., N, E), y (N,)) -> (..., N)`` per-sample training losses (pure, usable under
-    ``torch.func``); ``measurement(z_a, z_b) -> d`` the test-pair distance, (..., E) x2 -> (...)."""
+    ``torch.func``); ``measurement(z_a, z_b) -> d`` the test-pair distance, (..., E) x2 -> (...).
+    ``cos_loss``: the same loss when it depends on z only through cosines to its proxies
+    (``train_loss(z, y) == cos_loss.per_sample_cos(cos_loss.cosines(z), y)``), else ``None``; EIF and
+    IF then use closed forms through the cosines instead of the generic autograd paths."""
 
     train_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     measurement: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=normalized_sq_distance)
+    cos_loss: MetricLoss | None = None
 
     @staticmethod
     def from_loss(loss: MetricLoss) -> ConfusionTask:
         """The task of a trained :class:`MetricLoss`, its proxies frozen (no gradient flows to them)."""
         loss.requires_grad_(False)
-        return ConfusionTask(train_loss=loss.per_sample)
+        return ConfusionTask(train_loss=loss.per_sample, cos_loss=loss if loss.has_cos_form() else None)
 
 
 def head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
