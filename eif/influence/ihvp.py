@@ -54,7 +54,7 @@ class IfConfig:
     cg_max_iter: int = 500
     block_size: int = 256
     k_chunk: int = 100
-    score_chunk: int = 2048
+    score_chunk: int = 256
 
 
 @dataclass
@@ -298,13 +298,20 @@ def exact_hessian(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor,
 
 
 def _scores(x: torch.Tensor, features: torch.Tensor, gz: torch.Tensor, chunk: int) -> torch.Tensor:
-    """score_ki = g_i^T (X_k f_i): X (K, E, D), features (N, D), gz (N, E) -> (K, N), chunked over N."""
+    """score_ki = g_i^T (X_k f_i): X (K, E, D), features (N, D), gz (N, E) -> (K, N), chunked over N.
+
+    Per chunk one GEMM f X^T into a reused (n, K E) buffer (no fresh allocation per chunk) and one
+    batched matvec with g_i that reads it once."""
     k, e, dim = x.shape
-    out = []
-    for s in range(0, len(features), chunk):
-        xf = (x.reshape(k * e, dim) @ features[s:s + chunk].T).view(k, e, -1)
-        out.append(torch.einsum("ken,ne->kn", xf, gz[s:s + chunk]))
-    return torch.cat(out, 1)
+    n = len(features)
+    x_flat = x.reshape(k * e, dim)
+    out = x.new_empty(n, k)
+    buf = x.new_empty(min(chunk, n) * k * e)
+    for s in range(0, n, chunk):
+        f = features[s:s + chunk]
+        xf = torch.mm(f, x_flat.T, out=buf[:len(f) * k * e].view(len(f), k * e))
+        torch.bmm(xf.view(len(f), k, e), gz[s:s + chunk, :, None], out=out[s:s + chunk, :, None])
+    return out.T
 
 
 def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_labels: torch.Tensor,
