@@ -16,8 +16,9 @@ Solvers for X = H^-1 v:
   is (H + scale * damping I)^-1 v. ``scale="auto"``: ``AUTO_SCALE_FACTOR`` times the largest
   per-sample curvature max_i |H_i|_2 (power-iteration estimate, :func:`max_curvature`), returned in
   ``IfResult.scale``. Run in blocks of B samples: the reads h f_j need h at the block start (one
-  GEMM) plus the rank-1 updates made earlier in the block (a B x B feature Gram); each step is one
-  (K, E) x (E, E) product with the explicit H_z,j (computed for many samples in one batched call);
+  GEMM) plus the rank-1 updates made earlier in the block (a B x B feature Gram); each step applies
+  the explicit H_z,j (computed for many samples in one batched call; factored as B S B^T - sigma I
+  with M + 2 columns for a cosine loss, see :func:`curvature_factors`) to the K rows;
   the block's updates are applied with one GEMM. The decay and the +v terms are kept as two scalars
   (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated.
 - ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``. H can be
