@@ -105,7 +105,8 @@ def _compute(ctx: Context, out: Path) -> None:
                              "steps": r.steps}
                 else:
                     r = classic_influence(*args, if_cfg, progress=bool(c.progress))
-                    extra = {"iterations": r.iterations}
+                    # The LiSSA scale actually used (resolves if.scale=auto).
+                    extra = {"iterations": r.iterations, "scale": torch.tensor(float(r.scale))}
             wall = time.perf_counter() - t0
             scores = r.scores.float().cpu().numpy()
             require(bool(np.isfinite(scores).all()), f"influence {method} on {kind}: non-finite scores")
