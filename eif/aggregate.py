@@ -84,7 +84,7 @@ def _job_overrides(job_dir: Path) -> dict[str, str]:
 def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """Long table: one row per (job, kind, n); jobs without ``stats.json`` get status ``missing``."""
     sweep_dir = Path(sweep_dir)
-    rows: list[dict[str, Any]] = []
+    rows: list[pd.DataFrame] = []
     seen: list[dict[str, str]] = []
     for stats_file in sorted(sweep_dir.glob("*/stats.json")):
         try:
@@ -93,9 +93,8 @@ def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.Da
             log.warning("aggregate: skipping unreadable %s (%s)", stats_file, err)
             continue
         seen.append(_job_overrides(stats_file.parent))
-        for r in record.get("rows", []):
-            rows.append({**record.get("job", {}), **r, "job": stats_file.parent.name})
-    found = pd.DataFrame(rows, columns=COLUMNS)
+        rows.append(job_table(record, stats_file.parent.name))
+    found = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
     if sizes is None:
         sizes = _sweep_sizes(sweep_dir)
     for kind in KIND_TITLES:
@@ -198,14 +197,27 @@ def to_latex(tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join(parts)
 
 
+def write_tables(table: pd.DataFrame, out_dir: Path) -> str:
+    """Write a long table as table1.{csv,md,tex} into ``out_dir``; returns the markdown."""
+    write_text(out_dir / "table1.csv", table.to_csv(index=False))
+    tables = wide(table) if len(table) else {}
+    markdown = to_markdown(tables)
+    write_text(out_dir / "table1.md", markdown)
+    write_text(out_dir / "table1.tex", to_latex(tables))
+    return markdown
+
+
+def job_table(record: dict[str, Any], job: str) -> pd.DataFrame:
+    """The long table of one job's ``stats.json`` record (the rows ``collect`` reads per job)."""
+    return pd.DataFrame([{**record.get("job", {}), **r, "job": job} for r in record.get("rows", [])],
+                        columns=COLUMNS)
+
+
 def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Write table1.{csv,md,tex} into ``sweep_dir``; returns the long table."""
     sweep_dir = Path(sweep_dir)
     table = collect(sweep_dir)
-    write_text(sweep_dir / "table1.csv", table.to_csv(index=False))
-    tables = wide(table) if len(table) else {}
-    write_text(sweep_dir / "table1.md", to_markdown(tables))
-    write_text(sweep_dir / "table1.tex", to_latex(tables))
+    write_tables(table, sweep_dir)
     jobs = table.drop_duplicates(["dataset", "loss", "seed"])
     log.info("aggregate: %d jobs (%d missing) -> %s", len(jobs), int((jobs.status == "missing").sum()),
              sweep_dir / "table1.md")

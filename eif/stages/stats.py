@@ -5,7 +5,9 @@ signed-rank over the first M groups for M in ``stats.group_sizes`` (``eif.stats.
 
 Artifacts: ``stats.json`` (``rows``: one per (kind, K or M) with improvement, statistic, p-value
 and status; ``job``: dataset, loss, seed, noise of the run) and ``table1.md`` (this job's column of
-Table 1). ``publish`` also copies ``stats.json`` into the run dir, where ``eif.aggregate`` finds it.
+Table 1). ``publish`` also copies ``stats.json`` into the run dir, where ``eif.aggregate`` finds it,
+writes this job's ``table1.{csv,md,tex}`` there (the sweep-level files have the same layout) and
+prints the table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from eif.aggregate import job_table, write_tables
 from eif.stages.base import Context, Stage, plain
 from eif.stats.table1 import NOT_ENOUGH, compare, fmt, summary_keys
 from eif.utils.errors import require
@@ -65,6 +68,8 @@ def _publish(ctx: Context, out: Path) -> None:
     record = read_json(out / "stats.json")
     record["job"] = job_info(ctx.cfg)
     write_json(ctx.run_dir / "stats.json", record)
+    markdown = write_tables(job_table(record, ctx.run_dir.name), ctx.run_dir)
+    print(markdown, flush=True)
     rows = record["rows"]
     for r in rows:
         log.info("table1 %-6s n=%-3d improvement %-9s p %-9s %s", r["kind"], r["n"], fmt(r["improvement"]),
