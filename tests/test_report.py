@@ -38,7 +38,8 @@ def _outputs(tmp: Path) -> dict[str, Path]:
     write_json(d["evaluate"] / "metrics.json", {"recall@1": 0.81, "nmi": 0.62})
     eif = rng.normal(size=n)
     eif[flipped] += 3.0
-    save_npz(d["influence"] / "groups.npz", eif=eif[None], **{"if": rng.normal(size=(1, n))})
+    save_npz(d["influence"] / "group_eif.npz", scores=eif[None])
+    save_npz(d["influence"] / "group_if.npz", scores=rng.normal(size=(1, n)))
     ranks = {"eif": detect.descending(eif), "random": detect.random_ranking(n, 0)}
     table, curves = detect.summarise(ranks, flipped, n)
     write_table(table, d["detect"], "detection")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from eif.utils.errors import EifError, require
+from eif.utils.io import read_json
 
 
 @dataclass(frozen=True)
@@ -36,18 +37,28 @@ def load_train(embed_dir: Path) -> TrainSet:
 
 def load_group_scores(influence_dir: Path, group: int) -> dict[str, np.ndarray]:
     """Influence scores (N,) of every training sample on confusion group ``group``, per method
-    (``eif``, ``if``; positive = harmful). Reads ``influence/<key>/groups.npz``: arrays ``eif`` and
-    ``if``, each (G, N), row g = group g of the mine stage."""
-    path = Path(influence_dir) / "groups.npz"
-    require(path.is_file(), f"{path} is missing: the influence stage wrote no group scores")
+    (``eif``, ``if``; positive = harmful). Reads the influence stage's ``group_<method>.npz``
+    (``scores`` (G, N), row g = group g of the mine stage)."""
     out = {}
-    with np.load(path) as z:
-        for method in ("eif", "if"):
-            if method in z.files:
-                scores = z[method]
-                if not 0 <= group < scores.shape[0]:
-                    raise EifError(f"detect.group={group}, but the influence stage scored "
-                                   f"{scores.shape[0]} groups")
-                out[method] = scores[group].astype(np.float64)
-    require(bool(out), f"{path} holds neither eif nor if scores")
+    for method in ("eif", "if"):
+        path = Path(influence_dir) / f"group_{method}.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as z:
+            scores = z["scores"]
+        if not 0 <= group < scores.shape[0]:
+            raise EifError(f"detect.group={group}, but the influence stage scored {scores.shape[0]} groups")
+        out[method] = scores[group].astype(np.float64)
+    require(bool(out), f"{influence_dir} holds no group scores: run the influence stage with "
+                       "influence.kinds including group")
     return out
+
+
+def detection_seconds(influence_dir: Path) -> dict[str, float]:
+    """Wall seconds of scoring the confusion groups, per method, as the influence stage recorded
+    them in ``influence.json`` (all groups are scored together, in one batched call per method)."""
+    path = Path(influence_dir) / "influence.json"
+    if not path.is_file():
+        return {}
+    return {str(e["method"]): float(e["wall_seconds"]) for e in read_json(path)["analyses"]
+            if e["kind"] == "group"}

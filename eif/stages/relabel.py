@@ -10,7 +10,7 @@ The queried set is the harmful set of the detect group (training samples with a 
   (top-1 == clean label) and with the reference's ``second_label`` rule (a top-1 equal to the noisy
   label is replaced by the 2nd label), and the measured wall time of the kNN block.
 - ``runtime.csv``/``.md``: Table 3 row per method, detection time (from the influence artifact's
-  ``timings.json``) and recommendation time (the kNN block measured here).
+  ``influence.json``: scoring all confusion groups together) and recommendation time (the kNN block measured here).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from eif.mislabel import knn, relabel
-from eif.mislabel.artifacts import load_group_scores, load_train
+from eif.mislabel.artifacts import detection_seconds, load_group_scores, load_train
 from eif.report.tables import write_table
 from eif.stages.base import Context, Stage, plain
 from eif.utils.errors import require
@@ -35,14 +35,6 @@ log = logging.getLogger(__name__)
 
 def _fields(cfg: DictConfig) -> dict:
     return {"relabel": plain(cfg.relabel), "group": int(cfg.detect.group)}
-
-
-def detection_seconds(influence_dir: Path) -> dict[str, float]:
-    """Wall seconds per scoring method recorded by the influence stage (``timings.json``), if any."""
-    path = Path(influence_dir) / "timings.json"
-    if not path.is_file():
-        return {}
-    return {str(k): float(v) for k, v in read_json(path).items() if isinstance(v, (int, float))}
 
 
 def _compute(ctx: Context, out: Path) -> None:
