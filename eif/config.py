@@ -11,7 +11,8 @@ def validate(cfg: DictConfig) -> None:
     """Check values that would otherwise fail late or silently; raise :class:`EifError`."""
     frac = float(cfg.noise.fraction)
     require(0.0 <= frac < 0.5, f"noise.fraction must be in [0, 0.5), got {frac}")
-    require(cfg.noise.rule in ("shift", "uniform"), f"noise.rule must be shift or uniform, got {cfg.noise.rule!r}")
+    require(cfg.noise.rule in ("shift", "uniform"),
+            f"noise.rule must be shift or uniform, got {cfg.noise.rule!r}")
     require(int(cfg.train.epochs) >= 1, f"train.epochs must be >= 1, got {cfg.train.epochs}")
     require(0 <= int(cfg.train.warmup_epochs) <= int(cfg.train.epochs),
             f"train.warmup_epochs must be in [0, train.epochs], got {cfg.train.warmup_epochs}")

@@ -14,8 +14,8 @@ from eif.config import validate
 from eif.logging.run_logger import RunLogger, build_logger
 from eif.stages import registry
 from eif.stages.base import Context
-from eif.utils.device import resolve_device
 from eif.utils import preempt
+from eif.utils.device import resolve_device
 from eif.utils.errors import EifError
 from eif.utils.io import write_json
 from eif.utils.provenance import provenance

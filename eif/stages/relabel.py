@@ -10,7 +10,8 @@ The queried set is the harmful set of the detect group (training samples with a 
   (top-1 == clean label) and with the reference's ``second_label`` rule (a top-1 equal to the noisy
   label is replaced by the 2nd label), and the measured wall time of the kNN block.
 - ``runtime.csv``/``.md``: Table 3 row per method, detection time (from the influence artifact's
-  ``influence.json``: scoring all confusion groups together) and recommendation time (the kNN block measured here).
+  ``influence.json``: scoring all confusion groups together) and recommendation
+  time (the kNN block measured here).
 """
 
 from __future__ import annotations

@@ -102,11 +102,13 @@ class Trainer:
             self.opt_main.load_state_dict(ck["opt_main"])
             self.scaler.load_state_dict(ck["scaler"])
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint means "start over"
-            log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", self.ckpt_path, err)
+            log.warning("ignoring unreadable checkpoint %s (%s); training from scratch",
+                        self.ckpt_path, err)
             self.ckpt_path.unlink(missing_ok=True)
             return False
-        self.state = TrainState(epoch=int(ck["epoch"]), batch=int(ck["batch"]), history=list(ck["history"]),
-                                partial_loss_sum=float(ck["partial"][0]), partial_batches=int(ck["partial"][1]))
+        self.state = TrainState(epoch=int(ck["epoch"]), batch=int(ck["batch"]),
+                                history=list(ck["history"]), partial_loss_sum=float(ck["partial"][0]),
+                                partial_batches=int(ck["partial"][1]))
         log.info("resuming training at epoch %d, batch %d", self.state.epoch, self.state.batch)
         return True
 
