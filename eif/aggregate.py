@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +232,9 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
         return
     import wandb
 
-    wdir = sweep_dir / "wandb"
-    for sub in ("data", "cache", "config", "artifacts"):
-        (wdir / sub).mkdir(parents=True, exist_ok=True)
-    for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_ARTIFACT_DIR", "artifacts")):
-        os.environ[var] = str(wdir / sub)
+    from eif.logging.run_logger import wandb_dirs
+
+    wdir = wandb_dirs(sweep_dir / "wandb")
     run = wandb.init(project=str(lcfg.project), entity=lcfg.get("entity"), group="table1",
                      job_type="aggregate", name=f"table1-{sweep_dir.name}", dir=str(wdir),
                      mode=str(lcfg.mode),
@@ -247,18 +245,33 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
         run.finish()
 
 
-class Table1Callback(Callback):
-    """Aggregate after every job (best effort) and when the sweep ends (then also to W&B)."""
+class SweepTablesCallback(Callback):
+    """Rebuild a sweep's tables after every job (best effort, so a sweep that dies still has them)
+    and when the sweep ends. Subclasses set ``build`` (sweep dir -> long table) and may extend
+    :meth:`finished`."""
+
+    build: Callable[[Path], pd.DataFrame]
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         try:
-            aggregate(Path(config.hydra.sweep.dir))
+            type(self).build(Path(config.hydra.sweep.dir))
         except Exception as err:  # noqa: BLE001 - a table must never take a job down
-            log.warning("aggregate after job failed: %s", err)
+            log.warning("%s after a job failed: %s", type(self).__name__, err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = aggregate(sweep_dir)
+        self.finished(config, sweep_dir, type(self).build(sweep_dir))
+
+    def finished(self, config: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
+        """Called once with the final table."""
+
+
+class Table1Callback(SweepTablesCallback):
+    """Table 1 after every job and at the end; the final table also goes to W&B."""
+
+    build = staticmethod(aggregate)
+
+    def finished(self, config: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
         try:
             log_to_wandb(config, sweep_dir, table)
         except Exception as err:  # noqa: BLE001 - the files are written; W&B is extra

@@ -41,20 +41,24 @@ class RunLogger:
         """Close the run; always called, also when the job fails."""
 
 
+def wandb_dirs(wdir: Path) -> Path:
+    """Point every directory W&B writes (run files, artifact staging, cache, config) inside ``wdir``.
+
+    wandb reads these variables at init time; this keeps all its bytes inside the run (or sweep) dir.
+    """
+    for var, sub in (("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        (wdir / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(wdir / sub)
+    return wdir
+
+
 class WandbLogger(RunLogger):
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         import wandb
 
         self._wandb = wandb
-        wdir = run_dir / "wandb"
-        for sub in ("", "data", "cache", "config", "artifacts"):
-            (wdir / sub).mkdir(parents=True, exist_ok=True)
-        # wandb reads these at import and init time; keep every byte it writes inside the run dir.
-        os.environ["WANDB_DIR"] = str(wdir)
-        os.environ["WANDB_DATA_DIR"] = str(wdir / "data")
-        os.environ["WANDB_CACHE_DIR"] = str(wdir / "cache")
-        os.environ["WANDB_CONFIG_DIR"] = str(wdir / "config")
-        os.environ["WANDB_ARTIFACT_DIR"] = str(wdir / "artifacts")
+        wdir = wandb_dirs(run_dir / "wandb")
         os.environ["WANDB_MODE"] = str(cfg.logger.mode)
         lcfg = cfg.logger
         self.run = wandb.init(

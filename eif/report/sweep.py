@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from eif.aggregate import SweepTablesCallback
 from eif.report import html
 from eif.report.tables import write_table
 from eif.utils.io import read_json, write_text
@@ -111,17 +111,10 @@ def aggregate(sweep_dir: str | Path) -> pd.DataFrame:
     return long
 
 
-class MislabelTablesCallback(Callback):
-    """Hydra callback: aggregate after every job (best effort) and when the sweep ends."""
+class MislabelTablesCallback(SweepTablesCallback):
+    """Hydra callback: Tables 2 and 3 and the sweep's index.html after every job and at the end."""
 
-    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        try:
-            aggregate(Path(config.hydra.sweep.dir))
-        except Exception as err:  # noqa: BLE001 - a partial table must never fail a job
-            log.warning("mislabel tables: aggregation after a job failed: %s", err)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        aggregate(Path(config.hydra.sweep.dir))
+    build = staticmethod(aggregate)
 
 
 def main(argv: list[str] | None = None) -> int:
