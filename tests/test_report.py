@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from eif.influence.results import split_by_sign
 from eif.mislabel import detect, knn, relabel, survey
 from eif.report import figures, run_report
 from eif.report.tables import markdown, write_table
@@ -21,6 +22,7 @@ from eif.utils.io import save_npz, write_bytes, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"pairs": 2, "top_k": 5, "suggestions": 4, "class_examples": 3, "thumb_px": 64}
+PAIRS = np.array([[0, 12], [15, 31], [22, 5]])  # three confusion pairs of test indices (40 test samples)
 
 
 def _outputs(tmp: Path) -> dict[str, Path]:
@@ -32,9 +34,22 @@ def _outputs(tmp: Path) -> dict[str, Path]:
     flipped = np.sort(rng.choice(n, 20, replace=False))
     noisy = clean.copy()
     noisy[flipped] = (clean[flipped] + 1) % c
-    d = {k: tmp / k for k in ("evaluate", "embed", "influence", "detect", "relabel", "survey")}
+    d = {k: tmp / k for k in ("evaluate", "embed", "influence", "detect", "relabel", "survey", "stats")}
     save_npz(d["embed"] / "train.npz", features=emb, embeddings=emb, labels=noisy, clean_labels=clean,
              flipped=flipped)
+    test_labels = np.repeat(np.arange(c), 10)
+    save_npz(d["embed"] / "test.npz", features=emb[:40], embeddings=emb[:40], labels=test_labels,
+             clean_labels=test_labels)
+    for method, seed in (("eif", 1), ("if", 2)):
+        scores = np.random.default_rng(seed).normal(size=(PAIRS.shape[0], n)).astype(np.float32)
+        scores[:, flipped[0]] = 10.0  # the most harmful training sample of every pair is a flipped one
+        save_npz(d["influence"] / f"pair_{method}.npz", scores=scores, d0=np.array([0.1, 0.2, 0.3]),
+                 pairs=PAIRS, pair_offsets=np.arange(PAIRS.shape[0] + 1), **split_by_sign(scores))
+    write_json(d["stats"] / "stats.json", {"rows": [
+        {"kind": "pairs", "test": "paired t-test", "n": 3, "available": 3, "status": "ok",
+         "improvement": 0.0123, "statistic": 2.5, "pvalue": 0.0456},
+        {"kind": "groups", "test": "Wilcoxon", "n": 5, "available": 1, "status": "not enough",
+         "improvement": None, "statistic": None, "pvalue": None}], "job": {}})
     write_json(d["evaluate"] / "metrics.json", {"recall@1": 0.81, "nmi": 0.62})
     eif = rng.normal(size=n)
     eif[flipped] += 3.0
@@ -71,7 +86,7 @@ def _loader(i: int) -> Image.Image:
 
 
 def _page(tmp_path: Path) -> Path:
-    page = run_report.build("synthetic run", "test", _outputs(tmp_path), _loader, CFG, group=0)
+    page = run_report.build("synthetic run", "test", _outputs(tmp_path), CFG, 0, _loader, _loader)
     path = tmp_path / "report.html"
     write_text(path, page)
     return path
@@ -80,13 +95,56 @@ def _page(tmp_path: Path) -> Path:
 def test_report_is_self_contained(tmp_path: Path) -> None:
     text = _page(tmp_path).read_text()
     srcs = re.findall(r'<img src="([^"]+)"', text)
-    # 2 methods x (5 harmful + 5 helpful) + curves + suggestions (1 + 3 examples each, up to 4) + Table 5 bars
-    assert len(srcs) >= 20 + 2 + 4
+    # pairs 2 x (2 test + 2 methods x 10) + group 2 methods x (5 harmful + 5 helpful) + curves
+    # + suggestions (1 + 3 examples each, up to 4) + Table 5 bars
+    assert len(srcs) >= 44 + 20 + 2 + 4
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    for heading in ("Model metrics", "Fig. 3", "Fig. 2", "Algorithm 1", "Table 5", "Table 3"):
+    for heading in ("Model metrics", "Fig. 3", "Confusion group 0", "Fig. 2", "Algorithm 1", "Table 5",
+                    "Table 1", "Table 3"):
         assert heading in text
     assert "strict" in text and "2nd label" in text
+
+
+def _section(text: str, anchor: str) -> str:
+    m = re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S)
+    assert m is not None, f"no section {anchor}"
+    return m.group(1)
+
+
+def test_confusion_pairs_section(tmp_path: Path) -> None:
+    """Fig. 3: report.pairs pairs, each with its 2 test images and top-5 harmful + helpful per method."""
+    out = _outputs(tmp_path)
+    text = run_report.build("synthetic run", "test", out, CFG, 0, _loader, _loader)
+    sec = _section(text, "top-confusion-pairs--fig--3-")
+    cards = sec.split('<div class="card">')[1:]
+    assert len(cards) == CFG["pairs"]
+    for k, card in enumerate(cards):
+        assert len(re.findall(r"<img ", card)) == 2 + 2 * (5 + 5)
+        assert f"d0 = {0.1 * (k + 1):.4f}" in card
+        a, b = PAIRS[k]
+        assert f"test #{a}\nclass {a // 10}" in card and f"1-NN #{b}\nclass {b // 10}" in card
+        for m in ("EIF", "IF"):
+            assert f"{m} most harmful" in card and f"{m} most helpful" in card
+        assert card.count('class="harm"') == 10 and card.count('class="help"') == 10
+    # The flipped sample with score 10 leads every harmful list, captioned with both labels and its score.
+    with np.load(out["embed"] / "train.npz") as z:
+        f = int(z["flipped"][0])
+        y, c = int(z["labels"][f]), int(z["clean_labels"][f])
+    for m in ("EIF", "IF"):
+        first = re.search(rf"{m} most harmful</div>.*?<figcaption>(.*?)</figcaption>", cards[0], re.S)
+        assert first is not None and first.group(1) == f"#{f} y={y} (clean {c})\ns=+10"
+    # Without pair scores (or without test images) the section is left out, the rest stays.
+    for method in ("eif", "if"):
+        (out["influence"] / f"pair_{method}.npz").unlink()
+    text = run_report.build("synthetic run", "test", out, CFG, 0, _loader, _loader)
+    assert "Fig. 3" not in text and "Confusion group 0" in text
+
+
+def test_table1_rows(tmp_path: Path) -> None:
+    sec = _section(run_report.build("r", "", _outputs(tmp_path), CFG, 0), "tables")
+    assert "Table 1 (this run)" in sec and "<td>0.0123</td><td>0.0456</td><td>ok</td>" in sec
+    assert "<td></td><td></td><td>not enough</td>" in sec  # no improvement / p-value: empty cells
 
 
 def test_markdown_table() -> None:
@@ -109,7 +167,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     if shot.find_chromium() is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     result = shot.check(_page(tmp_path), keep)
-    assert result["images"] >= 26 and result["broken"] == 0
+    assert result["images"] >= 70 and result["broken"] == 0
     assert result["height"] > 1000  # longer than one screen
     png = Image.open(keep)
     assert png.size[0] == 1280 and png.size[1] > 1000

@@ -21,7 +21,7 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4
 td:first-child,th:first-child{text-align:left}
 .muted{color:#777}.grid{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
 figure{margin:0;text-align:center;font-size:.78em;max-width:160px}
-figure img{border:1px solid #ccc;image-rendering:pixelated}
+figure img{border:1px solid #ccc;image-rendering:pixelated}figcaption{white-space:pre-line}
 .harm figcaption{color:#b00}.help figcaption{color:#070}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
 .label{font-weight:600;font-size:.85em;margin:6px 0 2px}

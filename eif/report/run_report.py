@@ -1,8 +1,9 @@
 """The per-run HTML report: whatever the run's stages produced, with every image embedded.
 
-Sections (each only when its stage ran): model metrics; the detect group's most harmful and most
-helpful training images (paper Fig. 3); detection curves (Fig. 2); relabel suggestions with
-examples of the recommended class (Fig. 5); Table 5; Tables 1-3 rows of this run.
+Sections (each only when its stage ran): model metrics; the top confusion pairs, each with its two
+test images and the most harmful and most helpful training images per method (paper Fig. 3); the
+detect group's most harmful and most helpful training images; detection curves (Fig. 2); relabel
+suggestions with examples of the recommended class (Fig. 5); Table 5; Tables 1-3 rows of this run.
 """
 
 from __future__ import annotations
@@ -26,30 +27,82 @@ def _thumbs(load: ImageLoader, items: list[tuple[int, str]], px: int, css: str =
         html.figure(html.pil_png(load(int(i)), px), cap, css) for i, cap in items) + "</div>"
 
 
+def _train_caption(i: int, labels: np.ndarray, clean: np.ndarray, score: float) -> str:
+    """``#i y=<training label>`` (plus the clean label when it was flipped) and the score on a second line."""
+    mark = f" (clean {clean[i]})" if clean[i] != labels[i] else ""
+    return f"#{i} y={labels[i]}{mark}\ns={score:+.3g}"
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return dict(z)
+
+
+def _ranked(arr: dict[str, np.ndarray], name: str, k: int, top_k: int) -> np.ndarray:
+    """The first ``top_k`` of confusion k's ``harmful`` or ``helpful`` list (ranked by |score|)."""
+    off = arr[f"{name}_offsets"]
+    return arr[name][off[k]:off[k + 1]][:top_k]
+
+
 def metrics_section(evaluate_dir: Path) -> str:
     m = read_json(evaluate_dir / "metrics.json")
     return html.section("Model metrics (test classes)", html.table(pd.DataFrame([m])))
 
 
+def pairs_section(embed_dir: Path, influence_dir: Path, train_load: ImageLoader, test_load: ImageLoader,
+                  n_pairs: int, top_k: int, px: int) -> str:
+    """Paper Fig. 3: the first ``n_pairs`` mined confusion pairs, each with its two test images, d0 and,
+    per method, the ``top_k`` most harmful and most helpful training images with labels and scores.
+    Reads ``pair_<method>.npz`` of the influence stage; empty when it scored no pairs."""
+    arrays = {m: _npz(p) for m in ("eif", "if") if (p := Path(influence_dir) / f"pair_{m}.npz").is_file()}
+    if not arrays:
+        return ""
+    tr = load_train(embed_dir)
+    with np.load(Path(embed_dir) / "test.npz") as z:
+        test_labels = z["labels"]
+    first = next(iter(arrays.values()))
+    k_all = len(first["d0"])
+    body = [f"<p>The first {min(n_pairs, k_all)} of {k_all} mined confusion pairs: a test sample and its "
+            "nearest test neighbour of another class. d0 = 2 - 2 cos of their embeddings. Training images "
+            "ranked by influence on d (positive = harmful: pulls the pair together; negative = helpful); "
+            "y is the training label, clean marks a flipped one.</p>"]
+    off = first["pair_offsets"]
+    for k in range(min(n_pairs, k_all)):
+        a, b = (int(x) for x in first["pairs"][off[k]:off[k + 1]][0])
+        tests = "".join(html.figure(html.pil_png(test_load(i), px * 3 // 2),
+                                    f"{role} #{i}\nclass {test_labels[i]}")
+                        for i, role in ((a, "test"), (b, "1-NN")))
+        rows = []
+        for method, arr in arrays.items():
+            for name, css in (("harmful", "harm"), ("helpful", "help")):
+                items = [(int(i), _train_caption(int(i), tr.labels, tr.clean_labels, arr["scores"][k, i]))
+                         for i in _ranked(arr, name, k, top_k)]
+                shown = _thumbs(train_load, items, px, css) if items else "<p class=muted>none</p>"
+                rows.append(f'<div class="label">{method.upper()} most {name}</div>{shown}')
+        body.append(f'<div class="card"><div class="label">pair {k}: d0 = {float(first["d0"][k]):.4f}</div>'
+                    f'<div class="grid"><div class="grid">{tests}</div><div>{"".join(rows)}</div></div>'
+                    "</div>")
+    return html.section("Top confusion pairs (Fig. 3)", "".join(body))
+
+
 def influence_section(embed_dir: Path, influence_dir: Path, group: int, train_load: ImageLoader,
                       top_k: int, px: int) -> str:
-    """Top-k harmful and helpful training images of the detect group, per scoring method (Fig. 3)."""
+    """Top-k harmful and helpful training images of the detect group, per scoring method; empty when
+    the influence stage scored no groups."""
+    if not any((Path(influence_dir) / f"group_{m}.npz").is_file() for m in ("eif", "if")):
+        return ""
     tr = load_train(embed_dir)
     body = [f"<p>Confusion group {group}: training samples ranked by their influence on the group's "
             "mean confusion distance (positive = harmful: pulls the confused classes together).</p>"]
-    flips = set(tr.flipped.tolist())
     for method, s in load_group_scores(influence_dir, group).items():
         order = np.argsort(-s, kind="stable")
-
-        def cap(i: int, s: np.ndarray = s) -> str:
-            mark = f" (clean {tr.clean_labels[i]})" if i in flips else ""
-            return f"#{i} y={tr.labels[i]}{mark} s={s[i]:+.3g}"
-        harm = [(int(i), cap(int(i))) for i in order[:top_k]]
-        helpf = [(int(i), cap(int(i))) for i in order[::-1][:top_k]]
+        harm = [(int(i), _train_caption(int(i), tr.labels, tr.clean_labels, s[i])) for i in order[:top_k]]
+        helpf = [(int(i), _train_caption(int(i), tr.labels, tr.clean_labels, s[i]))
+                 for i in order[::-1][:top_k]]
         body.append(f'<div class="card"><b>{method.upper()}</b><div class="label">most harmful</div>'
                     f'{_thumbs(train_load, harm, px, "harm")}<div class="label">most helpful</div>'
                     f'{_thumbs(train_load, helpf, px, "help")}</div>')
-    return html.section("Influential training samples (Fig. 3)", "".join(body))
+    return html.section(f"Confusion group {group}: influential training samples", "".join(body))
 
 
 def detection_section(detect_dir: Path) -> str:
@@ -104,8 +157,16 @@ def survey_section(survey_dir: Path) -> str:
                         + html.img_file(survey_dir / "table5.png", "Table 5 counts", 420))
 
 
-def tables_section(relabel_dir: Path | None, extra_tables: dict[str, Path]) -> str:
+def tables_section(relabel_dir: Path | None, stats_dir: Path | None) -> str:
+    """Table 1 rows of this run (stats stage: mean improvement of Δd_EIF over Δd_IF and one-sided
+    p-values) and the Table 2/3 rows (relabel stage)."""
     body = []
+    if stats_dir is not None:
+        t1 = pd.DataFrame(read_json(Path(stats_dir) / "stats.json")["rows"],
+                          columns=["kind", "test", "n", "available", "improvement", "pvalue", "status"])
+        t1[["improvement", "pvalue"]] = t1[["improvement", "pvalue"]].apply(pd.to_numeric)
+        body.append("<div class=label>Table 1 (this run): mean Δd_EIF − Δd_IF over the first n confusions, "
+                    "one-sided p-value of H1 Δd_EIF &gt; Δd_IF</div>" + html.table(t1, "{:.4g}"))
     if relabel_dir is not None:
         acc = read_json(relabel_dir / "relabel.json")["accuracy"]
         if acc["flips_in_set"]:
@@ -113,18 +174,20 @@ def tables_section(relabel_dir: Path | None, extra_tables: dict[str, Path]) -> s
                         + html.table(pd.DataFrame([acc])))
         body.append("<div class=label>Table 3 (this run): runtime in seconds</div>"
                     + html.table(pd.read_csv(relabel_dir / "runtime.csv"), "{:.2f}"))
-    for name, path in extra_tables.items():
-        body.append(f"<div class=label>{html.esc(name)}</div>" + html.table(pd.read_csv(path)))
     return html.section("Tables", "".join(body)) if body else ""
 
 
-def build(title: str, subtitle: str, outputs: dict[str, Path], train_load: ImageLoader | None,
-          cfg_report: dict, group: int) -> str:
-    """The report page for a run whose stage outputs are ``outputs`` ({stage: artifact dir})."""
+def build(title: str, subtitle: str, outputs: dict[str, Path], cfg_report: dict, group: int,
+          train_load: ImageLoader | None = None, test_load: ImageLoader | None = None) -> str:
+    """The report page for a run whose stage outputs are ``outputs`` ({stage: artifact dir});
+    ``train_load`` / ``test_load`` give the raw image i of the training / test set."""
     px = int(cfg_report["thumb_px"])
     sections = []
     if "evaluate" in outputs:
         sections.append(metrics_section(outputs["evaluate"]))
+    if train_load is not None and test_load is not None and "influence" in outputs and "embed" in outputs:
+        sections.append(pairs_section(outputs["embed"], outputs["influence"], train_load, test_load,
+                                      int(cfg_report["pairs"]), int(cfg_report["top_k"]), px))
     if train_load is not None and "influence" in outputs and "embed" in outputs:
         sections.append(influence_section(outputs["embed"], outputs["influence"], group, train_load,
                                           int(cfg_report["top_k"]), px))
@@ -136,9 +199,7 @@ def build(title: str, subtitle: str, outputs: dict[str, Path], train_load: Image
                                         px))
     if "survey" in outputs:
         sections.append(survey_section(outputs["survey"]))
-    extra = {f"{stage}: {p.stem}": p for stage, d in outputs.items()
-             for p in sorted(Path(d).glob("table1*.csv"))}
-    sections.append(tables_section(outputs.get("relabel"), extra))
+    sections.append(tables_section(outputs.get("relabel"), outputs.get("stats")))
     if not any(sections):
         sections.append("<p class=muted>No stage of this run produced anything to show.</p>")
     return html.page(title, sections, subtitle)

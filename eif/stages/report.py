@@ -32,15 +32,17 @@ def _compute(ctx: Context, out: Path) -> None:
 def _publish(ctx: Context, out: Path) -> None:
     cfg = ctx.cfg
     outputs = {k: v for k, v in ctx.outputs.items() if k != "report"}
-    train_load = None
+    train_load = test_load = None
     if {"influence", "relabel"} & set(outputs):
         from eif.data import build_data
 
-        train_load = build_data(cfg).train.load
+        data = build_data(cfg)
+        train_load, test_load = data.train.load, data.test.load
     title = (f"eif run: {cfg.dataset.name}, {cfg.model.name}, {cfg.loss.name}, noise {cfg.noise.name}, "
              f"seed {cfg.seed}")
     subtitle = f"stages: {', '.join(str(s) for s in cfg.stages)}; run dir: {ctx.run_dir.name}"
-    page = run_report.build(title, subtitle, outputs, train_load, plain(cfg.report), int(cfg.detect.group))
+    page = run_report.build(title, subtitle, outputs, plain(cfg.report), int(cfg.detect.group),
+                            train_load, test_load)
     path = ctx.run_dir / "report.html"
     write_text(path, page)
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
