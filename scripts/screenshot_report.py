@@ -56,7 +56,10 @@ def check(report: Path, screenshot: Path, width: int = 1280, max_height: int = 1
         tmp = Path(tmp)
         probe = tmp / "probe.html"
         probe.write_text(report.read_text().replace("</body>", PROBE + "</body>", 1))
-        dom = _run(chromium, ["--dump-dom", probe.as_uri()], tmp / "profile1", timeout)
+        # Measure at the screenshot's width: in the default 800 px window text wraps more and the page is
+        # taller, which left a blank band under the screenshot.
+        dom = _run(chromium, [f"--window-size={width},600", "--dump-dom", probe.as_uri()], tmp / "profile1",
+                   timeout)
         found = {k: int(v) for k, v in re.findall(r'data-(images|broken|height)="(\d+)"', dom)}
         if len(found) != 3:
             raise RuntimeError("the page's load event never fired in chromium")

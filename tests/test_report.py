@@ -143,7 +143,7 @@ def test_confusion_pairs_section(tmp_path: Path) -> None:
 
 def test_table1_rows(tmp_path: Path) -> None:
     sec = _section(run_report.build("r", "", _outputs(tmp_path), CFG, 0), "tables")
-    assert "Table 1 (this run)" in sec and "<td>0.0123</td><td>0.0456</td><td>ok</td>" in sec
+    assert "Table 1 (this run)" in sec and "<td>1.23E-02</td><td>4.56E-02</td><td>ok</td>" in sec
     assert "<td></td><td></td><td>not enough</td>" in sec  # no improvement / p-value: empty cells
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from eif.mislabel.artifacts import load_group_scores, load_train
 from eif.report import html
+from eif.stats.table1 import fmt
 from eif.utils.io import read_json
 
 ImageLoader = Callable[[int], Image.Image]
@@ -164,9 +165,10 @@ def tables_section(relabel_dir: Path | None, stats_dir: Path | None) -> str:
     if stats_dir is not None:
         t1 = pd.DataFrame(read_json(Path(stats_dir) / "stats.json")["rows"],
                           columns=["kind", "test", "n", "available", "improvement", "pvalue", "status"])
-        t1[["improvement", "pvalue"]] = t1[["improvement", "pvalue"]].apply(pd.to_numeric)
+        # The paper's number style (as table1.md); a missing value is an empty cell.
+        t1[["improvement", "pvalue"]] = t1[["improvement", "pvalue"]].map(fmt)
         body.append("<div class=label>Table 1 (this run): mean Δd_EIF − Δd_IF over the first n confusions, "
-                    "one-sided p-value of H1 Δd_EIF &gt; Δd_IF</div>" + html.table(t1, "{:.4g}"))
+                    "one-sided p-value of H1 Δd_EIF &gt; Δd_IF</div>" + html.table(t1))
     if relabel_dir is not None:
         acc = read_json(relabel_dir / "relabel.json")["accuracy"]
         if acc["flips_in_set"]:
