@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eif.losses.base import MetricLoss, class_mask
+from eif.losses.base import MetricLoss
 
 
 class ProxyNCAPP(MetricLoss):
@@ -26,6 +26,7 @@ class ProxyNCAPP(MetricLoss):
         return 2 * self.scale**2 * (1 - self.cosines(z))
 
     def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # -D = 2 s^2 cos - 2 s^2, and log_softmax ignores the constant: two fewer passes over (..., B, C)
+        # -D = 2 s^2 cos - 2 s^2, and log_softmax ignores the constant: two fewer passes over (..., B, C);
+        # the label's entry by gather, not a one-hot product (a multiply and a sum over (..., B, C) fewer)
         logp = F.log_softmax((2 * self.scale**2) * cos, dim=-1)
-        return -torch.linalg.vecdot(logp, class_mask(y, self.num_classes, logp.dtype))
+        return -logp.gather(-1, y.expand(logp.shape[:-1]).unsqueeze(-1)).squeeze(-1)
