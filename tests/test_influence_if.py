@@ -172,6 +172,27 @@ def test_max_curvature_matches_dense_eigenvalues():
     assert abs(max_curvature(pb["task"], pb["ftr"], z, pb["ytr"], iters=200) - dense) < 1e-3 * dense
 
 
+def test_lissa_restores_thread_count():
+    """The steps run on one thread; torch's thread count is back afterwards, also after an error."""
+    pb = make_problem(seed=4)
+    batch = build_batch(CONFUSIONS, SIGNS, dtype=torch.float64)
+    fp = batch.features(pb["fte"])
+    from eif.influence.confusion import distance_and_grad
+    _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lissa(pb["task"], pb["ftr"], z, pb["ytr"], (g, fp), 5.0, 0.05, 8)
+        assert torch.get_num_threads() == 2
+        bad = torch.full_like(pb["ytr"], 10**6)  # a label out of range fails inside the step loop
+        with pytest.raises((IndexError, RuntimeError)):
+            lissa(pb["task"], pb["ftr"], z, bad, (g, fp), 5.0, 0.05, 8)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_lissa_divergence_is_one_readable_error():
     pb = make_problem(seed=8, n=200)  # per-step growth ~ |H_i| / scale = 1e3: overflows in 200 steps
     with pytest.raises(EifError, match="LiSSA diverged"):

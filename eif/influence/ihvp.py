@@ -20,7 +20,9 @@ Solvers for X = H^-1 v:
   the explicit H_z,j (computed for many samples in one batched call; factored as B S B^T - sigma I
   with M + 2 columns for a cosine loss, see :func:`curvature_factors`) to the K rows;
   the block's updates are applied with one GEMM. The decay and the +v terms are kept as two scalars
-  (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated.
+  (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated. The steps run on one
+  torch thread (restored afterwards), the GEMMs on all: a step's ~5 small products gain little from a
+  second thread, and each would wait at an OpenMP barrier for it (up to ms when the core is busy).
 - ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``. H can be
   indefinite (the losses normalise z): CG stops with an error on negative curvature.
 - ``exact``: a dense solve of (H + damping I), for small heads (E * D <= 8192).
@@ -188,45 +190,59 @@ def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch
         hz = z.new_empty(hchunk, e, e)
     u = z.new_empty(bs, k, e)  # u_j = H_z,j r_j
     uf = u.view(bs, k * e)
-    for start in tqdm(range(0, n, bs), desc="LiSSA", disable=not progress, leave=False):
-        fb = features[start:start + bs]
-        nb = len(fb)
-        zb, yb = z[start:start + nb], y[start:start + nb]
-        vf = torch.einsum("kre,krb->bke", g, fp @ fb.T)  # v f_j, (nb, K, E)
-        # r_j before the in-block correction: alpha_j v f_j + c^j h_start f_j, h_start = beta h_t + gamma v
-        r = (fb @ h_flat.T).view(nb, k, e).mul_((beta * cpow[:nb])[:, None, None])
-        r.add_(vf * (alpha[:nb] + gamma * cpow[:nb])[:, None, None])
-        rf = r.view(nb, k * e)
-        corr = decay[:nb, :nb] * (fb @ fb.T) / scale  # corr[j, i] = c^(j-1-i) (f_i . f_j) / scale
-        for j in range(nb):
-            jh, j0 = j % hchunk, j - j % sub
-            if jh == 0:
-                zc, yc = zb[j:j + hchunk], yb[j:j + hchunk]
-                if lowrank:
-                    uq, core, sigma = curvature_factors(loss, zc, yc)
-                    basis[:len(zc), :, m:] = uq
-                    sigma = sigma.tolist()
+    r_buf = z.new_empty(bs, k * e)  # r_j, reused across blocks (a fresh one page-faults every block)
+    threads = torch.get_num_threads()
+    try:
+        for start in tqdm(range(0, n, bs), desc="LiSSA", disable=not progress, leave=False):
+            fb = features[start:start + bs]
+            nb = len(fb)
+            zb, yb = z[start:start + nb], y[start:start + nb]
+            # r_j before the in-block correction: alpha_j v f_j + c^j h_start f_j, h_start = beta h_t +
+            # gamma v; the per-step factors scale the rows of f_b before the products (no pass over r)
+            rf = torch.mm(fb * (beta * cpow[:nb])[:, None], h_flat.T, out=r_buf[:nb])
+            r = rf.view(nb, k, e)
+            r.add_(torch.einsum("kre,krb->bke", g, fp @ (fb * (alpha[:nb] + gamma * cpow[:nb])[:, None]).T))
+            corr = decay[:nb, :nb] * (fb @ fb.T) / scale  # corr[j, i] = c^(j-1-i) (f_i . f_j) / scale
+            _set_threads(1)  # the sequential steps: small ops, faster without OpenMP barriers (module doc)
+            for j in range(nb):
+                jh, j0 = j % hchunk, j - j % sub
+                if jh == 0:
+                    zc, yc = zb[j:j + hchunk], yb[j:j + hchunk]
+                    if lowrank:
+                        uq, core, sigma = curvature_factors(loss, zc, yc)
+                        basis[:len(zc), :, m:] = uq
+                        sigma = sigma.tolist()
+                    else:
+                        curvature_z(task, zc, yc, out=hz[:len(zc)])
+                if j == j0 and j:  # the earlier sub-blocks' updates, for the whole sub-block at once (a GEMM)
+                    _set_threads(threads)
+                    rf[j:j + sub].addmm_(corr[j:j + sub, :j], uf[:j], alpha=-1.0)
+                    _set_threads(1)
+                if j > j0:
+                    rf[j].addmv_(uf[j0:j].T, corr[j, j0:j], alpha=-1.0)
+                if lowrank:  # u_j = B S B^T r_j - sigma r_j, row-wise
+                    torch.mm(r[j], basis[jh], out=y_buf)
+                    torch.mm(y_buf, core[jh].mT, out=ys_buf)
+                    torch.addmm(r[j], ys_buf, basis[jh].mT, beta=-sigma[jh], out=u[j])
                 else:
-                    curvature_z(task, zc, yc, out=hz[:len(zc)])
-            if j == j0 and j:  # the earlier sub-blocks' updates, for the whole sub-block at once
-                rf[j:j + sub].addmm_(corr[j:j + sub, :j], uf[:j], alpha=-1.0)
-            if j > j0:
-                rf[j].addmv_(uf[j0:j].T, corr[j, j0:j], alpha=-1.0)
-            if lowrank:  # u_j = B S B^T r_j - sigma r_j, row-wise
-                torch.mm(r[j], basis[jh], out=y_buf)
-                torch.mm(y_buf, core[jh].mT, out=ys_buf)
-                torch.addmm(r[j], ys_buf, basis[jh].mT, beta=-sigma[jh], out=u[j])
-            else:
-                torch.mm(r[j], hz[jh].mT, out=u[j])
-        beta *= c**nb
-        gamma = gamma * c**nb + float(alpha64[nb])
-        coef = cpow[:nb].flip(0) / (scale * beta)  # c^(nb-1-j) / (scale beta)
-        h_flat.addmm_(uf[:nb].T, fb * coef[:, None], alpha=-1.0)
-        if beta < 1e-4:  # fold the decay into h_t before it underflows
-            h_t.mul_(beta)
-            beta = 1.0
+                    torch.mm(r[j], hz[jh].mT, out=u[j])
+            _set_threads(threads)
+            beta *= c**nb
+            gamma = gamma * c**nb + float(alpha64[nb])
+            coef = cpow[:nb].flip(0) / (scale * beta)  # c^(nb-1-j) / (scale beta)
+            h_flat.addmm_(uf[:nb].T, fb * coef[:, None], alpha=-1.0)
+            if beta < 1e-4:  # fold the decay into h_t before it underflows
+                h_t.mul_(beta)
+                beta = 1.0
+    finally:  # an error inside the steps must not leave torch on one thread
+        _set_threads(threads)
     # h_N / scale in place: no fresh (K, E, D) allocations (their page faults cost whole GEMMs)
     return h_t.mul_(beta / scale).baddbmm_(g.transpose(1, 2), fp, alpha=gamma / scale)
+
+
+def _set_threads(n: int) -> None:
+    """torch's intra-op thread count (OpenMP and MKL); cheap (< 1 us), so it can change around one op."""
+    torch.set_num_threads(n)
 
 
 def max_curvature(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
