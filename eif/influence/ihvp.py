@@ -199,7 +199,10 @@ def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch
             zb, yb = z[start:start + nb], y[start:start + nb]
             # r_j before the in-block correction: alpha_j v f_j + c^j h_start f_j, h_start = beta h_t +
             # gamma v; the per-step factors scale the rows of f_b before the products (no pass over r)
-            rf = torch.mm(fb * (beta * cpow[:nb])[:, None], h_flat.T, out=r_buf[:nb])
+            if start:
+                rf = torch.mm(fb * (beta * cpow[:nb])[:, None], h_flat.T, out=r_buf[:nb])
+            else:  # h_t = 0 before the first block: no GEMM
+                rf = r_buf[:nb].zero_()
             r = rf.view(nb, k, e)
             r.add_(torch.einsum("kre,krb->bke", g, fp @ (fb * (alpha[:nb] + gamma * cpow[:nb])[:, None]).T))
             corr = decay[:nb, :nb] * (fb @ fb.T) / scale  # corr[j, i] = c^(j-1-i) (f_i . f_j) / scale
@@ -366,7 +369,9 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
             x = lissa(task, train_features, z, train_labels, (g, fp), scale, cfg.damping,
                       int(cfg.block_size), progress)
             it = torch.full((len(sub),), n, dtype=torch.long)
-            if not bool(torch.isfinite(x).all()):
+            # the row sums are finite iff no entry is inf/nan (or they overflow, which is divergence too);
+            # one read of X at full bandwidth, where isfinite(X) cost ~10 head passes
+            if not bool(torch.isfinite(x.flatten(1).sum(1)).all()):
                 curv = max_curvature(task, train_features, z, train_labels)
                 hint = f"if.scale={AUTO_SCALE_FACTOR * curv:.0f} or if.scale=auto"
                 raise EifError(f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature "
