@@ -30,8 +30,8 @@ import numpy as np
 from eif.utils.errors import EifError
 from eif.utils.seed import derive_seed
 
-# A non-zero last part: derive_seed(s, e) equals derive_seed(s, e, 0) (SeedSequence ignores
-# trailing zeros), so the augmentation streams get a tag that cannot collide with the sampler's.
+# Tags the augmentation streams, derive_seed(seed, epoch, batch, _AUG_TAG), apart from the sampler's
+# own derive_seed(seed, epoch).
 _AUG_TAG = 1
 
 
