@@ -58,6 +58,15 @@ class Context:
     registry: Any  # eif.stages._Registry: name -> Stage, imported lazily
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    _data: Any = None
+
+    def data(self) -> Any:
+        """The run's :class:`~eif.data.DataBundle`, read once per job and shared by its stages."""
+        if self._data is None:
+            from eif.data import build_data
+
+            self._data = build_data(self.cfg)
+        return self._data
 
     def stage(self, name: str) -> Stage:
         if name not in self.registry:

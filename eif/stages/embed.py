@@ -33,13 +33,12 @@ def _fields(cfg: DictConfig) -> dict:
 
 
 def _compute(ctx: Context, out: Path) -> None:
-    from eif.data import build_data
     from eif.data.transforms import build_transform
     from eif.training.inference import predict
 
     cfg = ctx.cfg
     model, _, _ = load_trained(ctx.require("train"), cfg, ctx.device)
-    data = build_data(cfg)
+    data = ctx.data()
     which = str(cfg.embed.transform)
     tf = build_transform(cfg.dataset.transforms, which)
     # Uncropped images differ in size, so the reference embeds them one at a time.

@@ -24,14 +24,13 @@ def _fields(cfg: DictConfig) -> dict:
 
 
 def _compute(ctx: Context, out: Path) -> None:
-    from eif.data import build_data
     from eif.data.transforms import build_transform
     from eif.evaluation.metrics import evaluate_embeddings, evaluate_query_gallery
     from eif.training.inference import predict
 
     cfg = ctx.cfg
     model, _, _ = load_trained(ctx.require("train"), cfg, ctx.device)
-    data = build_data(cfg)
+    data = ctx.data()
     tf = build_transform(cfg.dataset.transforms, "eval")
     ecfg = cfg.evaluate
     ks = [int(k) for k in ecfg.recall_at]

@@ -39,7 +39,6 @@ def _fields(cfg: DictConfig) -> dict:
 
 
 def _compute(ctx: Context, out: Path) -> None:
-    from eif.data import build_data
 
     cfg = ctx.cfg.relabel
     require(cfg.queries in ("harmful", "all"), f"relabel.queries must be harmful or all, got {cfg.queries!r}")
@@ -55,7 +54,7 @@ def _compute(ctx: Context, out: Path) -> None:
                                   k=None if cfg.k is None else int(cfg.k))
     knn_s = time.perf_counter() - t0
     save_npz(out / "recommendations.npz", queries=queries, hard=hard, soft=soft)
-    paths = build_data(ctx.cfg).train.paths
+    paths = ctx.data().train.paths
     review = relabel.review_table(queries, soft, tr.labels, paths, flag[queries])
     write_text(out / "review.csv", review.to_csv(index=False))
     acc = (relabel.relabel_accuracy(soft, queries, tr.labels, tr.clean_labels, tr.flipped)

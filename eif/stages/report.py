@@ -34,9 +34,7 @@ def _publish(ctx: Context, out: Path) -> None:
     outputs = {k: v for k, v in ctx.outputs.items() if k != "report"}
     train_load = test_load = None
     if {"influence", "relabel"} & set(outputs):
-        from eif.data import build_data
-
-        data = build_data(cfg)
+        data = ctx.data()
         train_load, test_load = data.train.load, data.test.load
     title = (f"eif run: {cfg.dataset.name}, {cfg.model.name}, {cfg.loss.name}, noise {cfg.noise.name}, "
              f"seed {cfg.seed}")

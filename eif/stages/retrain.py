@@ -82,11 +82,10 @@ def augmented_features(ctx: Context) -> Path:
     spec = {"stage": FEATURES_STAGE, "fields": _schedule_fields(cfg), "deps": {"train": ctx.key("train")}}
 
     def compute(out: Path) -> None:
-        from eif.data import build_data
         from eif.data.transforms import build_transform
 
         model, _, _ = load_trained(ctx.require("train"), cfg, ctx.device)
-        data = build_data(cfg)
+        data = ctx.data()
         train_set = data.train.with_transform(build_transform(cfg.dataset.transforms, "train"))
         t0 = time.perf_counter()
         epoch = augmented_epoch(model.features, train_set, _batches(np.asarray(data.train.labels), cfg),

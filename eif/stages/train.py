@@ -58,14 +58,13 @@ def import_checkpoint(spec, model, loss, num_classes: int) -> list:
 
 
 def _compute(ctx: Context, out: Path) -> None:
-    from eif.data import build_data
     from eif.data.transforms import build_transform
     from eif.losses import build_loss
     from eif.models import build_model
     from eif.training.trainer import Trainer
 
     cfg = ctx.cfg
-    data = build_data(cfg)
+    data = ctx.data()
     seed_everything(int(cfg.seed))
     ckpt_spec = cfg.model.get("checkpoint")
     model = build_model(cfg.model if ckpt_spec is None else OmegaConf.merge(cfg.model, {"pretrained": False}))
