@@ -1,7 +1,7 @@
 """The single entry point: compose the Hydra config and run the stages it names.
 
-    python launch.py                                   # embedded default (Fashion-MNIST)
-    python launch.py -m dataset=cub,cars,inshop seed=0,1,2,3,4
+python launch.py                                   # embedded default (Fashion-MNIST)
+python launch.py -m dataset=cub,cars,inshop seed=0,1,2,3,4
 """
 
 import os

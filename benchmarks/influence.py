@@ -66,7 +66,7 @@ def naive_eif_seconds(task, ftr, ytr, w, b, fte, pairs, cfg: EifConfig, n_sample
     with torch.no_grad():
         for i in range(n_samples):
             for wm in (w, wt.detach()):
-                task.train_loss(head(ftr[i:i + 1], wm, b), ytr[i:i + 1])
+                task.train_loss(head(ftr[i : i + 1], wm, b), ytr[i : i + 1])
     return ascent + (time.perf_counter() - t0) * len(ftr) / n_samples
 
 
@@ -78,15 +78,16 @@ def naive_if_seconds(task, ftr, ytr, w, b, n_steps: int) -> float:
     t0 = time.perf_counter()
     for i in range(n_steps):
         wr = w.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(task.train_loss(head(ftr[i:i + 1], wr, b), ytr[i:i + 1]).sum(), wr,
-                                   create_graph=True)
+        (g,) = torch.autograd.grad(
+            task.train_loss(head(ftr[i : i + 1], wr, b), ytr[i : i + 1]).sum(), wr, create_graph=True
+        )
         (hv,) = torch.autograd.grad((g * h).sum(), wr)
         h = v + 0.99 * h - hv / 500
     lissa_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(n_steps):
         wr = w.clone().requires_grad_(True)
-        torch.autograd.grad(task.train_loss(head(ftr[i:i + 1], wr, b), ytr[i:i + 1]).sum(), wr)
+        torch.autograd.grad(task.train_loss(head(ftr[i : i + 1], wr, b), ytr[i : i + 1]).sum(), wr)
     grads_s = time.perf_counter() - t0
     return (lissa_s + grads_s) * len(ftr) / n_steps
 
@@ -115,8 +116,9 @@ def main() -> None:
     eif_cfg = EifConfig()
     with torch.no_grad():
         t_eif = clock(lambda: empirical_influence(task, ftr, ytr, w, b, fte, batch, eif_cfg), repeat=3)
-    rows.append((f"EIF, all {k} pairs (median of 3)", t_eif, t_eif / head_pass,
-                 f"peak RSS {peak_mib():.0f} MiB"))
+    rows.append(
+        (f"EIF, all {k} pairs (median of 3)", t_eif, t_eif / head_pass, f"peak RSS {peak_mib():.0f} MiB")
+    )
     if_cfg = IfConfig(solver="lissa")
     with torch.no_grad():  # warm-up on 1 pair x 300 samples: torch.func's first call costs ~1 s once
         classic_influence(task, ftr[:300], ytr[:300], w, b, fte, build_batch([pairs[0][None]]), if_cfg)
@@ -134,14 +136,32 @@ def main() -> None:
     except EifError as err:
         rows.append((f"IF-cg, {kc} pairs", float("nan"), float("nan"), str(err)))
         t_cg = float("nan")
-    rows.append(("IF-exact", float("nan"), float("nan"),
-                 f"skipped: dense Hessian needs (E*D)^2 = {(e * d) ** 2:.1e} entries"))
+    rows.append(
+        (
+            "IF-exact",
+            float("nan"),
+            float("nan"),
+            f"skipped: dense Hessian needs (E*D)^2 = {(e * d) ** 2:.1e} entries",
+        )
+    )
     t_naive_eif = naive_eif_seconds(task, ftr, ytr, w, b, fte, pairs, eif_cfg, n_samples=min(n, 200)) * k
-    rows.append((f"naive EIF, {k} pairs (extrapolated from 1 pair x 200 samples)", t_naive_eif,
-                 t_naive_eif / head_pass, ""))
+    rows.append(
+        (
+            f"naive EIF, {k} pairs (extrapolated from 1 pair x 200 samples)",
+            t_naive_eif,
+            t_naive_eif / head_pass,
+            "",
+        )
+    )
     t_naive_if = naive_if_seconds(task, ftr, ytr, w, b, n_steps=min(n, 20)) * k
-    rows.append((f"naive IF-lissa, {k} pairs (extrapolated from 20 steps of 1 pair)", t_naive_if,
-                 t_naive_if / head_pass, ""))
+    rows.append(
+        (
+            f"naive IF-lissa, {k} pairs (extrapolated from 20 steps of 1 pair)",
+            t_naive_if,
+            t_naive_if / head_pass,
+            "",
+        )
+    )
 
     print(f"\n{'what':<66} {'seconds':>10} {'head passes':>12}  notes")
     for name, sec, hp, note in rows:

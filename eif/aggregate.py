@@ -34,10 +34,24 @@ log = logging.getLogger(__name__)
 
 DATASET_ORDER = ["cub", "cars", "inshop"]
 DATASET_TITLES = {"cub": "CUB200", "cars": "CARS196", "inshop": "InShop", "fashion_mnist": "Fashion-MNIST"}
-KIND_TITLES = {"pairs": ("Individual confusion", "# confusion pairs"),
-               "groups": ("Group confusion", "# confusion groups")}
-COLUMNS = ["dataset", "loss", "seed", "noise", "kind", "test", "n", "improvement", "pvalue", "statistic",
-           "status", "job"]
+KIND_TITLES = {
+    "pairs": ("Individual confusion", "# confusion pairs"),
+    "groups": ("Group confusion", "# confusion groups"),
+}
+COLUMNS = [
+    "dataset",
+    "loss",
+    "seed",
+    "noise",
+    "kind",
+    "test",
+    "n",
+    "improvement",
+    "pvalue",
+    "statistic",
+    "status",
+    "job",
+]
 MODEL_KEY = "table1_model"  # sweep option named <dataset>-<loss>-<seed> (sweeps/table1_model/)
 
 
@@ -66,8 +80,11 @@ def expected_jobs(sweep_dir: Path) -> list[dict[str, str]]:
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     strings = [f"{k}={v}" for k, v in params.items()]
     strings += list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
-    axes = [[(ov.key_or_group.lstrip("+~"), v) for v in ov.sweep_string_iterator()]
-            for ov in OverridesParser.create().parse_overrides(strings) if ov.is_sweep_override()]
+    axes = [
+        [(ov.key_or_group.lstrip("+~"), v) for v in ov.sweep_string_iterator()]
+        for ov in OverridesParser.create().parse_overrides(strings)
+        if ov.is_sweep_override()
+    ]
     return [dict(combo) for combo in itertools.product(*axes)] if axes else []
 
 
@@ -101,8 +118,15 @@ def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.Da
     for kind in KIND_TITLES:
         sizes.setdefault(kind, [])
         sizes[kind] = sorted(set(sizes[kind]) | set(found.loc[found.kind == kind, "n"].astype(int)))
-    job_dirs = [(d.name, _job_overrides(d)) for d in sorted(sweep_dir.iterdir())
-                if d.is_dir() and (d / ".hydra").is_dir()] if sweep_dir.is_dir() else []
+    job_dirs = (
+        [
+            (d.name, _job_overrides(d))
+            for d in sorted(sweep_dir.iterdir())
+            if d.is_dir() and (d / ".hydra").is_dir()
+        ]
+        if sweep_dir.is_dir()
+        else []
+    )
     missing = []
     for ov in expected_jobs(sweep_dir):
         if any(ov.items() <= o.items() for o in seen):
@@ -134,8 +158,15 @@ def _columns(table: pd.DataFrame) -> list[tuple[str, str, Any]]:
     """(loss, dataset, seed) column blocks, datasets in the paper's order."""
     keys = table[["loss", "dataset", "seed"]].drop_duplicates().itertuples(index=False, name=None)
     order = {d: i for i, d in enumerate(DATASET_ORDER)}
-    return sorted(keys, key=lambda k: (str(k[0]), order.get(k[1], len(order)), str(k[1]),
-                                       -1 if k[2] is None or pd.isna(k[2]) else int(k[2])))
+    return sorted(
+        keys,
+        key=lambda k: (
+            str(k[0]),
+            order.get(k[1], len(order)),
+            str(k[1]),
+            -1 if k[2] is None or pd.isna(k[2]) else int(k[2]),
+        ),
+    )
 
 
 def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -151,8 +182,11 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         for _, dataset, seed in blocks:
             seed_txt = "?" if pd.isna(seed) else int(seed)
             title = f"{DATASET_TITLES.get(str(dataset), dataset)} (seed {seed_txt})"
-            sel = table[(table.loss == loss) & (table.dataset == dataset)
-                        & ((table.seed == seed) if not pd.isna(seed) else table.seed.isna())]
+            sel = table[
+                (table.loss == loss)
+                & (table.dataset == dataset)
+                & ((table.seed == seed) if not pd.isna(seed) else table.seed.isna())
+            ]
             by = {(r.kind, int(r.n)): r for r in sel.itertuples()}
             data[(title, "average improvement")] = [_cell(by.get(i), "improvement") for i in index]
             data[(title, "p-value")] = [_cell(by.get(i), "pvalue") for i in index]
@@ -172,9 +206,11 @@ def _cell(row: Any, key: str) -> str:
 
 
 def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
-    parts = ["# Table 1: EIF vs IF, Δd after re-training on each method's samples\n",
-             "Empty cells: the job is missing or failed. n/a: not enough confusions for this K or M. "
-             "-: degenerate test.\n"]
+    parts = [
+        "# Table 1: EIF vs IF, Δd after re-training on each method's samples\n",
+        "Empty cells: the job is missing or failed. n/a: not enough confusions for this K or M. "
+        "-: degenerate test.\n",
+    ]
     for loss, frame in tables.items():
         models = list(dict.fromkeys(c[0] for c in frame.columns))
         for kind in ("pairs", "groups"):
@@ -210,8 +246,9 @@ def write_tables(table: pd.DataFrame, out_dir: Path) -> str:
 
 def job_table(record: dict[str, Any], job: str) -> pd.DataFrame:
     """The long table of one job's ``stats.json`` record (the rows ``collect`` reads per job)."""
-    return pd.DataFrame([{**record.get("job", {}), **r, "job": job} for r in record.get("rows", [])],
-                        columns=COLUMNS)
+    return pd.DataFrame(
+        [{**record.get("job", {}), **r, "job": job} for r in record.get("rows", [])], columns=COLUMNS
+    )
 
 
 def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
@@ -220,8 +257,12 @@ def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     table = collect(sweep_dir)
     write_tables(table, sweep_dir)
     jobs = table.drop_duplicates(["dataset", "loss", "seed"])
-    log.info("aggregate: %d jobs (%d missing) -> %s", len(jobs), int((jobs.status == "missing").sum()),
-             sweep_dir / "table1.md")
+    log.info(
+        "aggregate: %d jobs (%d missing) -> %s",
+        len(jobs),
+        int((jobs.status == "missing").sum()),
+        sweep_dir / "table1.md",
+    )
     return table
 
 
@@ -235,10 +276,16 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
     from eif.logging.run_logger import wandb_dirs
 
     wdir = wandb_dirs(sweep_dir / "wandb")
-    run = wandb.init(project=str(lcfg.project), entity=lcfg.get("entity"), group="table1",
-                     job_type="aggregate", name=f"table1-{sweep_dir.name}", dir=str(wdir),
-                     mode=str(lcfg.mode),
-                     settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True))
+    run = wandb.init(
+        project=str(lcfg.project),
+        entity=lcfg.get("entity"),
+        group="table1",
+        job_type="aggregate",
+        name=f"table1-{sweep_dir.name}",
+        dir=str(wdir),
+        mode=str(lcfg.mode),
+        settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
+    )
     try:
         run.log({"table1/aggregate": wandb.Table(dataframe=table.astype({"seed": "float"}))})
     finally:

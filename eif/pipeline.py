@@ -41,15 +41,21 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     exit_code = 1
     try:
         logger = build_logger(cfg, run_dir)
-        ctx = Context(cfg=cfg, store=store, logger=logger, run_dir=run_dir, device=device,
-                      registry=registry())
+        ctx = Context(
+            cfg=cfg, store=store, logger=logger, run_dir=run_dir, device=device, registry=registry()
+        )
         t0 = time.perf_counter()
         for name in cfg.stages:
             ctx.require(str(name))
-        record = {"stages": list(cfg.stages), "keys": {n: ctx.key(n) for n in ctx.outputs},
-                  "artifacts": {n: str(p) for n, p in ctx.outputs.items()},
-                  "compute_seconds": ctx.timings, "wall_seconds": time.perf_counter() - t0,
-                  "config": OmegaConf.to_container(cfg, resolve=True), **provenance()}
+        record = {
+            "stages": list(cfg.stages),
+            "keys": {n: ctx.key(n) for n in ctx.outputs},
+            "artifacts": {n: str(p) for n, p in ctx.outputs.items()},
+            "compute_seconds": ctx.timings,
+            "wall_seconds": time.perf_counter() - t0,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            **provenance(),
+        }
         write_json(run_dir / "run.json", record)
         exit_code = 0
         return record

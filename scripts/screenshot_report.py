@@ -26,9 +26,18 @@ PROBE = """<script>window.addEventListener('load', () => {
   b.dataset.broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
   b.dataset.height = document.documentElement.scrollHeight;
 });</script>"""
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--virtual-time-budget=10000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=10000",
+]
 
 
 def find_chromium() -> str | None:
@@ -39,15 +48,21 @@ def find_chromium() -> str | None:
 
 
 def _run(chromium: str, args: list[str], profile: Path, timeout: float) -> str:
-    proc = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"chromium exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
     return proc.stdout
 
 
-def check(report: Path, screenshot: Path, width: int = 1280, max_height: int = 12000,
-          timeout: float = 120.0) -> dict:
+def check(
+    report: Path, screenshot: Path, width: int = 1280, max_height: int = 12000, timeout: float = 120.0
+) -> dict:
     """Load ``report`` in headless Chromium; returns image counts, page height and the screenshot path."""
     chromium = find_chromium()
     if chromium is None:
@@ -58,14 +73,23 @@ def check(report: Path, screenshot: Path, width: int = 1280, max_height: int = 1
         probe.write_text(report.read_text().replace("</body>", PROBE + "</body>", 1))
         # Measure at the screenshot's width: in the default 800 px window text wraps more and the page is
         # taller, which left a blank band under the screenshot.
-        dom = _run(chromium, [f"--window-size={width},600", "--dump-dom", probe.as_uri()], tmp / "profile1",
-                   timeout)
+        dom = _run(
+            chromium, [f"--window-size={width},600", "--dump-dom", probe.as_uri()], tmp / "profile1", timeout
+        )
         found = {k: int(v) for k, v in re.findall(r'data-(images|broken|height)="(\d+)"', dom)}
         if len(found) != 3:
             raise RuntimeError("the page's load event never fired in chromium")
         height = min(max(found["height"], 600), max_height)
-        _run(chromium, [f"--window-size={width},{height}", f"--screenshot={screenshot.resolve()}",
-                        report.resolve().as_uri()], tmp / "profile2", timeout)
+        _run(
+            chromium,
+            [
+                f"--window-size={width},{height}",
+                f"--screenshot={screenshot.resolve()}",
+                report.resolve().as_uri(),
+            ],
+            tmp / "profile2",
+            timeout,
+        )
     return {**found, "screenshot": str(screenshot)}
 
 

@@ -38,11 +38,23 @@ def compose_cfg(tmp_path: Path, overrides: list[str] | None = None, tiny: bool =
     return cfg
 
 
-def launch(args: list[str], tmp_path: Path, run_name: str = "run", timeout: float = 600,
-           env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+def launch(
+    args: list[str],
+    tmp_path: Path,
+    run_name: str = "run",
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
     """Run ``launch.py`` in a subprocess with the store and run dir under ``tmp_path``."""
-    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, f"paths.store_dir={tmp_path / 'store'}",
-           f"hydra.run.dir={tmp_path / run_name}", *args]
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        *TINY,
+        f"paths.store_dir={tmp_path / 'store'}",
+        f"hydra.run.dir={tmp_path / run_name}",
+        *args,
+    ]
     tmp_path.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=tmp_path)

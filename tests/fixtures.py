@@ -95,8 +95,10 @@ def make_cars(root: Path, num_classes: int = 196) -> dict[str, np.ndarray]:
         paths.append(rel)
     names = np.empty((1, num_classes), dtype=object)
     names[0, :] = [f"Make Model {c + 1} 2012" for c in range(num_classes)]
-    write_with(root / "cars_annos.mat",
-               lambda p: scipy.io.savemat(str(p), {"annotations": ann, "class_names": names}))
+    write_with(
+        root / "cars_annos.mat",
+        lambda p: scipy.io.savemat(str(p), {"annotations": ann, "class_names": names}),
+    )
     return {"labels": np.asarray(classes, dtype=np.int64), "paths": np.asarray(paths)}
 
 
@@ -123,14 +125,19 @@ def make_inshop(root: Path, train_items: int = 12, test_items: int = 9) -> dict[
             write_image(root / rel, w, h, seed=5000 + len(rows))
             rows.append((rel, item, status))
     body = "".join(f"{rel:<60}id_{item:08d}      {status}\n" for rel, item, status in rows)
-    write_text(root / "Eval" / "list_eval_partition.txt",
-               f"{len(rows)}\nimage_name item_id evaluation_status\n{body}")
-    return {"items": np.asarray([r[1] for r in rows], dtype=np.int64),
-            "status": np.asarray([r[2] for r in rows])}
+    write_text(
+        root / "Eval" / "list_eval_partition.txt",
+        f"{len(rows)}\nimage_name item_id evaluation_status\n{body}",
+    )
+    return {
+        "items": np.asarray([r[1] for r in rows], dtype=np.int64),
+        "status": np.asarray([r[2] for r in rows]),
+    }
 
 
-def make_imagefolder(root: Path, classes: tuple[str, ...] = ("ant", "bee", "cat", "dog", "eel", "fox"),
-                     per_class: int = 3) -> dict[str, int]:
+def make_imagefolder(
+    root: Path, classes: tuple[str, ...] = ("ant", "bee", "cat", "dog", "eel", "fox"), per_class: int = 3
+) -> dict[str, int]:
     """``root/<class>/<image>``: JPEGs plus one RGBA PNG and one grayscale JPEG in the first class."""
     root = Path(root)
     for ci, name in enumerate(classes):
@@ -149,8 +156,9 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
-def make_fashion_idx(root: Path, n_train: int = 60, n_test: int = 20, gz: bool = True,
-                     seed: int = 0) -> dict[str, np.ndarray]:
+def make_fashion_idx(
+    root: Path, n_train: int = 60, n_test: int = 20, gz: bool = True, seed: int = 0
+) -> dict[str, np.ndarray]:
     """The four Fashion-MNIST IDX files (``.gz`` or raw) with random 28x28 images, labels cycling 0..9.
 
     Returns the pooled (train then t10k) ``images`` uint8 (N, 28, 28) and ``labels`` int64 (N,).

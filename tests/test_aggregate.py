@@ -17,30 +17,47 @@ from eif.stats.table1 import compare
 from eif.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_MODELS = ["cub-proxynca_pp-0", "cars-proxynca_pp-3", "inshop-proxynca_pp-4", "cub-softtriple-3",
-                "cars-softtriple-4", "inshop-softtriple-3"]
+PAPER_MODELS = [
+    "cub-proxynca_pp-0",
+    "cars-proxynca_pp-3",
+    "inshop-proxynca_pp-4",
+    "cub-softtriple-3",
+    "cars-softtriple-4",
+    "inshop-softtriple-3",
+]
 
 
 def _job(sweep: Path, num: int, model: str, shift: float) -> None:
     dataset, loss, seed = model.split("-")
     rng = np.random.default_rng(num)
     d_if = rng.normal(0, 0.01, 100)
-    rows = (compare("pairs", d_if + shift + rng.normal(0, 0.01, 100), d_if, [30, 100])
-            + compare("groups", d_if[:12] + shift, d_if[:12], [10, 15]))
+    rows = compare("pairs", d_if + shift + rng.normal(0, 0.01, 100), d_if, [30, 100]) + compare(
+        "groups", d_if[:12] + shift, d_if[:12], [10, 15]
+    )
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create([f"table1_model={model}"]), job / ".hydra" / "overrides.yaml")
-    write_json(job / "stats.json", {"rows": rows, "job": {"dataset": dataset, "loss": loss, "seed": int(seed),
-                                                          "noise": "none"}})
+    write_json(
+        job / "stats.json",
+        {"rows": rows, "job": {"dataset": dataset, "loss": loss, "seed": int(seed), "noise": "none"}},
+    )
 
 
 def _sweep(tmp_path: Path, done: list[int]) -> Path:
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    OmegaConf.save(OmegaConf.create({
-        "hydra": {"sweeper": {"params": {"table1_model": ",".join(PAPER_MODELS)}},
-                  "overrides": {"task": ["logger=none"]}},
-        "stats": {"pair_sizes": [30, 100], "group_sizes": [10, 15]}}), sweep / "multirun.yaml")
+    OmegaConf.save(
+        OmegaConf.create(
+            {
+                "hydra": {
+                    "sweeper": {"params": {"table1_model": ",".join(PAPER_MODELS)}},
+                    "overrides": {"task": ["logger=none"]},
+                },
+                "stats": {"pair_sizes": [30, 100], "group_sizes": [10, 15]},
+            }
+        ),
+        sweep / "multirun.yaml",
+    )
     for num in done:
         _job(sweep, num, PAPER_MODELS[num], shift=0.02)
     return sweep
@@ -56,13 +73,17 @@ def test_expected_jobs_expand_the_sweep_grid(tmp_path):
 def test_a_sweep_that_lost_jobs_still_aggregates(tmp_path):
     sweep = _sweep(tmp_path, [0, 2, 4])  # cub/proxynca, inshop/proxynca, cars/softtriple finished
     (sweep / "1" / ".hydra").mkdir(parents=True)  # started and crashed: no stats.json
-    OmegaConf.save(OmegaConf.create(["table1_model=cars-proxynca_pp-3"]),
-                   sweep / "1" / ".hydra" / "overrides.yaml")
+    OmegaConf.save(
+        OmegaConf.create(["table1_model=cars-proxynca_pp-3"]), sweep / "1" / ".hydra" / "overrides.yaml"
+    )
     table = aggregate(sweep)
     assert len(table) == 6 * 4
     missing = table[table.status == "missing"]
     assert sorted(set(zip(missing.dataset, missing.loss, missing.seed))) == [
-        ("cars", "proxynca_pp", 3), ("cub", "softtriple", 3), ("inshop", "softtriple", 3)]
+        ("cars", "proxynca_pp", 3),
+        ("cub", "softtriple", 3),
+        ("inshop", "softtriple", 3),
+    ]
     assert set(missing[missing.dataset == "cars"].job) == {"1"}
     csv = pd.read_csv(sweep / "table1.csv")
     assert len(csv) == 24 and csv.loc[csv.status == "missing", "pvalue"].isna().all()
@@ -98,8 +119,19 @@ def test_table1_sweep_launches_six_jobs_and_aggregates(tmp_path):
     """The documented command composes, expands to the paper's six models and aggregates at the end."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "launch.py", "-m", "--config-dir", "sweeps", "--config-name", "table1",
-           "stages=[]", "logger=none", f"hydra.sweep.dir={sweep}", f"paths.store_dir={tmp_path / 'store'}"]
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "-m",
+        "--config-dir",
+        "sweeps",
+        "--config-name",
+        "table1",
+        "stages=[]",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.store_dir={tmp_path / 'store'}",
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     for model in PAPER_MODELS:

@@ -23,14 +23,18 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose("config", overrides=overrides)
 
 
-@pytest.mark.parametrize("name,maker,n_train_classes,n_train,n_test", [
-    ("cub", make_cub, 100, 199, 200),
-    ("cars", make_cars, 98, 147, 147),
-    ("inshop", make_inshop, 12, 24, 27),
-    ("imagefolder", make_imagefolder, 3, 9, 9),
-])
-def test_paper_dataset_configs(tmp_path: Path, name: str, maker, n_train_classes: int, n_train: int,
-                               n_test: int) -> None:
+@pytest.mark.parametrize(
+    "name,maker,n_train_classes,n_train,n_test",
+    [
+        ("cub", make_cub, 100, 199, 200),
+        ("cars", make_cars, 98, 147, 147),
+        ("inshop", make_inshop, 12, 24, 27),
+        ("imagefolder", make_imagefolder, 3, 9, 9),
+    ],
+)
+def test_paper_dataset_configs(
+    tmp_path: Path, name: str, maker, n_train_classes: int, n_train: int, n_test: int
+) -> None:
     cfg = _compose([f"dataset={name}", "noise=p10"])
     assert cfg.model.name == "resnet50" and cfg.dataset.name == name
     rule = "uniform" if name == "imagefolder" else "shift"
@@ -50,8 +54,6 @@ def test_inshop_batch_is_32_by_3() -> None:
     cfg = _compose(["dataset=inshop"])
     assert (cfg.dataset.batch.classes_per_batch, cfg.dataset.batch.samples_per_class) == (32, 3)
     assert list(cfg.dataset.recall_at) == [1, 10, 20, 30, 40, 50]
-
-
 
 
 def test_fashion_mnist_default(tmp_path: Path) -> None:

@@ -20,13 +20,19 @@ from tests.fixtures import make_fashion_idx
 
 CONF = OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "fashion_mnist.yaml")
 REAL_ROOT = Path(str(CONF.root))
-needs_real = pytest.mark.skipif(fm.find_files(REAL_ROOT) is None,
-                                reason="Debian's dataset-fashion-mnist is not installed")
+needs_real = pytest.mark.skipif(
+    fm.find_files(REAL_ROOT) is None, reason="Debian's dataset-fashion-mnist is not installed"
+)
 
 
 def _cfg(root: Path, **dataset) -> OmegaConf:
-    return OmegaConf.create({"seed": 0, "noise": {"fraction": 0.0, "rule": "uniform"},
-                             "dataset": {**OmegaConf.to_container(CONF), "root": str(root), **dataset}})
+    return OmegaConf.create(
+        {
+            "seed": 0,
+            "noise": {"fraction": 0.0, "rule": "uniform"},
+            "dataset": {**OmegaConf.to_container(CONF), "root": str(root), **dataset},
+        }
+    )
 
 
 @pytest.mark.parametrize("gz,sub", [(True, ""), (False, ""), (False, "FashionMNIST/raw")])
@@ -72,8 +78,11 @@ def test_idx_errors(tmp_path: Path) -> None:
 
 
 def test_missing_and_download_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(EifError, match=r"fashion_mnist: data not found under .*expected the four IDX files "
-                                       r"train-images-idx3-ubyte.*root/FashionMNIST/raw"):
+    with pytest.raises(
+        EifError,
+        match=r"fashion_mnist: data not found under .*expected the four IDX files "
+        r"train-images-idx3-ubyte.*root/FashionMNIST/raw",
+    ):
         build_data(_cfg(tmp_path))
 
     def offline(*args, **kwargs):  # stands in for the network, not for the code under test

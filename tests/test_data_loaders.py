@@ -25,8 +25,13 @@ IMAGENET = OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "tran
 
 
 def _cfg(dataset: dict, fraction: float = 0.0, rule: str = "shift", seed: int = 0):
-    return OmegaConf.create({"seed": seed, "noise": {"fraction": fraction, "rule": rule},
-                             "dataset": {**dataset, "transforms": IMAGENET}})
+    return OmegaConf.create(
+        {
+            "seed": seed,
+            "noise": {"fraction": fraction, "rule": rule},
+            "dataset": {**dataset, "transforms": IMAGENET},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +53,13 @@ def inshop_root(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def _cub(root: Path, **kw) -> dict:
-    return {"name": "cub", "root": str(root), "train_classes": {"start": 0, "stop": 100},
-            "test_classes": {"start": 100, "stop": 200}, **kw}
+    return {
+        "name": "cub",
+        "root": str(root),
+        "train_classes": {"start": 0, "stop": 100},
+        "test_classes": {"start": 100, "stop": 200},
+        **kw,
+    }
 
 
 def test_cub_paper_split(cub_root) -> None:
@@ -81,11 +91,17 @@ def test_cub_class_lists_remap_in_list_order(cub_root) -> None:
 
 def test_cub_errors(tmp_path, cub_root) -> None:
     root, _ = cub_root
-    with pytest.raises(EifError, match=r"cub: data not found: .*images is not a directory; expected "
-                                       r"root/images/NNN\.Name/\*\.jpg"):
+    with pytest.raises(
+        EifError,
+        match=r"cub: data not found: .*images is not a directory; expected "
+        r"root/images/NNN\.Name/\*\.jpg",
+    ):
         build_data(_cfg(_cub(tmp_path / "nowhere")))
-    with pytest.raises(EifError, match=r"train_classes has 5 class ids with no images in the data "
-                                       r"\(200, 201, 202, 203, 204\).*0\.\.199 \(200 classes\)"):
+    with pytest.raises(
+        EifError,
+        match=r"train_classes has 5 class ids with no images in the data "
+        r"\(200, 201, 202, 203, 204\).*0\.\.199 \(200 classes\)",
+    ):
         build_data(_cfg(_cub(root, train_classes={"start": 195, "stop": 205})))
     with pytest.raises(EifError, match="train and test classes overlap in 10 classes"):
         build_data(_cfg(_cub(root, train_classes={"start": 0, "stop": 110})))
@@ -101,8 +117,14 @@ def test_cub_errors(tmp_path, cub_root) -> None:
 
 def test_cars_split_ignores_test_flag(cars_root) -> None:
     root, made = cars_root
-    cfg = _cfg({"name": "cars", "root": str(root), "train_classes": {"start": 0, "stop": 98},
-                "test_classes": {"start": 98, "stop": 196}})
+    cfg = _cfg(
+        {
+            "name": "cars",
+            "root": str(root),
+            "train_classes": {"start": 0, "stop": 98},
+            "test_classes": {"start": 98, "stop": 196},
+        }
+    )
     b = build_data(cfg)
     n_train = sum(cars_images_per_class(c) for c in range(98))
     assert (len(b.train), len(b.test), n_train) == (n_train, 294 - n_train, 147)
@@ -130,16 +152,18 @@ def test_inshop_train_query_gallery(inshop_root) -> None:
     items, status = made["items"], made["status"]
     train_items = np.unique(items[status == "train"])
     assert b.num_train_classes == train_items.size == 12
-    assert (len(b.train), len(b.query), len(b.gallery)) == tuple((status == s).sum() for s in
-                                                                 ("train", "query", "gallery"))
+    assert (len(b.train), len(b.query), len(b.gallery)) == tuple(
+        (status == s).sum() for s in ("train", "query", "gallery")
+    )
     # Train ids remapped by sorted order: id 1 -> 0, id 3 -> 1, ...
     np.testing.assert_array_equal(b.train.labels, np.searchsorted(train_items, items[status == "train"]))
     assert b.train_class_names[:2] == ["id_00000001", "id_00000003"]
     # Query/gallery share labels C + rank of the item id; the pooled test set is query then gallery.
     test_items = np.unique(items[status != "train"])
     np.testing.assert_array_equal(b.query.labels, 12 + np.searchsorted(test_items, items[status == "query"]))
-    np.testing.assert_array_equal(b.gallery.labels,
-                                  12 + np.searchsorted(test_items, items[status == "gallery"]))
+    np.testing.assert_array_equal(
+        b.gallery.labels, 12 + np.searchsorted(test_items, items[status == "gallery"])
+    )
     np.testing.assert_array_equal(b.test.labels, np.concatenate([b.query.labels, b.gallery.labels]))
     assert b.test.paths == b.query.paths + b.gallery.paths
     assert b.test_class_names == [f"id_{i:08d}" for i in test_items]

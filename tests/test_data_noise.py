@@ -24,8 +24,10 @@ def _reference_shift(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return out, idx
 
 
-@pytest.mark.parametrize("n,fraction,seed,expect_k", [(5864, 0.1, 0, 586), (8054, 0.1, 3, 805),
-                                                      (25882, 0.1, 4, 2588), (5864, 0.01, 3, 58)])
+@pytest.mark.parametrize(
+    "n,fraction,seed,expect_k",
+    [(5864, 0.1, 0, 586), (8054, 0.1, 3, 805), (25882, 0.1, 4, 2588), (5864, 0.01, 3, 58)],
+)
 def test_shift_matches_reference_stream(n: int, fraction: float, seed: int, expect_k: int) -> None:
     rng = np.random.default_rng(seed)
     labels = np.sort(rng.integers(0, 100, size=n))
@@ -82,13 +84,21 @@ def test_zero_fraction_is_identity() -> None:
     assert flipped.shape == (0,) and flipped.dtype == np.int64
 
 
-@pytest.mark.parametrize("fraction,rule,classes,message", [
-    (0.5, "shift", 100, r"noise\.fraction must be in \[0, 0\.5\), got 0\.5"),
-    (-0.01, "uniform", 100, r"noise\.fraction must be in \[0, 0\.5\), got -0\.01"),
-    (0.1, "flip", 100, "noise.rule must be one of shift, uniform, got 'flip'"),
-    (0.1, "shift", 9, "rule 'shift' .* needs at least 10 training classes, got 9; use noise.rule=uniform"),
-    (0.1, "uniform", 1, "rule 'uniform' needs at least 2 training classes, got 1"),
-])
+@pytest.mark.parametrize(
+    "fraction,rule,classes,message",
+    [
+        (0.5, "shift", 100, r"noise\.fraction must be in \[0, 0\.5\), got 0\.5"),
+        (-0.01, "uniform", 100, r"noise\.fraction must be in \[0, 0\.5\), got -0\.01"),
+        (0.1, "flip", 100, "noise.rule must be one of shift, uniform, got 'flip'"),
+        (
+            0.1,
+            "shift",
+            9,
+            "rule 'shift' .* needs at least 10 training classes, got 9; use noise.rule=uniform",
+        ),
+        (0.1, "uniform", 1, "rule 'uniform' needs at least 2 training classes, got 1"),
+    ],
+)
 def test_validation(fraction: float, rule: str, classes: int, message: str) -> None:
     with pytest.raises(EifError, match=message):
         inject_noise(np.zeros(100, dtype=np.int64), fraction, rule, 0, classes)

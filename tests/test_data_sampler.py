@@ -41,7 +41,7 @@ def test_takes_walk_a_shuffled_list_until_exhausted() -> None:
     for c, rows in takes.items():
         members = np.flatnonzero(labels == c)
         for k in range(len(rows) // 3):
-            np.testing.assert_array_equal(np.sort(np.concatenate(rows[3 * k:3 * k + 3])), members)
+            np.testing.assert_array_equal(np.sort(np.concatenate(rows[3 * k : 3 * k + 3])), members)
 
 
 def test_small_class_wraps_around() -> None:
@@ -105,12 +105,15 @@ def test_classes_drawn_uniformly() -> None:
     assert stats.chisquare(counts).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("labels,cpb,spc,start,message", [
-    (np.arange(5).repeat(10), 8, 4, 0, "the training set has 5 classes, fewer than classes_per_batch=8"),
-    (np.arange(8).repeat(4), 8, 4, 0, "has 32 images, too few for one batch of 32"),
-    (np.arange(8).repeat(10), 8, 4, 3, r"start_batch must be in \[0, 2\], got 3"),
-    (np.arange(8).repeat(10), 8, 0, 0, "samples_per_class >= 1"),
-])
+@pytest.mark.parametrize(
+    "labels,cpb,spc,start,message",
+    [
+        (np.arange(5).repeat(10), 8, 4, 0, "the training set has 5 classes, fewer than classes_per_batch=8"),
+        (np.arange(8).repeat(4), 8, 4, 0, "has 32 images, too few for one batch of 32"),
+        (np.arange(8).repeat(10), 8, 4, 3, r"start_batch must be in \[0, 2\], got 3"),
+        (np.arange(8).repeat(10), 8, 0, 0, "samples_per_class >= 1"),
+    ],
+)
 def test_errors(labels: np.ndarray, cpb: int, spc: int, start: int, message: str) -> None:
     with pytest.raises(EifError, match=message):
         BalancedBatchSampler(labels, cpb, spc, seed=0, epoch=0, start_batch=start)

@@ -32,8 +32,10 @@ def photos(tmp_path_factory) -> FileImageSet:
 
 
 def test_imagenet_shapes(photos: FileImageSet) -> None:
-    shapes = {which: [tuple(photos.with_transform(build_transform(IMAGENET, which))[i][0].shape)
-                      for i in range(3)] for which in ("train", "eval", "influence")}
+    shapes = {
+        which: [tuple(photos.with_transform(build_transform(IMAGENET, which))[i][0].shape) for i in range(3)]
+        for which in ("train", "eval", "influence")
+    }
     assert shapes["train"] == [(3, 256, 256)] * 3
     assert shapes["eval"] == [(3, 256, 256)] * 3
     # Resize(256) on the short side, no crop: 300x200 -> 384x256, 120x160 -> 256x341.
@@ -81,13 +83,19 @@ def test_batches_reproduce_across_loaders() -> None:
     assert all(torch.equal(a, b) for a, b in zip(full[1:], resumed, strict=True))
 
 
-@pytest.mark.parametrize("tcfg,which,message", [
-    ({**IMAGENET, "eval": {"name": "rotate"}}, "eval", "unknown transform name 'rotate'"),
-    ({**IMAGENET, "eval": {"name": "resize_center_crop", "resize": 288}}, "eval",
-     r"dataset\.transforms\.eval: transform 'resize_center_crop' needs the field 'crop'"),
-    (IMAGENET, "test", "transform kind must be one of train, eval, influence, got 'test'"),
-    ({**IMAGENET, "std": [0.2, 0.2]}, "eval", "need equal lengths"),
-])
+@pytest.mark.parametrize(
+    "tcfg,which,message",
+    [
+        ({**IMAGENET, "eval": {"name": "rotate"}}, "eval", "unknown transform name 'rotate'"),
+        (
+            {**IMAGENET, "eval": {"name": "resize_center_crop", "resize": 288}},
+            "eval",
+            r"dataset\.transforms\.eval: transform 'resize_center_crop' needs the field 'crop'",
+        ),
+        (IMAGENET, "test", "transform kind must be one of train, eval, influence, got 'test'"),
+        ({**IMAGENET, "std": [0.2, 0.2]}, "eval", "need equal lengths"),
+    ],
+)
 def test_transform_errors(tcfg, which: str, message: str) -> None:
     with pytest.raises(EifError, match=message):
         build_transform(tcfg, which)

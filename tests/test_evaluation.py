@@ -79,8 +79,9 @@ def test_nmi_matches_pml_and_sklearn():
     pml = calc.get_accuracy(torch.from_numpy(emb), torch.from_numpy(labels))["NMI"]
     assert pml == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-9)
     ours = nmi(emb, labels, seed=7)
-    assert ours == pytest.approx(normalized_mutual_info_score(labels, clusters, average_method="geometric"),
-                                 abs=1e-9)
+    assert ours == pytest.approx(
+        normalized_mutual_info_score(labels, clusters, average_method="geometric"), abs=1e-9
+    )
     assert 0.3 < ours < 0.98
     assert nmi(emb, labels, seed=7) == ours
 

@@ -23,24 +23,53 @@ from eif.utils.store import MANIFEST, ArtifactStore
 ROOT = Path(__file__).resolve().parents[1]
 # Real Fashion-MNIST, small CNN: 1,000 train images, 3 epochs of 25 batches, a checkpoint every 4
 # batches; about 10 s per run on one core. Every stage that follows training is included.
-FAULT_CFG = ["dataset.max_per_class=200", "train.epochs=3", "train.warmup_epochs=1",
-             "train.checkpoint_every_batches=4", "logger=none", "device=cpu",
-             "stages=[train,evaluate,embed]"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-       "PYTHONPATH": str(ROOT), "EIF_ROOT": str(ROOT)}
+FAULT_CFG = [
+    "dataset.max_per_class=200",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.checkpoint_every_batches=4",
+    "logger=none",
+    "device=cpu",
+    "stages=[train,evaluate,embed]",
+]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "WANDB_MODE": "disabled",
+    "PYTHONPATH": str(ROOT),
+    "EIF_ROOT": str(ROOT),
+}
 
 # End-to-end runs of ~10-30 s each: all marked slow.
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                                 reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+        reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist)",
+    ),
+]
 
 
 def start(store: Path, run: Path, extra: list[str] | None = None) -> subprocess.Popen:
     """Start ``launch.py`` in its own process group (so a kill takes any workers with it)."""
-    cmd = [sys.executable, str(ROOT / "launch.py"), *FAULT_CFG, f"paths.store_dir={store}",
-           f"hydra.run.dir={run}", *(extra or [])]
-    return subprocess.Popen(cmd, env=ENV, cwd=run.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        *FAULT_CFG,
+        f"paths.store_dir={store}",
+        f"hydra.run.dir={run}",
+        *(extra or []),
+    ]
+    return subprocess.Popen(
+        cmd,
+        env=ENV,
+        cwd=run.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
@@ -145,8 +174,9 @@ def test_two_jobs_at_once_train_once(tmp_path: Path, clean: dict[str, object]) -
     assert sum(o.count("stage train: reusing") for o in outs) == 1
     keys = [read_json(tmp_path / f"run{i}" / "run.json")["keys"] for i in range(2)]
     assert keys[0] == keys[1]
-    models = [load_torch(tmp_path / f"run{i}" / "artifacts" / "train" / "model.pt")["model"]
-              for i in range(2)]
+    models = [
+        load_torch(tmp_path / f"run{i}" / "artifacts" / "train" / "model.pt")["model"] for i in range(2)
+    ]
     assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
     assert_same(results(store), clean)
 

@@ -127,16 +127,19 @@ def _expected(steps: int) -> int:
 
 
 @pytest.mark.parametrize("poll", [True, False])
-def test_submitit_job_requeues_and_resumes(tmp_path: Path, poll: bool,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submitit_job_requeues_and_resumes(
+    tmp_path: Path, poll: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     here = Path(__file__).resolve().parent  # the job unpickles Counter by module name
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), str(here.parent),
-                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
+    )
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="local")
     executor.update_parameters(timeout_min=5)
     job = executor.submit(Counter(tmp_path, steps=150, poll=poll))
-    assert _wait(lambda: (tmp_path / "progress.json").exists()
-                 and read_json(tmp_path / "progress.json")["i"] >= 20, 60)
+    assert _wait(
+        lambda: (tmp_path / "progress.json").exists() and read_json(tmp_path / "progress.json")["i"] >= 20, 60
+    )
     # What SLURM does before pre-emption or the time limit (submitit's LocalJob._interrupt signals
     # only the local controller process, which does not forward USR2).
     os.kill(read_json(tmp_path / "progress.json")["pid"], SIG)

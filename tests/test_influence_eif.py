@@ -22,10 +22,14 @@ def make_problem(seed: int = 0, n: int = 30, d: int = 6, e: int = 4, c: int = 3,
     with torch.no_grad():
         loss.proxies.copy_(torch.randn(c, e, generator=g, dtype=DT))
     task = ConfusionTask.from_loss(loss)
-    return dict(task=task, ftr=torch.randn(n, d, generator=g, dtype=DT),
-                ytr=torch.randint(0, c, (n,), generator=g),
-                w=torch.randn(e, d, generator=g, dtype=DT), b=0.1 * torch.randn(e, generator=g, dtype=DT),
-                fte=torch.randn(n_test, d, generator=g, dtype=DT))
+    return dict(
+        task=task,
+        ftr=torch.randn(n, d, generator=g, dtype=DT),
+        ytr=torch.randint(0, c, (n,), generator=g),
+        w=torch.randn(e, d, generator=g, dtype=DT),
+        b=0.1 * torch.randn(e, generator=g, dtype=DT),
+        fte=torch.randn(n_test, d, generator=g, dtype=DT),
+    )
 
 
 CONFUSIONS = [np.array([[0, 1]]), np.array([[2, 3]]), np.array([[4, 5], [6, 5], [7, 8]]), np.array([[9, 2]])]
@@ -34,13 +38,19 @@ CONFUSIONS = [np.array([[0, 1]]), np.array([[2, 3]]), np.array([[4, 5], [6, 5], 
 def plain_eif(task, ftr, ytr, w, b, fte, pairs, cfg: EifConfig, signs):
     """Dense W', per-sample losses one sample at a time: the definition, with no structure used."""
     scores, dthetas = [], []
-    per_sample = lambda wt: torch.stack([task.train_loss(head(ftr[i:i + 1], wt, b), ytr[i:i + 1])[0]  # noqa: E731
-                                         for i in range(len(ftr))])
+
+    def per_sample(wt):
+        return torch.stack(
+            [task.train_loss(head(ftr[i : i + 1], wt, b), ytr[i : i + 1])[0] for i in range(len(ftr))]
+        )
+
     loss0 = per_sample(w)
     for p, sign in zip(pairs, signs):
+
         def dist(wt, p=p):
             ds = [task.measurement(head(fte[a], wt, b), head(fte[bb], wt, b)) for a, bb in p]
             return torch.stack(ds).mean()
+
         d0 = dist(w)
         score, dts = torch.zeros(len(ftr), dtype=DT), []
         for direction in [1.0, -1.0][: cfg.num_thetas]:
@@ -66,13 +76,15 @@ def plain_eif(task, ftr, ytr, w, b, fte, pairs, cfg: EifConfig, signs):
 def test_eif_matches_dense_reference(num_thetas, normalize, k_chunk):
     pb = make_problem()
     # A large lr so that several confusions hit the stopping rule at different steps.
-    cfg = EifConfig(lr=0.003, max_steps=25, stop_delta=0.15, num_thetas=num_thetas, normalize=normalize,
-                    k_chunk=k_chunk)
+    cfg = EifConfig(
+        lr=0.003, max_steps=25, stop_delta=0.15, num_thetas=num_thetas, normalize=normalize, k_chunk=k_chunk
+    )
     signs = [1.0, 1.0, 1.0, -1.0]
     batch = build_batch(CONFUSIONS, signs, dtype=torch.float64)
     res = empirical_influence(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"], batch, cfg)
-    ref, ref_d = plain_eif(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"], CONFUSIONS, cfg,
-                           signs)
+    ref, ref_d = plain_eif(
+        pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"], CONFUSIONS, cfg, signs
+    )
     steps = res.steps[:, 0]
     assert (steps < cfg.max_steps).any() and (steps == cfg.max_steps).any()  # the stop rule was exercised
     torch.testing.assert_close(res.d_theta, ref_d, rtol=1e-9, atol=1e-10)
@@ -89,8 +101,16 @@ def test_eif_float32_matches_float64():
     with torch.no_grad():
         task32.train_loss.__self__.proxies.copy_(pb["task"].train_loss.__self__.proxies.float())
     f = {k: v.float() if v.is_floating_point() else v for k, v in pb.items() if k != "task"}
-    r32 = empirical_influence(task32, f["ftr"], f["ytr"], f["w"], f["b"], f["fte"],
-                              build_batch(CONFUSIONS, dtype=torch.float32), cfg)
+    r32 = empirical_influence(
+        task32,
+        f["ftr"],
+        f["ytr"],
+        f["w"],
+        f["b"],
+        f["fte"],
+        build_batch(CONFUSIONS, dtype=torch.float32),
+        cfg,
+    )
     atol = 1e-6 * float(r64.scores.abs().max())
     torch.testing.assert_close(r32.scores.double(), r64.scores, rtol=2e-3, atol=atol)
 
@@ -101,8 +121,9 @@ def test_extra_thetas_are_orthogonal_and_on_the_sphere():
     fp = batch.features(pb["fte"])
     z0 = head(fp, pb["w"], pb["b"])
     gram = fp @ fp.transpose(1, 2)
-    dirs, steps = _thetas(pb["task"], z0, gram, batch, EifConfig(lr=0.1, num_thetas=5),
-                          torch.Generator().manual_seed(0))
+    dirs, steps = _thetas(
+        pb["task"], z0, gram, batch, EifConfig(lr=0.1, num_thetas=5), torch.Generator().manual_seed(0)
+    )
     assert len(dirs) == 5 and (steps[:, 2:] == 0).all()
     dense = [torch.einsum("ker,krd->ked", a, fp) for a in dirs]  # W' - W0 as dense (K, E, D)
     radius = dense[0].flatten(1).norm(dim=1)
@@ -161,15 +182,22 @@ def test_eif_cosine_path_equals_generic_path_and_dense_reference(loss_name, monk
     slow = empirical_influence(generic, *args)
     assert fast.scores.abs().max() > 1e-3
     torch.testing.assert_close(fast.scores, slow.scores, rtol=1e-10, atol=1e-12)
-    ref, _ = plain_eif(fast_task, *args[:5], CONFUSIONS, EifConfig(lr=0.05, max_steps=15, num_thetas=2),
-                       [1.0, 1.0, 1.0, -1.0])
+    ref, _ = plain_eif(
+        fast_task,
+        *args[:5],
+        CONFUSIONS,
+        EifConfig(lr=0.05, max_steps=15, num_thetas=2),
+        [1.0, 1.0, 1.0, -1.0],
+    )
     fast2 = empirical_influence(fast_task, *args[:-1], EifConfig(lr=0.05, max_steps=15, num_thetas=2))
     torch.testing.assert_close(fast2.scores, ref, rtol=1e-8, atol=1e-10)
     loss32 = copy.deepcopy(loss).float()
     f32 = [x.float() if x.is_floating_point() else x for x in args[:5]]
     b32 = build_batch(CONFUSIONS, [1.0, 1.0, 1.0, -1.0], dtype=torch.float32)
-    s32 = [empirical_influence(t, *f32, b32, cfg).scores.double()
-           for t in (ConfusionTask.from_loss(loss32), ConfusionTask(train_loss=loss32.per_sample))]
+    s32 = [
+        empirical_influence(t, *f32, b32, cfg).scores.double()
+        for t in (ConfusionTask.from_loss(loss32), ConfusionTask(train_loss=loss32.per_sample))
+    ]
     atol = 1e-5 * float(slow.scores.abs().max())
     torch.testing.assert_close(s32[0], s32[1], rtol=1e-4, atol=atol)
     torch.testing.assert_close(s32[0], slow.scores, rtol=2e-3, atol=atol)

@@ -21,25 +21,40 @@ def dense_parts(pb, pairs, signs):
     shape = w.shape
 
     def loss_i(wflat, i):
-        return task.train_loss(head(ftr[i:i + 1], wflat.view(shape), b), ytr[i:i + 1])[0]
+        return task.train_loss(head(ftr[i : i + 1], wflat.view(shape), b), ytr[i : i + 1])[0]
 
-    grads = torch.stack([torch.autograd.functional.jacobian(lambda x, i=i: loss_i(x, i), w.flatten())
-                         for i in range(len(ftr))])
+    grads = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda x, i=i: loss_i(x, i), w.flatten())
+            for i in range(len(ftr))
+        ]
+    )
     hess = torch.autograd.functional.hessian(
-        lambda x: torch.stack([loss_i(x, i) for i in range(len(ftr))]).mean(), w.flatten())
+        lambda x: torch.stack([loss_i(x, i) for i in range(len(ftr))]).mean(), w.flatten()
+    )
     vs = []
     for p, s in zip(pairs, signs):
+
         def obj(wflat, p=p, s=s):
             wt = wflat.view(shape)
             ds = [task.measurement(head(fte[a], wt, b), head(fte[c], wt, b)) for a, c in p]
             return s * torch.stack(ds).mean()
+
         vs.append(torch.autograd.functional.jacobian(obj, w.flatten()))
     return grads, hess, torch.stack(vs), loss_i
 
 
 def run(pb, cfg, pairs=CONFUSIONS, signs=SIGNS):
-    return classic_influence(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"],
-                             build_batch(pairs, signs, dtype=torch.float64), cfg)
+    return classic_influence(
+        pb["task"],
+        pb["ftr"],
+        pb["ytr"],
+        pb["w"],
+        pb["b"],
+        pb["fte"],
+        build_batch(pairs, signs, dtype=torch.float64),
+        cfg,
+    )
 
 
 def test_exact_and_cg_match_dense_autograd():
@@ -83,8 +98,9 @@ def plain_lissa(pb, v, scale, damping):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("block_size,sub_block,curvature_chunk", [(1, 16, 64), (4, 16, 64), (7, 3, 2),
-                                                                  (64, 16, 64), (64, 4, 5)])
+@pytest.mark.parametrize(
+    "block_size,sub_block,curvature_chunk", [(1, 16, 64), (4, 16, 64), (7, 3, 2), (64, 16, 64), (64, 4, 5)]
+)
 @pytest.mark.parametrize("factored", [False, True])
 def test_lissa_blocks_equal_plain_loop(block_size, sub_block, curvature_chunk, factored):
     pb = make_problem(seed=4)
@@ -94,11 +110,23 @@ def test_lissa_blocks_equal_plain_loop(block_size, sub_block, curvature_chunk, f
     batch = build_batch(CONFUSIONS, SIGNS, dtype=torch.float64)
     fp = batch.features(pb["fte"])
     from eif.influence.confusion import distance_and_grad
+
     _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
     z = head(pb["ftr"], pb["w"], pb["b"])
     v_factors = (g * batch.sign[:, None, None], fp)
-    fast = lissa(pb["task"], pb["ftr"], z, pb["ytr"], v_factors, scale, damping, block_size,
-                 sub_block=sub_block, curvature_chunk=curvature_chunk, factored=factored)
+    fast = lissa(
+        pb["task"],
+        pb["ftr"],
+        z,
+        pb["ytr"],
+        v_factors,
+        scale,
+        damping,
+        block_size,
+        sub_block=sub_block,
+        curvature_chunk=curvature_chunk,
+        factored=factored,
+    )
     torch.testing.assert_close(fast.flatten(1), ref, rtol=1e-9, atol=1e-12)
     res = run(pb, IfConfig(solver="lissa", scale=scale, damping=damping, block_size=block_size, k_chunk=2))
     torch.testing.assert_close(res.scores, ref @ grads.T, rtol=1e-9, atol=1e-12)
@@ -115,8 +143,16 @@ def test_lissa_float32_matches_float64():
         loss32.proxies.copy_(pb["task"].train_loss.__self__.proxies.float())
     pb32 = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in pb.items()}
     pb32["task"] = ConfusionTask.from_loss(loss32)
-    r32 = classic_influence(pb32["task"], pb32["ftr"], pb32["ytr"], pb32["w"], pb32["b"], pb32["fte"],
-                            build_batch(CONFUSIONS, SIGNS, dtype=torch.float32), IfConfig(block_size=32))
+    r32 = classic_influence(
+        pb32["task"],
+        pb32["ftr"],
+        pb32["ytr"],
+        pb32["w"],
+        pb32["b"],
+        pb32["fte"],
+        build_batch(CONFUSIONS, SIGNS, dtype=torch.float32),
+        IfConfig(block_size=32),
+    )
     atol = 1e-5 * float(r64.scores.abs().max())
     torch.testing.assert_close(r32.scores.double(), r64.scores, rtol=1e-3, atol=atol)
 
@@ -156,8 +192,8 @@ def test_loss_grad_z_is_per_sample():
     z = head(pb["ftr"], pb["w"], pb["b"])
     gz = loss_grad_z(pb["task"], z, pb["ytr"])
     for i in (0, 7):
-        zi = z[i:i + 1].clone().requires_grad_(True)
-        (gi,) = torch.autograd.grad(pb["task"].train_loss(zi, pb["ytr"][i:i + 1]).sum(), zi)
+        zi = z[i : i + 1].clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(pb["task"].train_loss(zi, pb["ytr"][i : i + 1]).sum(), zi)
         torch.testing.assert_close(gz[i], gi[0])
 
 
@@ -166,8 +202,16 @@ def test_max_curvature_matches_dense_eigenvalues():
 
     pb = make_problem(seed=7, n=10)
     _, _, _, loss_i = dense_parts(pb, CONFUSIONS[:1], [1.0])
-    dense = max(float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(
-        lambda x, i=i: loss_i(x, i), pb["w"].flatten())).abs().max()) for i in range(10))
+    dense = max(
+        float(
+            torch.linalg.eigvalsh(
+                torch.autograd.functional.hessian(lambda x, i=i: loss_i(x, i), pb["w"].flatten())
+            )
+            .abs()
+            .max()
+        )
+        for i in range(10)
+    )
     z = head(pb["ftr"], pb["w"], pb["b"])
     assert abs(max_curvature(pb["task"], pb["ftr"], z, pb["ytr"], iters=200) - dense) < 1e-3 * dense
 
@@ -178,6 +222,7 @@ def test_lissa_restores_thread_count():
     batch = build_batch(CONFUSIONS, SIGNS, dtype=torch.float64)
     fp = batch.features(pb["fte"])
     from eif.influence.confusion import distance_and_grad
+
     _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
     z = head(pb["ftr"], pb["w"], pb["b"])
     before = torch.get_num_threads()
@@ -214,7 +259,7 @@ def test_curvature_closed_form_matches_autograd_hessian(loss_name):
     generic = ConfusionTask(train_loss=loss.per_sample)
     assert fast.cos_loss is not None and generic.cos_loss is None
     z, y = 2 * torch.randn(9, 5, generator=g, dtype=DT), torch.randint(0, 3, (9,), generator=g)
-    per = lambda q, i: loss.per_sample(q[None], y[i:i + 1])[0]  # noqa: E731
+    per = lambda q, i: loss.per_sample(q[None], y[i : i + 1])[0]  # noqa: E731
     ref = torch.stack([torch.autograd.functional.hessian(lambda q, i=i: per(q, i), z[i]) for i in range(9)])
     torch.testing.assert_close(curvature_z(fast, z, y), ref, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(curvature_z(generic, z, y), ref, rtol=1e-9, atol=1e-11)

@@ -22,16 +22,25 @@ def test_split_by_sign_orders_by_magnitude():
 
 @pytest.mark.slow
 def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
-    cfg = compose_cfg(tmp_path, ["stages=[mine,influence]", "influence.kinds=[pair,group,missim]",
-                                 "mine.num_pairs=20", "mine.num_missim=5", "influence.progress=false",
-                                 # the 2-epoch model is far from a minimum: per-sample curvature ~6e3
-                                 "influence.if.scale=20000"])
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "stages=[mine,influence]",
+            "influence.kinds=[pair,group,missim]",
+            "mine.num_pairs=20",
+            "mine.num_missim=5",
+            "influence.progress=false",
+            # the 2-epoch model is far from a minimum: per-sample curvature ~6e3
+            "influence.if.scale=20000",
+        ],
+    )
     record = run_job(cfg)
     out = Path(record["artifacts"]["influence"])
     mine = np.load(Path(record["artifacts"]["mine"]) / "mine.npz")
     info = json.loads((out / "influence.json").read_text())
     assert {(e["kind"], e["method"]) for e in info["analyses"]} == {
-        (k, m) for k in ("pair", "group", "missim") for m in ("eif", "if")}
+        (k, m) for k in ("pair", "group", "missim") for m in ("eif", "if")
+    }
     n_train = info["n_train"]
     assert 1 <= len(mine["group_class"]) <= 5  # 5 test classes
     for e in info["analyses"]:
@@ -39,7 +48,7 @@ def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
         k = e["num_confusions"]
         assert arr["scores"].shape == (k, n_train) and np.isfinite(arr["scores"]).all()
         assert np.abs(arr["scores"]).max() > 0
-        first = arr["harmful"][arr["harmful_offsets"][0]:arr["harmful_offsets"][1]]
+        first = arr["harmful"][arr["harmful_offsets"][0] : arr["harmful_offsets"][1]]
         assert (arr["scores"][0, first] > 0).all()
         if e["kind"] == "pair":
             np.testing.assert_allclose(arr["d0"], mine["pair_d"], rtol=1e-3, atol=1e-5)

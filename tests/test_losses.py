@@ -25,8 +25,16 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _softtriple_pml(ours: SoftTriple) -> pml_losses.SoftTripleLoss:
     k = ours.centers_per_class
     reg = regularizers.SparseCentersRegularizer(C, k) if k > 1 else None
-    pml = pml_losses.SoftTripleLoss(C, E, centers_per_class=k, la=ours.la, gamma=ours.gamma,
-                                    margin=ours.margin, weight_regularizer=reg, weight_reg_weight=ours.tau)
+    pml = pml_losses.SoftTripleLoss(
+        C,
+        E,
+        centers_per_class=k,
+        la=ours.la,
+        gamma=ours.gamma,
+        margin=ours.margin,
+        weight_regularizer=reg,
+        weight_reg_weight=ours.tau,
+    )
     with torch.no_grad():
         pml.fc.copy_(ours.proxies.T)  # PML stores centres as columns (E, C*K), class-major like ours
     return pml
@@ -78,8 +86,15 @@ def test_softtriple_matches_pml(batch, k):
     torch.testing.assert_close(ours(z, y), pml(z, y), rtol=1e-5, atol=1e-6)
     if k > 1:
         assert float(ours.regularizer()) > 0.01  # the regulariser is active and part of the match
-    pml_each = pml_losses.SoftTripleLoss(C, E, centers_per_class=k, la=ours.la, gamma=ours.gamma,
-                                         margin=ours.margin, reducer=reducers.DoNothingReducer())
+    pml_each = pml_losses.SoftTripleLoss(
+        C,
+        E,
+        centers_per_class=k,
+        la=ours.la,
+        gamma=ours.gamma,
+        margin=ours.margin,
+        reducer=reducers.DoNothingReducer(),
+    )
     with torch.no_grad():
         pml_each.fc.copy_(ours.proxies.T)
     per_pml = pml_each(z, y)["loss"]["losses"]
@@ -149,8 +164,9 @@ def test_vmap_grad_over_heads_equals_loop(name):
     tangent = torch.randn(E, d)
     _, jv = torch.func.jvp(lambda w: objective(w, proxies[0]), (heads[0],), (tangent,))
     eps = 1e-3
-    fd = (objective(heads[0] + eps * tangent, proxies[0])
-          - objective(heads[0] - eps * tangent, proxies[0])) / (2 * eps)
+    fd = (
+        objective(heads[0] + eps * tangent, proxies[0]) - objective(heads[0] - eps * tangent, proxies[0])
+    ) / (2 * eps)
     assert float(jv) == pytest.approx(float(fd), rel=1e-2, abs=1e-4)
 
 

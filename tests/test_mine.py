@@ -40,8 +40,11 @@ def test_nearest_neighbours_match_sklearn_and_pairs_follow_the_rules():
 def test_pair_distance_is_two_minus_two_cos():
     z, _ = random_embeddings(1, n=10)
     pairs = np.array([[0, 1], [2, 3]])
-    cos = (z[pairs[:, 0]] * z[pairs[:, 1]]).sum(1) / np.linalg.norm(z[pairs[:, 0]], axis=1) / np.linalg.norm(
-        z[pairs[:, 1]], axis=1)
+    cos = (
+        (z[pairs[:, 0]] * z[pairs[:, 1]]).sum(1)
+        / np.linalg.norm(z[pairs[:, 0]], axis=1)
+        / np.linalg.norm(z[pairs[:, 1]], axis=1)
+    )
     np.testing.assert_allclose(pair_distance(z, pairs), 2 - 2 * cos, rtol=1e-5)
 
 

@@ -11,7 +11,7 @@ from eif.mislabel import detect, knn, relabel, survey
 def brute_force_votes(emb: np.ndarray, labels: np.ndarray, c: int, k: int) -> np.ndarray:
     """The reference's algorithm, literally: full N x N Euclidean matrix, argsort, drop position 0."""
     d = np.sqrt(((emb[:, None, :].astype(np.float64) - emb[None, :, :]) ** 2).sum(-1))
-    nn = np.argsort(d, axis=1, kind="stable")[:, 1:k + 1]
+    nn = np.argsort(d, axis=1, kind="stable")[:, 1 : k + 1]
     out = np.zeros((emb.shape[0], c))
     for i in range(emb.shape[0]):
         for j in nn[i]:
@@ -101,10 +101,14 @@ def test_cleanlab_rankings_find_planted_flips() -> None:
 
 
 def test_second_label_rule_and_accuracy() -> None:
-    soft = np.array([[0.6, 0.3, 0.1],   # top-1 = 0 = noisy label -> 2nd label 1 = clean: second rule only
-                     [0.1, 0.2, 0.7],   # top-1 = 2 = clean: both
-                     [0.5, 0.4, 0.1],   # top-1 = 0 != noisy 1, clean 2: neither
-                     [0.2, 0.7, 0.1]])  # not a flip: not counted
+    soft = np.array(
+        [
+            [0.6, 0.3, 0.1],  # top-1 = 0 = noisy label -> 2nd label 1 = clean: second rule only
+            [0.1, 0.2, 0.7],  # top-1 = 2 = clean: both
+            [0.5, 0.4, 0.1],  # top-1 = 0 != noisy 1, clean 2: neither
+            [0.2, 0.7, 0.1],
+        ]
+    )  # not a flip: not counted
     queries = np.array([0, 1, 2, 3])
     current = np.array([0, 0, 1, 1])
     clean = np.array([1, 2, 2, 1])
@@ -135,34 +139,51 @@ def test_table5_rules_on_hand_built_distributions() -> None:
         p = np.full(n, cls)
         i = 0
         for target, cnt in moves.items():
-            p[i:i + cnt] = target
+            p[i : i + cnt] = target
             i += cnt
         preds.append(p)
 
-    add(0, 100, {1: 19, 2: 1})             # p=.20, top other .19 >= .18; H(.95,.05)=.199 -> central
-    add(1, 100, {0: 10, 2: 10})            # p=.20, top .10 < .18; H=ln2 -> diversified both
-    add(2, 100, {0: 17, 1: 3})             # p=.20, .17 < .18 -> diversified; H(.85,.15)=.423 too
-    add(3, 100, {0: 18, 1: 2})             # p=.20, .18 >= .18 -> central (ref); H(.9,.1)=.325 -> central
-    add(4, 100, {0: 3, 1: 1})              # p=.04 -> individual
-    add(5, 100, {0: 7})                    # p=.07 -> others
-    add(6, 100, {0: 10})                   # p=.10 exactly -> centralized (both)
-    add(7, 100, {})                        # p=0 -> no suggestion
-    add(8, 100, {0: 14, 1: 6})             # p=.20, .14 < .18 -> diversified (ref); H(.7,.3)=.611 diversified
-    add(9, 40, {0: 2})                     # p=.05 exactly -> individual
+    add(0, 100, {1: 19, 2: 1})  # p=.20, top other .19 >= .18; H(.95,.05)=.199 -> central
+    add(1, 100, {0: 10, 2: 10})  # p=.20, top .10 < .18; H=ln2 -> diversified both
+    add(2, 100, {0: 17, 1: 3})  # p=.20, .17 < .18 -> diversified; H(.85,.15)=.423 too
+    add(3, 100, {0: 18, 1: 2})  # p=.20, .18 >= .18 -> central (ref); H(.9,.1)=.325 -> central
+    add(4, 100, {0: 3, 1: 1})  # p=.04 -> individual
+    add(5, 100, {0: 7})  # p=.07 -> others
+    add(6, 100, {0: 10})  # p=.10 exactly -> centralized (both)
+    add(7, 100, {})  # p=0 -> no suggestion
+    add(8, 100, {0: 14, 1: 6})  # p=.20, .14 < .18 -> diversified (ref); H(.7,.3)=.611 diversified
+    add(9, 40, {0: 2})  # p=.05 exactly -> individual
     labels, predicted = np.concatenate(blocks), np.concatenate(preds)
     d, ref = _survey(labels, predicted, 10, "reference")
     _, ent = _survey(labels, predicted, 10, "entropy")
-    assert list(ref) == ["centralized", "diversified", "diversified", "centralized", "individual", "others",
-                         "centralized", "", "diversified", "individual"]
+    assert list(ref) == [
+        "centralized",
+        "diversified",
+        "diversified",
+        "centralized",
+        "individual",
+        "others",
+        "centralized",
+        "",
+        "diversified",
+        "individual",
+    ]
     assert ent[0] == "centralized" and ent[3] == "centralized" and ent[2] == "diversified"
+
     def h(*q: float) -> float:
         return float(-sum(x * np.log(x) for x in q))
 
-    np.testing.assert_allclose(d.entropy[[0, 1, 3, 7]], [h(.95, .05), np.log(2), h(.9, .1), 0.0])
+    np.testing.assert_allclose(d.entropy[[0, 1, 3, 7]], [h(0.95, 0.05), np.log(2), h(0.9, 0.1), 0.0])
     assert d.top_other[0] == 1 and d.top_other[7] == -1
     row = survey.table5(d, ref).iloc[0]
-    assert (row.classes, row.total, row.centralized, row.diversified, row.individual, row.others) == \
-        (10, 9, 3, 3, 2, 1)
+    assert (row.classes, row.total, row.centralized, row.diversified, row.individual, row.others) == (
+        10,
+        9,
+        3,
+        3,
+        2,
+        1,
+    )
     assert row.relabel_share_all == pytest.approx(123 / 940)
     assert row.relabel_share_suggested_classes == pytest.approx(123 / 840)
 

@@ -13,17 +13,28 @@ from eif.models.reference import load_reference_checkpoint
 from eif.utils.errors import EifError
 from eif.utils.io import save_torch
 
-RESNET_CFG = {"name": "resnet50", "in_channels": 3, "feature_dim": 2048, "embedding_size": 32,
-              "pretrained": False}
-CNN_CFG = {"name": "small_cnn", "in_channels": 1, "feature_dim": 256, "embedding_size": 64,
-           "pretrained": False}
+RESNET_CFG = {
+    "name": "resnet50",
+    "in_channels": 3,
+    "feature_dim": 2048,
+    "embedding_size": 32,
+    "pretrained": False,
+}
+CNN_CFG = {
+    "name": "small_cnn",
+    "in_channels": 1,
+    "feature_dim": 256,
+    "embedding_size": 64,
+    "pretrained": False,
+}
 PNCA_CFG = {"name": "proxynca_pp", "scale": 3.0}
 
 
 def _train_steps(model: Embedder, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> list[float]:
     loss_fn = build_loss(PNCA_CFG, int(y.max()) + 1, model.embedding_size)
-    opt = torch.optim.Adam([{"params": model.parameters(), "lr": lr},
-                            {"params": loss_fn.parameters(), "lr": 1e-2}])
+    opt = torch.optim.Adam(
+        [{"params": model.parameters(), "lr": lr}, {"params": loss_fn.parameters(), "lr": 1e-2}]
+    )
     model.train()
     history = []
     for _ in range(steps):
@@ -139,8 +150,9 @@ def test_reference_checkpoint_mismatch_is_one_clear_error(tmp_path):
     with pytest.raises(EifError, match="does not match"):  # head 2048 -> 64 expected, file has 32
         load_reference_checkpoint(model_path, None, build_model({**RESNET_CFG, "embedding_size": 64}))
     with pytest.raises(EifError, match="shape"):  # 5 classes expected, file has 3
-        load_reference_checkpoint(model_path, proxy_path, build_model(RESNET_CFG),
-                                  build_loss(PNCA_CFG, 5, 32))
+        load_reference_checkpoint(
+            model_path, proxy_path, build_model(RESNET_CFG), build_loss(PNCA_CFG, 5, 32)
+        )
     wrong = tmp_path / "wrong.pth"
     save_torch(wrong, {"module.features.weight": torch.zeros(2)})
     with pytest.raises(EifError, match="unexpected keys"):

@@ -51,8 +51,9 @@ def test_train_evaluate_embed_then_reuse(tmp_path: Path) -> None:
     # The cached embeddings are head(features): check against the saved head.
     ck = load_torch(Path(record["artifacts"]["train"]) / "model.pt")
     W, b = ck["model"]["head.weight"], ck["model"]["head.bias"]
-    np.testing.assert_allclose(torch.from_numpy(train["features"]) @ W.T + b, train["embeddings"],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        torch.from_numpy(train["features"]) @ W.T + b, train["embeddings"], rtol=1e-4, atol=1e-4
+    )
     # The run dir holds the artifacts it used (hard links into the store) and its provenance.
     run_dir = tmp_path / "run"
     assert (run_dir / "artifacts" / "embed" / "train.npz").exists()
@@ -73,17 +74,33 @@ def _final_weights(store: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_bit_identical(tmp_path: Path) -> None:
-    args = ["dataset.max_per_class=200", "train.epochs=3", "train.warmup_epochs=1",
-            "train.checkpoint_every_batches=3", "stages=[train,evaluate]"]
+    args = [
+        "dataset.max_per_class=200",
+        "train.epochs=3",
+        "train.warmup_epochs=1",
+        "train.checkpoint_every_batches=3",
+        "stages=[train,evaluate]",
+    ]
     clean = launch(args, tmp_path / "clean", check=True)
     assert clean.returncode == 0
 
     work = tmp_path / "killed"
     work.mkdir()
-    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, *args, f"paths.store_dir={work / 'store'}",
-           f"hydra.run.dir={work / 'run1'}"]
-    proc = subprocess.Popen(cmd, cwd=work, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        *TINY,
+        *args,
+        f"paths.store_dir={work / 'store'}",
+        f"hydra.run.dir={work / 'run1'}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=work,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     ckpt = None
     while time.time() < deadline and proc.poll() is None:

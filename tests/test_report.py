@@ -35,21 +35,61 @@ def _outputs(tmp: Path) -> dict[str, Path]:
     noisy = clean.copy()
     noisy[flipped] = (clean[flipped] + 1) % c
     d = {k: tmp / k for k in ("evaluate", "embed", "influence", "detect", "relabel", "survey", "stats")}
-    save_npz(d["embed"] / "train.npz", features=emb, embeddings=emb, labels=noisy, clean_labels=clean,
-             flipped=flipped)
+    save_npz(
+        d["embed"] / "train.npz",
+        features=emb,
+        embeddings=emb,
+        labels=noisy,
+        clean_labels=clean,
+        flipped=flipped,
+    )
     test_labels = np.repeat(np.arange(c), 10)
-    save_npz(d["embed"] / "test.npz", features=emb[:40], embeddings=emb[:40], labels=test_labels,
-             clean_labels=test_labels)
+    save_npz(
+        d["embed"] / "test.npz",
+        features=emb[:40],
+        embeddings=emb[:40],
+        labels=test_labels,
+        clean_labels=test_labels,
+    )
     for method, seed in (("eif", 1), ("if", 2)):
         scores = np.random.default_rng(seed).normal(size=(PAIRS.shape[0], n)).astype(np.float32)
         scores[:, flipped[0]] = 10.0  # the most harmful training sample of every pair is a flipped one
-        save_npz(d["influence"] / f"pair_{method}.npz", scores=scores, d0=np.array([0.1, 0.2, 0.3]),
-                 pairs=PAIRS, pair_offsets=np.arange(PAIRS.shape[0] + 1), **split_by_sign(scores))
-    write_json(d["stats"] / "stats.json", {"rows": [
-        {"kind": "pairs", "test": "paired t-test", "n": 3, "available": 3, "status": "ok",
-         "improvement": 0.0123, "statistic": 2.5, "pvalue": 0.0456},
-        {"kind": "groups", "test": "Wilcoxon", "n": 5, "available": 1, "status": "not enough",
-         "improvement": None, "statistic": None, "pvalue": None}], "job": {}})
+        save_npz(
+            d["influence"] / f"pair_{method}.npz",
+            scores=scores,
+            d0=np.array([0.1, 0.2, 0.3]),
+            pairs=PAIRS,
+            pair_offsets=np.arange(PAIRS.shape[0] + 1),
+            **split_by_sign(scores),
+        )
+    write_json(
+        d["stats"] / "stats.json",
+        {
+            "rows": [
+                {
+                    "kind": "pairs",
+                    "test": "paired t-test",
+                    "n": 3,
+                    "available": 3,
+                    "status": "ok",
+                    "improvement": 0.0123,
+                    "statistic": 2.5,
+                    "pvalue": 0.0456,
+                },
+                {
+                    "kind": "groups",
+                    "test": "Wilcoxon",
+                    "n": 5,
+                    "available": 1,
+                    "status": "not enough",
+                    "improvement": None,
+                    "statistic": None,
+                    "pvalue": None,
+                },
+            ],
+            "job": {},
+        },
+    )
     write_json(d["evaluate"] / "metrics.json", {"recall@1": 0.81, "nmi": 0.62})
     eif = rng.normal(size=n)
     eif[flipped] += 3.0
@@ -58,19 +98,31 @@ def _outputs(tmp: Path) -> dict[str, Path]:
     ranks = {"eif": detect.descending(eif), "random": detect.random_ranking(n, 0)}
     table, curves = detect.summarise(ranks, flipped, n)
     write_table(table, d["detect"], "detection")
-    write_bytes(d["detect"] / "detection_curves.png",
-                figures.detection_curves(curves, dict(zip(table.ranking, table.area)), "synthetic"))
+    write_bytes(
+        d["detect"] / "detection_curves.png",
+        figures.detection_curves(curves, dict(zip(table.ranking, table.area)), "synthetic"),
+    )
     write_json(d["detect"] / "detect.json", {"skipped": False, "n_train": n, "n_flipped": 20})
     q = np.flatnonzero(eif > 0)
     hard, soft, k = knn.recommend(emb, noisy, c, queries=q)
     review = relabel.review_table(q, soft, noisy, None, eif[q])
     write_text(d["relabel"] / "review.csv", review.to_csv(index=False))
-    write_json(d["relabel"] / "relabel.json", {
-        "k": k, "queries": "harmful", "n_queries": int(q.size),
-        "changes_label": int((hard != noisy[q]).sum()),
-        "knn_seconds": 0.01, "accuracy": relabel.relabel_accuracy(soft, q, noisy, clean, flipped)})
-    write_table(pd.DataFrame([{"method": "EIF", "detection_s": 1.5, "recommendation_s": 0.01}]), d["relabel"],
-                "runtime")
+    write_json(
+        d["relabel"] / "relabel.json",
+        {
+            "k": k,
+            "queries": "harmful",
+            "n_queries": int(q.size),
+            "changes_label": int((hard != noisy[q]).sum()),
+            "knn_seconds": 0.01,
+            "accuracy": relabel.relabel_accuracy(soft, q, noisy, clean, flipped),
+        },
+    )
+    write_table(
+        pd.DataFrame([{"method": "EIF", "detection_s": 1.5, "recommendation_s": 0.01}]),
+        d["relabel"],
+        "runtime",
+    )
     all_hard, _, _ = knn.recommend(emb, noisy, c)
     det = survey.class_details(noisy, all_hard, c)
     t5 = survey.table5(det, survey.categorise(det))
@@ -100,8 +152,16 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
     assert len(srcs) >= 44 + 20 + 2 + 4
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    for heading in ("Model metrics", "Fig. 3", "Confusion group 0", "Fig. 2", "Algorithm 1", "Table 5",
-                    "Table 1", "Table 3"):
+    for heading in (
+        "Model metrics",
+        "Fig. 3",
+        "Confusion group 0",
+        "Fig. 2",
+        "Algorithm 1",
+        "Table 5",
+        "Table 1",
+        "Table 3",
+    ):
         assert heading in text
     assert "strict" in text and "2nd label" in text
 
@@ -153,8 +213,9 @@ def test_markdown_table() -> None:
 
 
 def _screenshot_module():
-    spec = importlib.util.spec_from_file_location("screenshot_report",
-                                                  ROOT / "scripts" / "screenshot_report.py")
+    spec = importlib.util.spec_from_file_location(
+        "screenshot_report", ROOT / "scripts" / "screenshot_report.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules["screenshot_report"] = mod
     spec.loader.exec_module(mod)

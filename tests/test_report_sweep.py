@@ -11,26 +11,53 @@ from eif.report.sweep import aggregate
 from eif.utils.io import write_json, write_text
 
 
-def _job(sweep: Path, name: str, dataset: str, noise: str, seed: int, strict: float, second: float,
-         det: float, rec: float) -> None:
+def _job(
+    sweep: Path,
+    name: str,
+    dataset: str,
+    noise: str,
+    seed: int,
+    strict: float,
+    second: float,
+    det: float,
+    rec: float,
+) -> None:
     job = sweep / name
-    cfg = {"dataset": {"name": dataset}, "loss": {"name": "proxynca_pp"}, "noise": {"name": noise},
-           "seed": seed}
+    cfg = {
+        "dataset": {"name": dataset},
+        "loss": {"name": "proxynca_pp"},
+        "noise": {"name": noise},
+        "seed": seed,
+    }
     write_text(job / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
     write_text(job / ".hydra" / "overrides.yaml", f"- dataset={dataset}\n- noise={noise}\n- seed={seed}\n")
-    write_json(job / "artifacts" / "relabel" / "relabel.json",
-               {"accuracy": {"flips_in_set": 10, "strict": strict, "second_label": second}})
-    write_text(job / "artifacts" / "relabel" / "runtime.csv",
-               f"method,detection_s,recommendation_s\nEIF,{det},{rec}\nIF,{det * 2},\n")
+    write_json(
+        job / "artifacts" / "relabel" / "relabel.json",
+        {"accuracy": {"flips_in_set": 10, "strict": strict, "second_label": second}},
+    )
+    write_text(
+        job / "artifacts" / "relabel" / "runtime.csv",
+        f"method,detection_s,recommendation_s\nEIF,{det},{rec}\nIF,{det * 2},\n",
+    )
     write_text(job / "report.html", "<html></html>")
 
 
 def test_tables_with_a_missing_job(tmp_path: Path) -> None:
     _job(tmp_path, "0", "cub", "p10", 0, 0.8, 0.9, 10.0, 1.0)
     _job(tmp_path, "1", "cub", "p10", 1, 0.6, 0.7, 14.0, 3.0)
-    write_text(tmp_path / "multirun.yaml", OmegaConf.to_yaml(OmegaConf.create(
-        {"hydra": {"sweeper": {"params": {"dataset": "cub,cars", "noise": "p10", "seed": "0,1"}},
-                   "overrides": {"task": []}}})))
+    write_text(
+        tmp_path / "multirun.yaml",
+        OmegaConf.to_yaml(
+            OmegaConf.create(
+                {
+                    "hydra": {
+                        "sweeper": {"params": {"dataset": "cub,cars", "noise": "p10", "seed": "0,1"}},
+                        "overrides": {"task": []},
+                    }
+                }
+            )
+        ),
+    )
     long = aggregate(tmp_path)
     assert (long.status == "missing").sum() == 2  # cars, seeds 0 and 1
     t2 = pd.read_csv(tmp_path / "table2.csv", keep_default_na=False)

@@ -24,6 +24,7 @@ def proxy_loss(proxies: torch.Tensor):
         dist = (3 * F.normalize(z, dim=-1).unsqueeze(-2) - p).pow(2).sum(-1)  # (..., B, C)
         logp = torch.log_softmax(-dist, dim=-1)
         return -logp.gather(-1, y.expand(dist.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
     return per_sample
 
 
@@ -31,8 +32,10 @@ def small_epoch(seed: int = 0, steps: int = 5, bs: int = 8) -> EpochBatches:
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(N, D, generator=g).numpy()
     labels = (torch.arange(N) % C).numpy()
-    batches = [[(int(i), 1000 + t * bs + k) for k, i in enumerate(torch.randperm(N, generator=g)[:bs])]
-               for t in range(steps)]
+    batches = [
+        [(int(i), 1000 + t * bs + k) for k, i in enumerate(torch.randperm(N, generator=g)[:bs])]
+        for t in range(steps)
+    ]
     return batches_from_indices(batches, feats, labels)
 
 
@@ -70,7 +73,7 @@ def test_batched_retrain_equals_one_at_a_time_and_torch_adam(setup):
     chunked = retrain_heads(w0, bias, weights, epoch, per_sample, cfg, heads_per_chunk=2)
     torch.testing.assert_close(chunked, batched)
     for h in range(3):
-        single = retrain_heads(w0, bias, weights[h:h + 1], epoch, per_sample, cfg)[0]
+        single = retrain_heads(w0, bias, weights[h : h + 1], epoch, per_sample, cfg)[0]
         torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
         # The reference loop: an nn.Linear head, torch.optim.Adam, clip_grad_value_, frozen bias.
         head = torch.nn.Linear(D, E)
@@ -127,8 +130,11 @@ def test_augmented_epoch_features_are_reproducible():
     from eif.data.transforms import build_transform
     from eif.models import build_model
 
-    tcfg = {"mean": [0.5], "std": [0.25], "train": {"name": "random_resized_crop", "size": 28,
-                                                    "scale": [0.6, 1.0], "flip": True}}
+    tcfg = {
+        "mean": [0.5],
+        "std": [0.25],
+        "train": {"name": "random_resized_crop", "size": 28, "scale": [0.6, 1.0], "flip": True},
+    }
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(C), 10)
     data = ArrayImageSet(rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8), labels)
@@ -157,9 +163,13 @@ def test_augmented_epoch_features_are_reproducible():
     assert not np.allclose(a.features[0], plain, atol=1e-4)
 
 
-@pytest.mark.parametrize("loss_cfg", [{"name": "proxynca_pp", "scale": 3.0},
-                                      {"name": "softtriple", "la": 20.0, "gamma": 0.1, "tau": 0.2,
-                                       "margin": 0.01, "centers_per_class": 1}])
+@pytest.mark.parametrize(
+    "loss_cfg",
+    [
+        {"name": "proxynca_pp", "scale": 3.0},
+        {"name": "softtriple", "la": 20.0, "gamma": 0.1, "tau": 0.2, "margin": 0.01, "centers_per_class": 1},
+    ],
+)
 def test_batched_retrain_with_the_project_losses(setup, loss_cfg):
     from eif.losses import build_loss
 
@@ -169,6 +179,6 @@ def test_batched_retrain_with_the_project_losses(setup, loss_cfg):
     cfg = RetrainConfig(lr=1e-2)
     batched = retrain_heads(w0, bias, weights, small_epoch(), loss.per_sample, cfg)
     for h in range(3):
-        single = retrain_heads(w0, bias, weights[h:h + 1], small_epoch(), loss.per_sample, cfg)[0]
+        single = retrain_heads(w0, bias, weights[h : h + 1], small_epoch(), loss.per_sample, cfg)[0]
         torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
     assert loss.proxies.grad is None

@@ -13,8 +13,14 @@ from conftest import compose_cfg
 from eif.pipeline import run_job
 
 # LiSSA's scale 500 suits the ResNet head; the tiny 2-epoch CNN's head needs a larger one to stay finite.
-SMALL = ["mine.num_pairs=20", "influence.progress=false", "influence.if.scale=20000",
-         "stats.pair_sizes=[5,20,30]", "stats.group_sizes=[2,3,5]", "retrain.num_workers=0"]
+SMALL = [
+    "mine.num_pairs=20",
+    "influence.progress=false",
+    "influence.if.scale=20000",
+    "stats.pair_sizes=[5,20,30]",
+    "stats.group_sizes=[2,3,5]",
+    "retrain.num_workers=0",
+]
 
 
 @pytest.mark.slow
@@ -48,8 +54,12 @@ def test_retrain_and_stats_stages(tmp_path: Path, fmnist_available) -> None:
     assert (by[("groups", 5)]["status"] == "ok") == (n_groups == 5)
 
     # Equal weights for helpful and harmful samples: every head trains identically, so Δd_EIF = Δd_IF.
-    same = run_job(compose_cfg(tmp_path, ["stages=[retrain]", "retrain.weights.helpful=1.0",
-                                          "retrain.weights.harmful=1.0", *SMALL]))
+    same = run_job(
+        compose_cfg(
+            tmp_path,
+            ["stages=[retrain]", "retrain.weights.helpful=1.0", "retrain.weights.harmful=1.0", *SMALL],
+        )
+    )
     d_same = np.load(Path(same["artifacts"]["retrain"]) / "distances.npz")
     np.testing.assert_allclose(d_same["pair_delta_eif"], d_same["pair_delta_if"], rtol=0, atol=1e-6)
     assert same["keys"]["retrain"] != record["keys"]["retrain"]
@@ -59,8 +69,9 @@ def test_retrain_and_stats_stages(tmp_path: Path, fmnist_available) -> None:
 
 @pytest.mark.slow
 def test_retrain_on_eval_features(tmp_path: Path, fmnist_available) -> None:
-    record = run_job(compose_cfg(tmp_path, ["stages=[retrain]", "retrain.features=eval",
-                                            "retrain.kinds=[group]", *SMALL]))
+    record = run_job(
+        compose_cfg(tmp_path, ["stages=[retrain]", "retrain.features=eval", "retrain.kinds=[group]", *SMALL])
+    )
     info = json.loads((Path(record["artifacts"]["retrain"]) / "retrain.json").read_text())
     assert info["features"] == "eval" and set(info["counts"]) == {"group"}
     assert not (tmp_path / "run" / "artifacts" / "retrain_features").exists()

@@ -32,25 +32,53 @@ def _cluster_problem() -> str | None:
 
 
 _problem = _cluster_problem()
-pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              pytest.mark.skipif(_problem is not None, reason=_problem or "")]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(_problem is not None, reason=_problem or ""),
+]
 
-TINY = ["dataset.max_per_class=60", "train.epochs=2", "train.warmup_epochs=1",
-        "train.max_batches_per_epoch=3", "logger=none", "device=cpu"]
-SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=20", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.max_num_timeout=3", "hydra.launcher.signal_delay_s=60"]
+TINY = [
+    "dataset.max_per_class=60",
+    "train.epochs=2",
+    "train.warmup_epochs=1",
+    "train.max_batches_per_epoch=3",
+    "logger=none",
+    "device=cpu",
+]
+SLURM = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.timeout_min=20",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.max_num_timeout=3",
+    "hydra.launcher.signal_delay_s=60",
+]
 # FAULT_CFG with more epochs, so a signal sent at the first checkpoint lands well inside training.
 LONG_CFG = [x if not x.startswith("train.epochs=") else "train.epochs=5" for x in FAULT_CFG]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-       "PYTHONPATH": str(ROOT), "EIF_ROOT": str(ROOT)}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "WANDB_MODE": "disabled",
+    "PYTHONPATH": str(ROOT),
+    "EIF_ROOT": str(ROOT),
+}
 
 
 def sweep(tmp_path: Path, args: list[str], name: str = "sweep") -> subprocess.Popen:
     """Start a multirun through SLURM; store and sweep dir under ``tmp_path``."""
-    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *SLURM, f"paths.store_dir={tmp_path / 'store'}",
-           f"hydra.sweep.dir={tmp_path / name}", *args]
-    return subprocess.Popen(cmd, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "-m",
+        *SLURM,
+        f"paths.store_dir={tmp_path / 'store'}",
+        f"hydra.sweep.dir={tmp_path / name}",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def job_logs(sweep_dir: Path) -> str:
@@ -68,8 +96,12 @@ def sacct_states(ids: list[str], timeout: float = 60) -> dict[str, str]:
     """Final accounting states (a job's result is on disk a moment before SLURM marks it ended)."""
     end = time.time() + timeout
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         states = dict(line.split("|", 1) for line in out.split())
         if time.time() > end or not {"RUNNING", "COMPLETING", "PENDING"} & set(states.values()):
             return states
@@ -98,9 +130,16 @@ def test_three_job_multirun_completes_and_aggregates(tmp_path: Path) -> None:
     proc = sweep(tmp_path, [*TINY, "stages=[train,evaluate]", "seed=0,1,2"])
     out = finish(proc, timeout=600)
     runs = sorted((tmp_path / "sweep").glob("*/run.json"))
-    table = pd.DataFrame([{"seed": r["config"]["seed"], "train": r["keys"]["train"],
-                           **read_json(Path(r["artifacts"]["evaluate"]) / "metrics.json")}
-                          for r in map(read_json, runs)])
+    table = pd.DataFrame(
+        [
+            {
+                "seed": r["config"]["seed"],
+                "train": r["keys"]["train"],
+                **read_json(Path(r["artifacts"]["evaluate"]) / "metrics.json"),
+            }
+            for r in map(read_json, runs)
+        ]
+    )
     assert sorted(table["seed"]) == [0, 1, 2] and table["train"].nunique() == 3, out[-2000:]
     assert table["recall@1"].between(0.2, 1.0).all() and not table.isna().any().any()
     ids = job_ids(tmp_path / "sweep")
@@ -132,16 +171,21 @@ def _interrupt(tmp_path: Path, signal_name: str) -> tuple[subprocess.Popen, str]
     """Start one LONG_CFG job on SLURM, wait for its first mid-epoch checkpoint, signal it."""
     proc = sweep(tmp_path, [*LONG_CFG, "seed=0"])
     store = tmp_path / "store"
-    wait_until(lambda: (tmp_path / "sweep" / ".submitit").is_dir() and bool(job_ids(tmp_path / "sweep")),
-               proc, 60, "the job folder")
+    wait_until(
+        lambda: (tmp_path / "sweep" / ".submitit").is_dir() and bool(job_ids(tmp_path / "sweep")),
+        proc,
+        60,
+        "the job folder",
+    )
     (jid,) = job_ids(tmp_path / "sweep")
     wait_until(lambda: any(store.glob("train/*.partial/ckpt/last.pt")), proc, 300, "a training checkpoint")
     if signal_name == "KILL":
         # `scancel --signal=KILL` is a plain cancel in SLURM (SIGTERM, then SIGKILL after KillWait, which
         # submitit's SIGTERM bypass lets the job ride out): SIGKILL the job step's processes instead, as
         # the OOM killer or a dying node would.
-        listing = subprocess.run(["scontrol", "listpids", jid], capture_output=True, text=True,
-                                 check=True).stdout.split("\n")[1:]
+        listing = subprocess.run(
+            ["scontrol", "listpids", jid], capture_output=True, text=True, check=True
+        ).stdout.split("\n")[1:]
         pids = [int(cols[0]) for cols in map(str.split, listing) if len(cols) >= 3 and cols[2] == "0"]
         assert pids, listing
         for pid in pids:

@@ -17,7 +17,7 @@ def test_group_pvalues_are_two_to_the_minus_m_when_eif_wins_every_group():
     paper = ["9.77E-04", "3.05E-05", "9.54E-07", "2.98E-08", "9.31E-10"]  # Table 1, CUB and CARS
     assert [fmt(r["pvalue"]) for r in rows] == paper
     for r, m in zip(rows, [10, 15, 20, 25, 30]):
-        assert r["status"] == OK and r["pvalue"] == 2.0 ** -m
+        assert r["status"] == OK and r["pvalue"] == 2.0**-m
         assert r["improvement"] == pytest.approx(np.mean(d_eif[:m] - d_if[:m]))
 
 
@@ -26,7 +26,7 @@ def test_pair_t_test_reproduces_scipy_on_prefixes():
     d_eif, d_if = rng.normal(0.02, 0.01, 100), rng.normal(0.0, 0.01, 100)
     rows = compare("pairs", d_eif, d_if, [30, 50, 100])
     for r in rows:
-        ref = stats.ttest_rel(d_eif[:r["n"]], d_if[:r["n"]], alternative="greater")
+        ref = stats.ttest_rel(d_eif[: r["n"]], d_if[: r["n"]], alternative="greater")
         assert r["pvalue"] == pytest.approx(ref.pvalue, rel=1e-12)
         assert r["statistic"] == pytest.approx(ref.statistic, rel=1e-12)
         assert r["test"] == "paired t-test" and r["available"] == 100
@@ -38,10 +38,18 @@ def test_wilcoxon_mixed_signs_matches_scipy_and_not_enough_confusions():
     d_if = np.zeros(6)
     rows = compare("groups", d_eif, d_if, [3, 5, 6, 10])
     for r in rows[:3]:
-        ref = stats.wilcoxon(d_eif[:r["n"]], alternative="greater")
+        ref = stats.wilcoxon(d_eif[: r["n"]], alternative="greater")
         assert r["status"] == OK and r["pvalue"] == pytest.approx(ref.pvalue)
-    assert rows[3] == {"kind": "groups", "test": "Wilcoxon signed-rank", "n": 10, "available": 6,
-                       "status": NOT_ENOUGH, "improvement": None, "statistic": None, "pvalue": None}
+    assert rows[3] == {
+        "kind": "groups",
+        "test": "Wilcoxon signed-rank",
+        "n": 10,
+        "available": 6,
+        "status": NOT_ENOUGH,
+        "improvement": None,
+        "statistic": None,
+        "pvalue": None,
+    }
 
 
 def test_identical_methods_are_degenerate_not_a_crash():

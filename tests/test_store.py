@@ -39,14 +39,17 @@ def _slow_compute(out: Path, log: Path, delay: float) -> None:
     for i in range(PARTS):  # written only at the end, so a kill lands between files too
         save_npz(out / f"part{i}.npz", x=rng.standard_normal((256, 256)).astype(np.float32))
         time.sleep(delay / 4)
-    write_json(out / "metrics.json", {"sum": float(sum(np.load(out / f"part{i}.npz")["x"].sum()
-                                                        for i in range(PARTS)))})
+    write_json(
+        out / "metrics.json",
+        {"sum": float(sum(np.load(out / f"part{i}.npz")["x"].sum() for i in range(PARTS)))},
+    )
 
 
 def _job(root: str, log: str, delay: float, result: str | None = None) -> None:
     store = ArtifactStore(root, stale_after_s=30)
-    directory, computed = store.get_or_compute("train", "k", {"a": 1},
-                                               lambda d: _slow_compute(d, Path(log), delay))
+    directory, computed = store.get_or_compute(
+        "train", "k", {"a": 1}, lambda d: _slow_compute(d, Path(log), delay)
+    )
     if result is not None:
         write_json(result, {"dir": str(directory), "computed": computed})
 
@@ -75,8 +78,12 @@ def test_compute_once_then_reuse(tmp_path: Path) -> None:
 
 def test_concurrent_jobs_compute_once(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    procs = [FORK.Process(target=_job, args=(str(tmp_path / "store"), str(log), 0.05,
-                                             str(tmp_path / f"r{i}.json"))) for i in range(4)]
+    procs = [
+        FORK.Process(
+            target=_job, args=(str(tmp_path / "store"), str(log), 0.05, str(tmp_path / f"r{i}.json"))
+        )
+        for i in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -111,8 +118,19 @@ def test_killed_holder_lock_is_broken_and_work_resumes(tmp_path: Path) -> None:
 
 def _fake_lock(path: Path, **owner: object) -> None:
     path.mkdir(parents=True)
-    write_json(path / "owner.json", {"host": "elsewhere", "pid": 1, "pid_start": 0, "slurm_job_id": None,
-                                     "slurm_restart": 0, "token": "t", "since": 0.0, **owner})
+    write_json(
+        path / "owner.json",
+        {
+            "host": "elsewhere",
+            "pid": 1,
+            "pid_start": 0,
+            "slurm_job_id": None,
+            "slurm_restart": 0,
+            "token": "t",
+            "since": 0.0,
+            **owner,
+        },
+    )
     (path / "heartbeat").touch()
 
 

@@ -6,5 +6,14 @@ from eif.data.noise import inject_noise
 from eif.data.samplers import BalancedBatchSampler
 from eif.data.transforms import build_transform
 
-__all__ = ["ArrayImageSet", "BalancedBatchSampler", "DataBundle", "FileImageSet", "ImageSet", "NoiseInfo",
-           "build_data", "build_transform", "inject_noise"]
+__all__ = [
+    "ArrayImageSet",
+    "BalancedBatchSampler",
+    "DataBundle",
+    "FileImageSet",
+    "ImageSet",
+    "NoiseInfo",
+    "build_data",
+    "build_transform",
+    "inject_noise",
+]

@@ -31,14 +31,18 @@ class ImageSet(torch.utils.data.Dataset):
 
     paths: list[str] | None = None
 
-    def __init__(self, labels: np.ndarray, transform: Transform | None = None,
-                 clean_labels: np.ndarray | None = None) -> None:
+    def __init__(
+        self, labels: np.ndarray, transform: Transform | None = None, clean_labels: np.ndarray | None = None
+    ) -> None:
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
-        self.clean_labels = (self.labels.copy() if clean_labels is None
-                             else np.ascontiguousarray(clean_labels, dtype=np.int64))
+        self.clean_labels = (
+            self.labels.copy() if clean_labels is None else np.ascontiguousarray(clean_labels, dtype=np.int64)
+        )
         if self.labels.shape != self.clean_labels.shape or self.labels.ndim != 1:
-            raise ValueError(f"labels {self.labels.shape} and clean_labels {self.clean_labels.shape} "
-                             "must be equal 1-d shapes")
+            raise ValueError(
+                f"labels {self.labels.shape} and clean_labels {self.clean_labels.shape} "
+                "must be equal 1-d shapes"
+            )
         self.transform = transform
 
     def __len__(self) -> int:
@@ -92,12 +96,18 @@ class ImageSet(torch.utils.data.Dataset):
 class ArrayImageSet(ImageSet):
     """Images held in memory as uint8 ``(N, H, W)`` (grayscale) or ``(N, H, W, 3)`` (RGB)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Transform | None = None,
-                 clean_labels: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        transform: Transform | None = None,
+        clean_labels: np.ndarray | None = None,
+    ) -> None:
         super().__init__(labels, transform, clean_labels)
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[0] != len(self):
-            raise ValueError(f"images must be uint8 (N, H, W[, 3]) with N={len(self)}, "
-                             f"got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, H, W[, 3]) with N={len(self)}, got {images.dtype} {images.shape}"
+            )
         self.images = images
 
     def load(self, i: int) -> Image.Image:
@@ -106,15 +116,21 @@ class ArrayImageSet(ImageSet):
     def subset(self, index: np.ndarray, labels: np.ndarray | None = None) -> ArrayImageSet:
         index = np.asarray(index, dtype=np.int64)
         lab = self.labels[index] if labels is None else labels
-        return ArrayImageSet(self.images[index], lab, self.transform,
-                             self.clean_labels[index] if labels is None else labels)
+        return ArrayImageSet(
+            self.images[index], lab, self.transform, self.clean_labels[index] if labels is None else labels
+        )
 
 
 class FileImageSet(ImageSet):
     """Images read from files with PIL (decoded on every access)."""
 
-    def __init__(self, paths: list[str], labels: np.ndarray, transform: Transform | None = None,
-                 clean_labels: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        labels: np.ndarray,
+        transform: Transform | None = None,
+        clean_labels: np.ndarray | None = None,
+    ) -> None:
         super().__init__(labels, transform, clean_labels)
         if len(paths) != len(self):
             raise ValueError(f"{len(paths)} paths for {len(self)} labels")
@@ -135,8 +151,9 @@ class FileImageSet(ImageSet):
         index = np.asarray(index, dtype=np.int64)
         lab = self.labels[index] if labels is None else labels
         paths = np.asarray(self.paths, dtype=object)[index].tolist()
-        return FileImageSet(paths, lab, self.transform,
-                            self.clean_labels[index] if labels is None else labels)
+        return FileImageSet(
+            paths, lab, self.transform, self.clean_labels[index] if labels is None else labels
+        )
 
 
 @dataclass

@@ -27,13 +27,20 @@ def load_cars(dcfg: Any) -> Splits:
         rel = [str(p) for p in ann["relative_im_path"]]
         labels = ann["class"].astype(np.int64) - 1
     except (KeyError, ValueError, TypeError) as e:
-        raise EifError(f"cars: {mat_path} lacks the struct array 'annotations' with fields "
-                       f"relative_im_path and class ({type(e).__name__}: {e})") from None
+        raise EifError(
+            f"cars: {mat_path} lacks the struct array 'annotations' with fields "
+            f"relative_im_path and class ({type(e).__name__}: {e})"
+        ) from None
     if "class_names" in mat:
         names = [str(n) for n in np.atleast_1d(mat["class_names"])]
     else:
         names = []
     names += [f"class_{c + 1}" for c in range(len(names), int(labels.max()) + 1)]
     images = FileImageSet([str(root / p) for p in rel], labels)
-    return split_by_class(images, names, class_ids(dcfg.train_classes, "train_classes"),
-                          class_ids(dcfg.test_classes, "test_classes"), "cars")
+    return split_by_class(
+        images,
+        names,
+        class_ids(dcfg.train_classes, "train_classes"),
+        class_ids(dcfg.test_classes, "test_classes"),
+        "cars",
+    )

@@ -15,10 +15,16 @@ from eif.utils.errors import EifError
 
 # magic = 0x0000 0x08 (uint8) <ndim>: 2051 for (N, H, W) images, 2049 for (N,) labels.
 IDX_MAGIC = {3: 2051, 1: 2049}
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-         "t10k-labels-idx1-ubyte")
-LAYOUT = ("the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-          "t10k-labels-idx1-ubyte (each optionally .gz) in root or root/FashionMNIST/raw")
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+LAYOUT = (
+    "the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte (each optionally .gz) in root or root/FashionMNIST/raw"
+)
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
@@ -30,8 +36,10 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
         raise EifError(f"cannot read IDX file {path}: {e}") from None
     magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
     if magic != IDX_MAGIC[ndim]:
-        raise EifError(f"{path} is not a uint8 IDX file with {ndim} dimensions "
-                       f"(magic {magic}, expected {IDX_MAGIC[ndim]})")
+        raise EifError(
+            f"{path} is not a uint8 IDX file with {ndim} dimensions "
+            f"(magic {magic}, expected {IDX_MAGIC[ndim]})"
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -59,8 +67,10 @@ def _download(root: Path) -> None:
         FashionMNIST(str(root), train=False, download=True)
     except Exception as e:  # urllib/HTTP/checksum errors all mean the same thing to the user
         reason = " ".join(f"{type(e).__name__}: {e}".split())
-        raise EifError(f"fashion_mnist: download into {root / 'FashionMNIST' / 'raw'} failed ({reason}); "
-                       f"without internet put {LAYOUT}") from None
+        raise EifError(
+            f"fashion_mnist: download into {root / 'FashionMNIST' / 'raw'} failed ({reason}); "
+            f"without internet put {LAYOUT}"
+        ) from None
 
 
 def cap_per_class(labels: np.ndarray, cap: int | None) -> np.ndarray:
@@ -81,8 +91,10 @@ def load_fashion_mnist(dcfg: Any) -> Splits:
         _download(root)
         files = find_files(root)
     if files is None:
-        raise EifError(f"fashion_mnist: data not found under {root}; expected {LAYOUT} "
-                       "(Debian: apt install dataset-fashion-mnist; or set dataset.download=true)")
+        raise EifError(
+            f"fashion_mnist: data not found under {root}; expected {LAYOUT} "
+            "(Debian: apt install dataset-fashion-mnist; or set dataset.download=true)"
+        )
     images = np.concatenate([read_idx(files[FILES[0]], 3), read_idx(files[FILES[2]], 3)])
     labels = np.concatenate([read_idx(files[FILES[1]], 1), read_idx(files[FILES[3]], 1)]).astype(np.int64)
     if images.shape[0] != labels.shape[0]:

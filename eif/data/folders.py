@@ -39,8 +39,13 @@ def load_cub(dcfg: Any) -> Splits:
     """CUB-200-2011: labels are the sorted folder indices 0..199 (torchvision ImageFolder order)."""
     root = Path(str(dcfg.root))
     images, names = scan_folders(root / "images", "cub", "root/images/NNN.Name/*.jpg (CUB-200-2011)")
-    return split_by_class(images, names, class_ids(dcfg.train_classes, "train_classes"),
-                          class_ids(dcfg.test_classes, "test_classes"), "cub")
+    return split_by_class(
+        images,
+        names,
+        class_ids(dcfg.train_classes, "train_classes"),
+        class_ids(dcfg.test_classes, "test_classes"),
+        "cub",
+    )
 
 
 def _names_to_ids(spec: Any, class_to_idx: dict[str, int], which: str) -> list[int]:
@@ -48,8 +53,10 @@ def _names_to_ids(spec: Any, class_to_idx: dict[str, int], which: str) -> list[i
         raise EifError(f"imagefolder: dataset.{which} must be a list of folder names, got {spec!r}")
     unknown = [str(n) for n in spec if str(n) not in class_to_idx]
     if unknown:
-        raise EifError(f"imagefolder: dataset.{which} names {len(unknown)} folders not in the data "
-                       f"(e.g. {unknown[0]!r}); the data has {len(class_to_idx)} class folders")
+        raise EifError(
+            f"imagefolder: dataset.{which} names {len(unknown)} folders not in the data "
+            f"(e.g. {unknown[0]!r}); the data has {len(class_to_idx)} class folders"
+        )
     return [class_to_idx[str(n)] for n in spec]
 
 
@@ -63,8 +70,10 @@ def load_imagefolder(dcfg: Any) -> Splits:
         frac = float(dcfg.get("train_fraction", 0.5))
         n_train = math.floor(frac * len(names) + 0.5)
         if not 0 < n_train < len(names):
-            raise EifError(f"imagefolder: train_fraction={frac} of {len(names)} classes leaves an empty "
-                           "train or test split")
+            raise EifError(
+                f"imagefolder: train_fraction={frac} of {len(names)} classes leaves an empty "
+                "train or test split"
+            )
         train_ids, test_ids = list(range(n_train)), list(range(n_train, len(names)))
     else:
         # One list given: the other split gets every remaining class.
@@ -73,6 +82,9 @@ def load_imagefolder(dcfg: Any) -> Splits:
             train_ids = [c for c in range(len(names)) if c not in set(test_ids)]
         else:
             train_ids = _names_to_ids(train_spec, class_to_idx, "train_classes")
-            test_ids = (_names_to_ids(test_spec, class_to_idx, "test_classes") if test_spec is not None
-                        else [c for c in range(len(names)) if c not in set(train_ids)])
+            test_ids = (
+                _names_to_ids(test_spec, class_to_idx, "test_classes")
+                if test_spec is not None
+                else [c for c in range(len(names)) if c not in set(train_ids)]
+            )
     return split_by_class(images, names, train_ids, test_ids, "imagefolder")

@@ -12,8 +12,10 @@ from eif.data.base import FileImageSet
 from eif.data.splits import Splits
 from eif.utils.errors import EifError
 
-LAYOUT = ("root/Eval/list_eval_partition.txt (line 1: row count, line 2: header, then rows "
-          "'img/... id_XXXXXXXX train|query|gallery') and root/img/")
+LAYOUT = (
+    "root/Eval/list_eval_partition.txt (line 1: row count, line 2: header, then rows "
+    "'img/... id_XXXXXXXX train|query|gallery') and root/img/"
+)
 STATUSES = ("train", "query", "gallery")
 
 
@@ -25,8 +27,14 @@ def read_partition(path: Path) -> pd.DataFrame:
         first = fh.readline().strip()
     if not first.isdigit():
         raise EifError(f"inshop: {path} line 1 should be the row count, got {first[:40]!r}")
-    table = pd.read_csv(path, sep=r"\s+", skiprows=2, header=None, dtype=str,
-                        names=["image_name", "item_id", "evaluation_status"])
+    table = pd.read_csv(
+        path,
+        sep=r"\s+",
+        skiprows=2,
+        header=None,
+        dtype=str,
+        names=["image_name", "item_id", "evaluation_status"],
+    )
     if len(table) != int(first) or table.isna().any().any():
         raise EifError(f"inshop: {path} announces {int(first)} rows but has {len(table)} complete rows")
     bad = sorted(set(table.evaluation_status) - set(STATUSES))
@@ -52,8 +60,10 @@ def load_inshop(dcfg: Any) -> Splits:
     test_items, test_labels = np.unique(test_rows.item.to_numpy(), return_inverse=True)
     overlap = np.intersect1d(train_items, test_items)
     if overlap.size:
-        raise EifError(f"inshop: {overlap.size} item ids are in both train and query/gallery "
-                       f"(e.g. id_{overlap[0]:08d}); metric learning needs disjoint classes")
+        raise EifError(
+            f"inshop: {overlap.size} item ids are in both train and query/gallery "
+            f"(e.g. id_{overlap[0]:08d}); metric learning needs disjoint classes"
+        )
     c = train_items.size
     test_labels = test_labels.astype(np.int64) + c
     n_query = len(part["query"])

@@ -17,8 +17,9 @@ RULES = ("shift", "uniform")
 SHIFT = 5
 
 
-def inject_noise(labels: np.ndarray, fraction: float, rule: str, seed: int,
-                 num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def inject_noise(
+    labels: np.ndarray, fraction: float, rule: str, seed: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Mislabel ``int(fraction * N)`` seeded samples of ``labels`` (int (N,), values in ``0..C-1``).
 
     Returns ``(noisy_labels, flipped)``: int64 (N,) and the ascending int64 indices that changed.
@@ -34,8 +35,10 @@ def inject_noise(labels: np.ndarray, fraction: float, rule: str, seed: int,
         raise EifError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
     # y + 5 > C - 1 happens for y >= C - 5, and then y - 5 >= 0 needs C - 5 >= 5.
     if rule == "shift" and fraction > 0 and num_classes < 2 * SHIFT:
-        raise EifError(f"noise rule 'shift' (+/-{SHIFT} classes) needs at least {2 * SHIFT} training "
-                       f"classes, got {num_classes}; use noise.rule=uniform")
+        raise EifError(
+            f"noise rule 'shift' (+/-{SHIFT} classes) needs at least {2 * SHIFT} training "
+            f"classes, got {num_classes}; use noise.rule=uniform"
+        )
     if rule == "uniform" and fraction > 0 and num_classes < 2:
         raise EifError(f"noise rule 'uniform' needs at least 2 training classes, got {num_classes}")
     n = labels.shape[0]

@@ -44,28 +44,41 @@ class BalancedBatchSampler:
     is the number this sampler yields, ``num_batches - start_batch`` (as DataLoader expects).
     """
 
-    def __init__(self, labels: np.ndarray, classes_per_batch: int, samples_per_class: int, seed: int,
-                 epoch: int, start_batch: int = 0) -> None:
+    def __init__(
+        self,
+        labels: np.ndarray,
+        classes_per_batch: int,
+        samples_per_class: int,
+        seed: int,
+        epoch: int,
+        start_batch: int = 0,
+    ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         self.classes_per_batch = int(classes_per_batch)
         self.samples_per_class = int(samples_per_class)
         self.seed, self.epoch, self.start_batch = int(seed), int(epoch), int(start_batch)
         self.batch_size = self.classes_per_batch * self.samples_per_class
         if self.classes_per_batch < 1 or self.samples_per_class < 1:
-            raise EifError(f"batch needs classes_per_batch >= 1 and samples_per_class >= 1, got "
-                           f"{classes_per_batch} x {samples_per_class}")
+            raise EifError(
+                f"batch needs classes_per_batch >= 1 and samples_per_class >= 1, got "
+                f"{classes_per_batch} x {samples_per_class}"
+            )
         order = np.argsort(labels, kind="stable")
         classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
         if classes.size < self.classes_per_batch:
-            raise EifError(f"the training set has {classes.size} classes, fewer than "
-                           f"classes_per_batch={self.classes_per_batch}")
+            raise EifError(
+                f"the training set has {classes.size} classes, fewer than "
+                f"classes_per_batch={self.classes_per_batch}"
+            )
         self.num_batches = max((labels.shape[0] - 1) // self.batch_size, 0)
         if self.num_batches == 0:
-            raise EifError(f"the training set has {labels.shape[0]} images, too few for one batch of "
-                           f"{self.batch_size} (an epoch ends when count + batch size >= N)")
+            raise EifError(
+                f"the training set has {labels.shape[0]} images, too few for one batch of "
+                f"{self.batch_size} (an epoch ends when count + batch size >= N)"
+            )
         if not 0 <= self.start_batch <= self.num_batches:
             raise EifError(f"start_batch must be in [0, {self.num_batches}], got {start_batch}")
-        self._members = [order[s:s + c] for s, c in zip(starts, counts)]
+        self._members = [order[s : s + c] for s, c in zip(starts, counts)]
 
     def __len__(self) -> int:
         return self.num_batches - self.start_batch
@@ -83,7 +96,7 @@ class BalancedBatchSampler:
             for j, c in enumerate(chosen):
                 lst = lists[c]
                 take = lst[(cursor[c] + np.arange(m)) % lst.shape[0]]
-                out[b, j * m:(j + 1) * m] = take
+                out[b, j * m : (j + 1) * m] = take
                 cursor[c] += m
                 if cursor[c] + m > lst.shape[0]:
                     rng.shuffle(lst)

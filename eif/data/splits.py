@@ -39,8 +39,13 @@ def class_ids(spec: Any, where: str) -> list[int]:
     raise EifError(f"{where}: give a list of class ids or {{start, stop}}, got {spec!r}")
 
 
-def split_by_class(images: ImageSet, class_names: Sequence[str], train_ids: Sequence[int],
-                   test_ids: Sequence[int], dataset: str) -> Splits:
+def split_by_class(
+    images: ImageSet,
+    class_names: Sequence[str],
+    train_ids: Sequence[int],
+    test_ids: Sequence[int],
+    dataset: str,
+) -> Splits:
     """Split ``images`` (labels = dataset class ids indexing ``class_names``) into disjoint classes."""
     labels = images.labels
     present = np.unique(labels)
@@ -52,13 +57,17 @@ def split_by_class(images: ImageSet, class_names: Sequence[str], train_ids: Sequ
         missing = np.setdiff1d(np.asarray(ids, dtype=np.int64), present)
         if missing.size:
             shown = ", ".join(str(m) for m in missing[:5]) + (" ..." if missing.size > 5 else "")
-            raise EifError(f"{dataset}: dataset.{which} has {missing.size} class ids with no images "
-                           f"in the data ({shown}); the data has ids {present.min()}..{present.max()} "
-                           f"({present.size} classes)")
+            raise EifError(
+                f"{dataset}: dataset.{which} has {missing.size} class ids with no images "
+                f"in the data ({shown}); the data has ids {present.min()}..{present.max()} "
+                f"({present.size} classes)"
+            )
     overlap = sorted(set(train_ids) & set(test_ids))
     if overlap:
-        raise EifError(f"{dataset}: train and test classes overlap in {len(overlap)} classes "
-                       f"(e.g. {overlap[0]}); metric learning needs disjoint classes")
+        raise EifError(
+            f"{dataset}: train and test classes overlap in {len(overlap)} classes "
+            f"(e.g. {overlap[0]}); metric learning needs disjoint classes"
+        )
     train_ids_arr = np.asarray(train_ids, dtype=np.int64)
     lut = np.full(int(present.max()) + 1, -1, dtype=np.int64)
     lut[train_ids_arr] = np.arange(train_ids_arr.size)
@@ -67,7 +76,8 @@ def split_by_class(images: ImageSet, class_names: Sequence[str], train_ids: Sequ
     return Splits(
         train=images.subset(train_index, lut[labels[train_index]]),
         test=images.subset(test_index, labels[test_index]),
-        query=None, gallery=None,
+        query=None,
+        gallery=None,
         train_class_names=[class_names[c] for c in train_ids],
         test_class_names=[class_names[c] for c in sorted(test_ids)],
     )

@@ -54,8 +54,10 @@ def _geometric(spec: Mapping[str, Any], where: str) -> list[Any]:
             return []
     except KeyError as e:
         raise EifError(f"{where}: transform {name!r} needs the field {e.args[0]!r}") from None
-    raise EifError(f"{where}: unknown transform name {name!r}; use random_resized_crop, "
-                   "resize_center_crop, resize or none")
+    raise EifError(
+        f"{where}: unknown transform name {name!r}; use random_resized_crop, "
+        "resize_center_crop, resize or none"
+    )
 
 
 def build_transform(tcfg: Mapping[str, Any], which: str) -> T.Compose:

@@ -13,5 +13,11 @@ from eif.evaluation.metrics import (
     recall_at_k_query_gallery,
 )
 
-__all__ = ["evaluate_embeddings", "evaluate_query_gallery", "map_at_r", "nmi", "recall_at_k",
-           "recall_at_k_query_gallery"]
+__all__ = [
+    "evaluate_embeddings",
+    "evaluate_query_gallery",
+    "map_at_r",
+    "nmi",
+    "recall_at_k",
+    "recall_at_k_query_gallery",
+]

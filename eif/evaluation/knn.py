@@ -18,8 +18,9 @@ def import_faiss() -> ModuleType:
     try:
         import faiss
     except ImportError as exc:
-        raise EifError("faiss is not importable: pip install 'eif[cpu]' (faiss-cpu) or 'eif[gpu]' "
-                       "(faiss-gpu)") from exc
+        raise EifError(
+            "faiss is not importable: pip install 'eif[cpu]' (faiss-cpu) or 'eif[gpu]' (faiss-gpu)"
+        ) from exc
     return faiss
 
 
@@ -42,8 +43,9 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
 def flat_index(dim: int, metric: str = "euclidean", gpu: bool | None = None) -> object:
     """An exact faiss index: ``euclidean`` (squared L2 scores) or ``inner_product``; on GPU if available."""
     faiss = import_faiss()
-    require(metric in ("euclidean", "inner_product"),
-            f"metric must be euclidean or inner_product, got {metric!r}")
+    require(
+        metric in ("euclidean", "inner_product"), f"metric must be euclidean or inner_product, got {metric!r}"
+    )
     gpu = use_gpu() if gpu is None else gpu
     if gpu:
         res = faiss.StandardGpuResources()
@@ -51,8 +53,13 @@ def flat_index(dim: int, metric: str = "euclidean", gpu: bool | None = None) -> 
     return faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
 
 
-def knn(query: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor | None, k: int,
-        metric: str = "euclidean", exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    query: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor | None,
+    k: int,
+    metric: str = "euclidean",
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest rows of ``reference`` for each row of ``query``, best first.
 
     ``reference=None`` searches ``query`` against itself and excludes each row's own index.

@@ -41,8 +41,13 @@ def recall_at_k(emb: ArrayLike, labels: ArrayLike, ks: Sequence[int]) -> dict[in
     return _recall_from_hits(y[idx] == y[:, None], ks)
 
 
-def recall_at_k_query_gallery(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike,
-                              gallery_labels: ArrayLike, ks: Sequence[int]) -> dict[int, float]:
+def recall_at_k_query_gallery(
+    query: ArrayLike,
+    query_labels: ArrayLike,
+    gallery: ArrayLike,
+    gallery_labels: ArrayLike,
+    ks: Sequence[int],
+) -> dict[int, float]:
     """Recall@K of queries against a separate gallery (InShop)."""
     q, g = as_float32(query), as_float32(gallery)
     yq, yg = _labels(query_labels, q.shape[0]), _labels(gallery_labels, g.shape[0])
@@ -58,8 +63,13 @@ def nmi(emb: ArrayLike, labels: ArrayLike, seed: int = 0) -> float:
     return float(normalized_mutual_info_score(y, clusters, average_method="geometric"))
 
 
-def map_at_r(emb: ArrayLike, labels: ArrayLike, reference: ArrayLike | None = None,
-             reference_labels: ArrayLike | None = None, metric: str = "euclidean") -> float:
+def map_at_r(
+    emb: ArrayLike,
+    labels: ArrayLike,
+    reference: ArrayLike | None = None,
+    reference_labels: ArrayLike | None = None,
+    metric: str = "euclidean",
+) -> float:
     """MAP@R (Musgrave et al. 2020): mean over queries of (1/R) sum_{i<=R} P@i * rel_i.
 
     R is the number of reference samples sharing the query's label (the query itself excluded when
@@ -88,10 +98,15 @@ def map_at_r(emb: ArrayLike, labels: ArrayLike, reference: ArrayLike | None = No
     return float(np.mean((precision * rel).sum(1) / r))
 
 
-
-def evaluate_embeddings(emb: ArrayLike, labels: ArrayLike, ks: Sequence[int], with_nmi: bool = True,
-                        with_map_at_r: bool = True, map_metric: str = "euclidean",
-                        seed: int = 0) -> dict[str, float]:
+def evaluate_embeddings(
+    emb: ArrayLike,
+    labels: ArrayLike,
+    ks: Sequence[int],
+    with_nmi: bool = True,
+    with_map_at_r: bool = True,
+    map_metric: str = "euclidean",
+    seed: int = 0,
+) -> dict[str, float]:
     """Recall@K (``recall@K`` keys), ``nmi`` and ``map@r`` of one retrieval set (CUB, Cars)."""
     out = {f"recall@{k}": v for k, v in recall_at_k(emb, labels, ks).items()}
     if with_nmi:
@@ -101,17 +116,27 @@ def evaluate_embeddings(emb: ArrayLike, labels: ArrayLike, ks: Sequence[int], wi
     return out
 
 
-def evaluate_query_gallery(query: ArrayLike, query_labels: ArrayLike, gallery: ArrayLike,
-                           gallery_labels: ArrayLike, ks: Sequence[int], with_nmi: bool = True,
-                           with_map_at_r: bool = True, map_metric: str = "euclidean",
-                           seed: int = 0) -> dict[str, float]:
+def evaluate_query_gallery(
+    query: ArrayLike,
+    query_labels: ArrayLike,
+    gallery: ArrayLike,
+    gallery_labels: ArrayLike,
+    ks: Sequence[int],
+    with_nmi: bool = True,
+    with_map_at_r: bool = True,
+    map_metric: str = "euclidean",
+    seed: int = 0,
+) -> dict[str, float]:
     """Query -> gallery Recall@K and MAP@R (InShop); NMI over query + gallery pooled, as the reference."""
-    out = {f"recall@{k}": v
-           for k, v in recall_at_k_query_gallery(query, query_labels, gallery, gallery_labels, ks).items()}
+    out = {
+        f"recall@{k}": v
+        for k, v in recall_at_k_query_gallery(query, query_labels, gallery, gallery_labels, ks).items()
+    }
     if with_nmi:
         pooled = np.concatenate([as_float32(query), as_float32(gallery)])
-        pooled_labels = np.concatenate([_labels(query_labels, len(query)),
-                                        _labels(gallery_labels, len(gallery))])
+        pooled_labels = np.concatenate(
+            [_labels(query_labels, len(query)), _labels(gallery_labels, len(gallery))]
+        )
         out["nmi"] = nmi(pooled, pooled_labels, seed=seed)
     if with_map_at_r:
         out["map@r"] = map_at_r(query, query_labels, gallery, gallery_labels, metric=map_metric)

@@ -9,5 +9,15 @@ from eif.influence.eif import EifConfig, EifResult, empirical_influence
 from eif.influence.ihvp import IfConfig, IfResult, classic_influence
 from eif.influence.task import ConfusionTask, normalized_sq_distance
 
-__all__ = ["ConfusionBatch", "ConfusionTask", "EifConfig", "EifResult", "IfConfig", "IfResult", "build_batch",
-           "classic_influence", "empirical_influence", "normalized_sq_distance"]
+__all__ = [
+    "ConfusionBatch",
+    "ConfusionTask",
+    "EifConfig",
+    "EifResult",
+    "IfConfig",
+    "IfResult",
+    "build_batch",
+    "classic_influence",
+    "empirical_influence",
+    "normalized_sq_distance",
+]

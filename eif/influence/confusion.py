@@ -37,16 +37,23 @@ class ConfusionBatch:
         valid = self.valid[rows]
         r = int(valid.sum(1).max())
         p = int((self.weight[rows] > 0).sum(1).max())
-        return ConfusionBatch(self.members[rows, :r], valid[:, :r], self.pair_a[rows, :p],
-                              self.pair_b[rows, :p], self.weight[rows, :p], self.sign[rows])
+        return ConfusionBatch(
+            self.members[rows, :r],
+            valid[:, :r],
+            self.pair_a[rows, :p],
+            self.pair_b[rows, :p],
+            self.weight[rows, :p],
+            self.sign[rows],
+        )
 
     def features(self, test_features: torch.Tensor) -> torch.Tensor:
         """Member features F_p (K, R, D), zero on padding."""
         return test_features[self.members] * self.valid.unsqueeze(-1).to(test_features.dtype)
 
 
-def build_batch(pairs: list[np.ndarray], sign: float | list[float] = 1.0,
-                dtype: torch.dtype = torch.float32) -> ConfusionBatch:
+def build_batch(
+    pairs: list[np.ndarray], sign: float | list[float] = 1.0, dtype: torch.dtype = torch.float32
+) -> ConfusionBatch:
     """A batch from K arrays of test-index pairs, each (n_k, 2) with n_k >= 1."""
     require(len(pairs) > 0, "no confusions to analyse")
     k = len(pairs)
@@ -67,7 +74,7 @@ def build_batch(pairs: list[np.ndarray], sign: float | list[float] = 1.0,
     w = np.zeros((k, n), np.float64)
     for j, (u, i) in enumerate(zip(uniq, inv)):
         members[j, : len(u)] = u
-        members[j, len(u):] = u[0]
+        members[j, len(u) :] = u[0]
         valid[j, : len(u)] = True
         pa[j, : len(i)], pb[j, : len(i)] = i[:, 0], i[:, 1]
         w[j, : len(i)] = 1.0 / len(i)
@@ -82,8 +89,9 @@ def confusion_distance(task: ConfusionTask, z: torch.Tensor, batch: ConfusionBat
     return (m * batch.weight).sum(-1)
 
 
-def distance_and_grad(task: ConfusionTask, z: torch.Tensor,
-                      batch: ConfusionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def distance_and_grad(
+    task: ConfusionTask, z: torch.Tensor, batch: ConfusionBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(d (K,), G = dd/dz (K, R, E)). With z = F_p W^T + b, grad_W d_k = G_k^T F_p,k (rank <= r_k)."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)

@@ -65,8 +65,14 @@ def _inner(x: torch.Tensor, gram: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return torch.einsum("ker,krs,kes->k", x, gram, y)
 
 
-def _walk(task: ConfusionTask, z0: torch.Tensor, gram: torch.Tensor, batch: ConfusionBatch,
-          direction: float, cfg: EifConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _walk(
+    task: ConfusionTask,
+    z0: torch.Tensor,
+    gram: torch.Tensor,
+    batch: ConfusionBatch,
+    direction: float,
+    cfg: EifConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient ascent (direction +1) or descent (-1) on sign * d in r-space: (A (K, E, R), steps (K,))."""
     k, r, e = z0.shape
     a = z0.new_zeros(k, e, r)
@@ -85,8 +91,14 @@ def _walk(task: ConfusionTask, z0: torch.Tensor, gram: torch.Tensor, batch: Conf
     return a, steps
 
 
-def _thetas(task: ConfusionTask, z0: torch.Tensor, gram: torch.Tensor, batch: ConfusionBatch,
-            cfg: EifConfig, gen: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _thetas(
+    task: ConfusionTask,
+    z0: torch.Tensor,
+    gram: torch.Tensor,
+    batch: ConfusionBatch,
+    cfg: EifConfig,
+    gen: torch.Generator,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The displacements A_m (K, E, R) of theta_max, theta_min, then orthogonal random directions."""
     a_max, s_max = _walk(task, z0, gram, batch, 1.0, cfg)
     dirs, steps = [a_max], [s_max]
@@ -145,7 +157,7 @@ class _CosPieces:
         out = self.zsq.new_empty(k, len(self.z))
         rows = max(1, COS_SLICE // (k * ap.shape[-1]))
         for s in range(0, len(self.z), rows):
-            pr, sl = proj[:, s:s + rows], slice(s, s + rows)
+            pr, sl = proj[:, s : s + rows], slice(s, s + rows)
             dot = torch.baddbmm(self.zp[sl], pr, ap)  # z'.p^ (K, n, M)
             sq = self.zsq[sl] + 2 * (pr * za[:, sl]).sum(-1) + ((pr @ ata) * pr).sum(-1)  # |z'|^2 (K, n)
             loss = self.loss.per_sample_cos(dot.div_(_safe_norm(sq)[..., None]), self.y[sl])
@@ -158,10 +170,17 @@ def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min(1e-24).sqrt()
 
 
-def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train_labels: torch.Tensor,
-                        weight: torch.Tensor, bias: torch.Tensor, test_features: torch.Tensor,
-                        batch: ConfusionBatch, cfg: EifConfig = EifConfig(),
-                        progress: bool = False) -> EifResult:
+def empirical_influence(
+    task: ConfusionTask,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    test_features: torch.Tensor,
+    batch: ConfusionBatch,
+    cfg: EifConfig = EifConfig(),
+    progress: bool = False,
+) -> EifResult:
     """EIF scores of all N training samples for all K confusions of ``batch`` (see module doc).
 
     ``train_features`` (N, D), ``train_labels`` (N,), ``weight`` (E, D), ``bias`` (E,),
@@ -195,7 +214,7 @@ def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train
                 dloss = cos.dloss(proj, a)
             else:  # moved embeddings z + proj a^T, GENERIC_K confusions at a time
                 parts = range(0, len(a), GENERIC_K)
-                moved = (z_train + proj[s:s + GENERIC_K] @ a[s:s + GENERIC_K].mT for s in parts)
+                moved = (z_train + proj[s : s + GENERIC_K] @ a[s : s + GENERIC_K].mT for s in parts)
                 dloss = torch.cat([task.train_loss(zm, train_labels) - loss0 for zm in moved])
             factor = sub.sign * (d - d0)
             if cfg.normalize:
@@ -209,6 +228,11 @@ def empirical_influence(task: ConfusionTask, train_features: torch.Tensor, train
         out["theta_norm"].append(torch.stack(norms, 1))
         out["steps"].append(steps)
     cat = {k: torch.cat(v) for k, v in out.items()}
-    return EifResult(scores=cat["scores"], d0=cat["d0"], d_theta=cat["d_theta"],
-                     delta_d=cat["d_theta"] - cat["d0"][:, None], theta_norm=cat["theta_norm"],
-                     steps=cat["steps"])
+    return EifResult(
+        scores=cat["scores"],
+        d0=cat["d0"],
+        d_theta=cat["d_theta"],
+        delta_d=cat["d_theta"] - cat["d0"][:, None],
+        theta_norm=cat["theta_norm"],
+        steps=cat["steps"],
+    )

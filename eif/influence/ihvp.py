@@ -89,8 +89,9 @@ def hvp_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor, t: torch.Tensor
     return hv
 
 
-def curvature_factors(loss: MetricLoss, z: torch.Tensor,
-                      y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def curvature_factors(
+    loss: MetricLoss, z: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """H_z,i = B_i S_i B_i^T - sigma_i I for a loss with a cosine form: z (b, E), y (b,) ->
     (uq (b, E, 2), S (b, M+2, M+2), sigma (b,)), with B_i = [P^^T | u_i | q_i] (E, M+2).
 
@@ -120,8 +121,9 @@ def curvature_factors(loss: MetricLoss, z: torch.Tensor,
     return torch.stack([u, g @ pu], -1), core * inv_r2[:, None, None], s * inv_r2
 
 
-def curvature_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor,
-                out: torch.Tensor | None = None) -> torch.Tensor:
+def curvature_z(
+    task: ConfusionTask, z: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The dense per-sample curvatures H_z,i = d^2 L_i / dz_i^2: z (B, E), y (B,) -> (B, E, E), into
     ``out``: from :func:`curvature_factors` for a loss with a cosine form (O(M E (M + E)) per sample),
     else by ``torch.func.hessian`` of the per-sample loss in z. Works in sub-chunks of ~2^24 floats."""
@@ -132,22 +134,32 @@ def curvature_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor,
         per = lambda q, yy: task.train_loss(q[None], yy[None])[0]  # noqa: E731
         step = max(1, (1 << 24) // (e * e * 4))
         for s0 in range(0, b, step):
-            out[s0:s0 + step] = vmap(torch.func.hessian(per))(z[s0:s0 + step], y[s0:s0 + step])
+            out[s0 : s0 + step] = vmap(torch.func.hessian(per))(z[s0 : s0 + step], y[s0 : s0 + step])
         return out
     pt = loss.unit_proxies().T  # (E, M)
     step = max(1, (1 << 24) // (e * (pt.shape[1] + 2)))
     for s0 in range(0, b, step):
-        uq, core, sigma = curvature_factors(loss, z[s0:s0 + step], y[s0:s0 + step])
+        uq, core, sigma = curvature_factors(loss, z[s0 : s0 + step], y[s0 : s0 + step])
         basis = torch.cat([pt.expand(len(uq), -1, -1), uq], -1)  # (b, E, M+2)
-        h = torch.matmul(basis @ core, basis.mT, out=out[s0:s0 + len(uq)])
+        h = torch.matmul(basis @ core, basis.mT, out=out[s0 : s0 + len(uq)])
         h.diagonal(dim1=-2, dim2=-1).sub_(sigma[:, None])
     return out
 
 
-def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-          v_factors: tuple[torch.Tensor, torch.Tensor], scale: float, damping: float, block_size: int,
-          progress: bool = False, sub_block: int = 16, curvature_chunk: int = 64,
-          factored: bool | None = None) -> torch.Tensor:
+def lissa(
+    task: ConfusionTask,
+    features: torch.Tensor,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    v_factors: tuple[torch.Tensor, torch.Tensor],
+    scale: float,
+    damping: float,
+    block_size: int,
+    progress: bool = False,
+    sub_block: int = 16,
+    curvature_chunk: int = 64,
+    factored: bool | None = None,
+) -> torch.Tensor:
     """The reference LiSSA pass (see module doc) for K right-hand sides v_k = G_k^T F_p,k.
 
     ``features`` (N, D), ``z`` (N, E), ``y`` (N,), ``v_factors`` = (G (K, R, E), F_p (K, R, D)).
@@ -194,9 +206,9 @@ def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch
     threads = torch.get_num_threads()
     try:
         for start in tqdm(range(0, n, bs), desc="LiSSA", disable=not progress, leave=False):
-            fb = features[start:start + bs]
+            fb = features[start : start + bs]
             nb = len(fb)
-            zb, yb = z[start:start + nb], y[start:start + nb]
+            zb, yb = z[start : start + nb], y[start : start + nb]
             # r_j before the in-block correction: alpha_j v f_j + c^j h_start f_j, h_start = beta h_t +
             # gamma v; the per-step factors scale the rows of f_b before the products (no pass over r)
             if start:
@@ -210,16 +222,16 @@ def lissa(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch
             for j in range(nb):
                 jh, j0 = j % hchunk, j - j % sub
                 if jh == 0:
-                    zc, yc = zb[j:j + hchunk], yb[j:j + hchunk]
+                    zc, yc = zb[j : j + hchunk], yb[j : j + hchunk]
                     if lowrank:
                         uq, core, sigma = curvature_factors(loss, zc, yc)
-                        basis[:len(zc), :, m:] = uq
+                        basis[: len(zc), :, m:] = uq
                         sigma = sigma.tolist()
                     else:
-                        curvature_z(task, zc, yc, out=hz[:len(zc)])
+                        curvature_z(task, zc, yc, out=hz[: len(zc)])
                 if j == j0 and j:  # the earlier sub-blocks' updates, for the whole sub-block at once (a GEMM)
                     _set_threads(threads)
-                    rf[j:j + sub].addmm_(corr[j:j + sub, :j], uf[:j], alpha=-1.0)
+                    rf[j : j + sub].addmm_(corr[j : j + sub, :j], uf[:j], alpha=-1.0)
                     _set_threads(1)
                 if j > j0:
                     rf[j].addmv_(uf[j0:j].T, corr[j, j0:j], alpha=-1.0)
@@ -248,8 +260,9 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def max_curvature(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-                  iters: int = 30) -> float:
+def max_curvature(
+    task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor, iters: int = 30
+) -> float:
     """max_i of |H_i|_2 = |H_z,i|_2 ||f_i||^2, by power iteration on every H_z,i at once (an estimate)."""
     t = torch.randn(1, *z.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(z)
     lam = z.new_zeros(len(z))
@@ -260,8 +273,9 @@ def max_curvature(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, 
     return float((lam * features.pow(2).sum(-1)).max())
 
 
-def _cg(matvec: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, tol: float,
-        max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cg(
+    matvec: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, tol: float, max_iter: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched conjugate gradients for K SPD systems; v (K, ...). Returns (x, iterations (K,))."""
     dot = lambda a, b: (a * b).flatten(1).sum(1)  # noqa: E731
     x = torch.zeros_like(v)
@@ -277,8 +291,10 @@ def _cg(matvec: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, tol: fl
         ap = matvec(p)
         pap = dot(p, ap)
         if bool((active & (pap <= 0)).any()):
-            raise EifError("if.solver=cg met negative curvature: H + damping I is not positive definite "
-                           "(the loss is non-convex in W); raise if.damping or use if.solver=lissa or exact")
+            raise EifError(
+                "if.solver=cg met negative curvature: H + damping I is not positive definite "
+                "(the loss is non-convex in W); raise if.damping or use if.solver=lissa or exact"
+            )
         alpha = torch.where(active, rs / torch.where(active, pap, 1), 0)
         x = x + alpha.view(-1, *[1] * (v.dim() - 1)) * p
         r = r - alpha.view(-1, *[1] * (v.dim() - 1)) * ap
@@ -290,24 +306,26 @@ def _cg(matvec: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, tol: fl
     return x, iters
 
 
-def _hessian_matvec(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
-                    damping: float, chunk: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _hessian_matvec(
+    task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor, damping: float, chunk: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """X (K, E, D) -> (H + damping I) X with H X = mean_i (H_z,i X f_i) f_i^T, chunked over N."""
     n = len(features)
 
     def matvec(x: torch.Tensor) -> torch.Tensor:
         out = damping * x
         for s in range(0, n, chunk):
-            f = features[s:s + chunk]
+            f = features[s : s + chunk]
             t = torch.einsum("ked,nd->kne", x, f)
-            out = out + torch.einsum("kne,nd->ked", hvp_z(task, z[s:s + chunk], y[s:s + chunk], t), f) / n
+            out = out + torch.einsum("kne,nd->ked", hvp_z(task, z[s : s + chunk], y[s : s + chunk], t), f) / n
         return out
 
     return matvec
 
 
-def exact_hessian(task: ConfusionTask, features: torch.Tensor, z: torch.Tensor,
-                  y: torch.Tensor) -> torch.Tensor:
+def exact_hessian(
+    task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """Dense H (E*D, E*D) of the mean training loss w.r.t. W (row-major (e, d) flattening)."""
     n, dim = features.shape
     e = z.shape[1]
@@ -328,33 +346,49 @@ def _scores(x: torch.Tensor, features: torch.Tensor, gz: torch.Tensor, chunk: in
     out = x.new_empty(n, k)
     buf = x.new_empty(min(chunk, n) * k * e)
     for s in range(0, n, chunk):
-        f = features[s:s + chunk]
-        xf = torch.mm(f, x_flat.T, out=buf[:len(f) * k * e].view(len(f), k * e))
-        torch.bmm(xf.view(len(f), k, e), gz[s:s + chunk, :, None], out=out[s:s + chunk, :, None])
+        f = features[s : s + chunk]
+        xf = torch.mm(f, x_flat.T, out=buf[: len(f) * k * e].view(len(f), k * e))
+        torch.bmm(xf.view(len(f), k, e), gz[s : s + chunk, :, None], out=out[s : s + chunk, :, None])
     return out.T
 
 
-def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_labels: torch.Tensor,
-                      weight: torch.Tensor, bias: torch.Tensor, test_features: torch.Tensor,
-                      batch: ConfusionBatch, cfg: IfConfig = IfConfig(), progress: bool = False) -> IfResult:
+def classic_influence(
+    task: ConfusionTask,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    test_features: torch.Tensor,
+    batch: ConfusionBatch,
+    cfg: IfConfig = IfConfig(),
+    progress: bool = False,
+) -> IfResult:
     """IF scores (K, N) for all confusions of ``batch`` with ``cfg.solver`` (see module doc)."""
-    require(cfg.solver in ("lissa", "cg", "exact"),
-            f"if.solver must be lissa, cg or exact, got {cfg.solver!r}")
+    require(
+        cfg.solver in ("lissa", "cg", "exact"), f"if.solver must be lissa, cg or exact, got {cfg.solver!r}"
+    )
     auto = isinstance(cfg.scale, str)
-    require(cfg.scale == "auto" if auto else float(cfg.scale) > 0,
-            f"if.scale must be a positive number or auto, got {cfg.scale!r}")
+    require(
+        cfg.scale == "auto" if auto else float(cfg.scale) > 0,
+        f"if.scale must be a positive number or auto, got {cfg.scale!r}",
+    )
     require(cfg.damping >= 0, f"if.damping must be >= 0, got {cfg.damping}")
     require(cfg.solver != "lissa" or cfg.damping < 1, "LiSSA needs if.damping < 1 (its decay is 1 - damping)")
     n, dim = train_features.shape
-    require(cfg.solver != "exact" or weight.numel() <= EXACT_MAX_PARAMS,
-            f"the exact IF solver needs E*D <= {EXACT_MAX_PARAMS}, got {tuple(weight.shape)}; "
-            "use if.solver=cg or lissa")
+    require(
+        cfg.solver != "exact" or weight.numel() <= EXACT_MAX_PARAMS,
+        f"the exact IF solver needs E*D <= {EXACT_MAX_PARAMS}, got {tuple(weight.shape)}; "
+        "use if.solver=cg or lissa",
+    )
     z = head(train_features, weight, bias)
     gz = loss_grad_z(task, z, train_labels)  # (N, E)
     h_dense, scale = None, float("nan")
     if cfg.solver == "lissa":
-        scale = (AUTO_SCALE_FACTOR * max_curvature(task, train_features, z, train_labels) if auto
-                 else float(cfg.scale))
+        scale = (
+            AUTO_SCALE_FACTOR * max_curvature(task, train_features, z, train_labels)
+            if auto
+            else float(cfg.scale)
+        )
     if cfg.solver == "exact":
         e = weight.shape[0]
         h_dense = exact_hessian(task, train_features, z, train_labels)
@@ -366,16 +400,27 @@ def classic_influence(task: ConfusionTask, train_features: torch.Tensor, train_l
         d0, g = distance_and_grad(task, head(fp, weight, bias), sub)
         g = g * sub.sign[:, None, None]  # gradient of the objective sign * d
         if cfg.solver == "lissa":
-            x = lissa(task, train_features, z, train_labels, (g, fp), scale, cfg.damping,
-                      int(cfg.block_size), progress)
+            x = lissa(
+                task,
+                train_features,
+                z,
+                train_labels,
+                (g, fp),
+                scale,
+                cfg.damping,
+                int(cfg.block_size),
+                progress,
+            )
             it = torch.full((len(sub),), n, dtype=torch.long)
             # the row sums are finite iff no entry is inf/nan (or they overflow, which is divergence too);
             # one read of X at full bandwidth, where isfinite(X) cost ~10 head passes
             if not bool(torch.isfinite(x.flatten(1).sum(1)).all()):
                 curv = max_curvature(task, train_features, z, train_labels)
                 hint = f"if.scale={AUTO_SCALE_FACTOR * curv:.0f} or if.scale=auto"
-                raise EifError(f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature "
-                               f"is about {curv:.3g}; raise if.scale (e.g. {hint}) or use if.solver=cg")
+                raise EifError(
+                    f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature "
+                    f"is about {curv:.3g}; raise if.scale (e.g. {hint}) or use if.solver=cg"
+                )
         else:
             v = torch.einsum("kre,krd->ked", g, fp)
             if cfg.solver == "cg":

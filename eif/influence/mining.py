@@ -70,8 +70,9 @@ def confusion_pairs(nn: NearestNeighbours, labels: np.ndarray, num: int, order: 
     return np.stack([wrong, nn.index[wrong]], 1).astype(np.int64)
 
 
-def confusion_groups(nn: NearestNeighbours, labels: np.ndarray, num: int, share: float = 0.5,
-                     max_confused: int = 10) -> list[Group]:
+def confusion_groups(
+    nn: NearestNeighbours, labels: np.ndarray, num: int, share: float = 0.5, max_confused: int = 10
+) -> list[Group]:
     """The ``num`` test classes with most wrong 1-NN (ties by class id), each with the smallest prefix of
     its up-to-``max_confused`` most-confused classes (by count, ties by class id) whose cumulative share
     of its errors is > ``share``; all of them when no prefix passes (fixing the reference's fallback)."""
@@ -89,8 +90,15 @@ def confusion_groups(nn: NearestNeighbours, labels: np.ndarray, num: int, share:
         cut = passing[0] + 1 if len(passing) else len(conf)
         members = np.flatnonzero(mine & np.isin(nn.label, conf[:cut]))
         pairs = np.stack([members, nn.index[members]], 1).astype(np.int64)
-        groups.append(Group(cls=int(c), n_wrong=int(n_wrong), confused=conf[:cut].astype(np.int64),
-                            shares=cum[:cut], pairs=pairs))
+        groups.append(
+            Group(
+                cls=int(c),
+                n_wrong=int(n_wrong),
+                confused=conf[:cut].astype(np.int64),
+                shares=cum[:cut],
+                pairs=pairs,
+            )
+        )
     return groups
 
 
@@ -108,10 +116,10 @@ def missimilar_pairs(embeddings: np.ndarray, labels: np.ndarray, num: int, chunk
             continue
         zc = z[idx]
         for s in range(0, len(idx), chunk):
-            d = torch.cdist(zc[s:s + chunk], zc)
+            d = torch.cdist(zc[s : s + chunk], zc)
             best = d.max(1)
-            far[idx[s:s + chunk]] = idx[best.indices.numpy()]
-            dist[idx[s:s + chunk]] = best.values.double().numpy()
+            far[idx[s : s + chunk]] = idx[best.indices.numpy()]
+            dist[idx[s : s + chunk]] = best.values.double().numpy()
     pairs = np.sort(np.stack([np.arange(len(labels)), far], 1), axis=1)
     keep = np.isfinite(dist)
     pairs, dist = pairs[keep], dist[keep]

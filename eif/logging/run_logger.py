@@ -46,8 +46,13 @@ def wandb_dirs(wdir: Path) -> Path:
 
     wandb reads these variables at init time; this keeps all its bytes inside the run (or sweep) dir.
     """
-    for var, sub in (("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+    for var, sub in (
+        ("WANDB_DIR", ""),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ):
         (wdir / sub).mkdir(parents=True, exist_ok=True)
         os.environ[var] = str(wdir / sub)
     return wdir
@@ -62,9 +67,14 @@ class WandbLogger(RunLogger):
         os.environ["WANDB_MODE"] = str(cfg.logger.mode)
         lcfg = cfg.logger
         self.run = wandb.init(
-            project=lcfg.project, entity=lcfg.get("entity"), group=lcfg.get("group"),
-            job_type=lcfg.get("job_type"), name=lcfg.get("name"), tags=list(lcfg.get("tags") or []),
-            dir=str(wdir), mode=str(lcfg.mode),
+            project=lcfg.project,
+            entity=lcfg.get("entity"),
+            group=lcfg.get("group"),
+            job_type=lcfg.get("job_type"),
+            name=lcfg.get("name"),
+            tags=list(lcfg.get("tags") or []),
+            dir=str(wdir),
+            mode=str(lcfg.mode),
             config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
             settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
         )

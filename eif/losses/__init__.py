@@ -25,7 +25,13 @@ def build_loss(loss_cfg: Mapping[str, Any], num_classes: int, embedding_size: in
         k = int(loss_cfg["centers_per_class"])
         require(k >= 1, f"loss.centers_per_class must be >= 1, got {k}")
         require(float(loss_cfg["gamma"]) > 0, f"loss.gamma must be positive, got {loss_cfg['gamma']}")
-        return SoftTriple(num_classes, embedding_size, la=float(loss_cfg["la"]),
-                          gamma=float(loss_cfg["gamma"]), tau=float(loss_cfg["tau"]),
-                          margin=float(loss_cfg["margin"]), centers_per_class=k)
+        return SoftTriple(
+            num_classes,
+            embedding_size,
+            la=float(loss_cfg["la"]),
+            gamma=float(loss_cfg["gamma"]),
+            tau=float(loss_cfg["tau"]),
+            margin=float(loss_cfg["margin"]),
+            centers_per_class=k,
+        )
     raise EifError(f"loss.name must be proxynca_pp or softtriple, got {name!r}")

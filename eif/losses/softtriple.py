@@ -18,8 +18,16 @@ class SoftTriple(MetricLoss):
     sqrt(2 + eps - 2 cos(p_ck, p_ck')) / 2 (the reference's and PML's ``SparseCentersRegularizer``).
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, la: float = 20.0, gamma: float = 0.1,
-                 tau: float = 0.2, margin: float = 0.01, centers_per_class: int = 1) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        la: float = 20.0,
+        gamma: float = 0.1,
+        tau: float = 0.2,
+        margin: float = 0.01,
+        centers_per_class: int = 1,
+    ) -> None:
         super().__init__(num_classes, embedding_size, centers_per_class)
         self.la = float(la)
         self.gamma = float(gamma)

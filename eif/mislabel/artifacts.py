@@ -31,8 +31,13 @@ def load_train(embed_dir: Path) -> TrainSet:
     path = Path(embed_dir) / "train.npz"
     require(path.is_file(), f"{path} is missing: run the embed stage first")
     with np.load(path) as z:
-        return TrainSet(z["features"], z["embeddings"], z["labels"].astype(np.int64),
-                        z["clean_labels"].astype(np.int64), z["flipped"].astype(np.int64))
+        return TrainSet(
+            z["features"],
+            z["embeddings"],
+            z["labels"].astype(np.int64),
+            z["clean_labels"].astype(np.int64),
+            z["flipped"].astype(np.int64),
+        )
 
 
 def load_group_scores(influence_dir: Path, group: int) -> dict[str, np.ndarray]:
@@ -49,8 +54,11 @@ def load_group_scores(influence_dir: Path, group: int) -> dict[str, np.ndarray]:
         if not 0 <= group < scores.shape[0]:
             raise EifError(f"detect.group={group}, but the influence stage scored {scores.shape[0]} groups")
         out[method] = scores[group].astype(np.float64)
-    require(bool(out), f"{influence_dir} holds no group scores: run the influence stage with "
-                       "influence.kinds including group")
+    require(
+        bool(out),
+        f"{influence_dir} holds no group scores: run the influence stage with "
+        "influence.kinds including group",
+    )
     return out
 
 
@@ -60,5 +68,8 @@ def detection_seconds(influence_dir: Path) -> dict[str, float]:
     path = Path(influence_dir) / "influence.json"
     if not path.is_file():
         return {}
-    return {str(e["method"]): float(e["wall_seconds"]) for e in read_json(path)["analyses"]
-            if e["kind"] == "group"}
+    return {
+        str(e["method"]): float(e["wall_seconds"])
+        for e in read_json(path)["analyses"]
+        if e["kind"] == "group"
+    }

@@ -31,8 +31,10 @@ def detection_curve(order: np.ndarray, flipped: np.ndarray, n: int) -> tuple[np.
     ``order``: permutation of ``0..n-1``; ``flipped``: indices of the truly mislabelled samples.
     """
     order = np.asarray(order)
-    require(order.shape == (n,) and np.array_equal(np.sort(order), np.arange(n)),
-            f"a ranking must be a permutation of the {n} training indices")
+    require(
+        order.shape == (n,) and np.array_equal(np.sort(order), np.arange(n)),
+        f"a ranking must be a permutation of the {n} training indices",
+    )
     require(len(flipped) > 0, "detection curve needs at least one flipped sample")
     is_flip = np.zeros(n, dtype=bool)
     is_flip[np.asarray(flipped, dtype=np.int64)] = True
@@ -61,8 +63,13 @@ def summarise(rankings: dict[str, np.ndarray], flipped: np.ndarray, n: int) -> t
     for name, order in rankings.items():
         x, y = detection_curve(order, flipped, n)
         curves[name] = (x, y)
-        rows.append({"ranking": name, "area": curve_area(y),
-                     **{f"recall@{int(f * 100)}%": recall_at(y, f) for f in RECALL_AT}})
+        rows.append(
+            {
+                "ranking": name,
+                "area": curve_area(y),
+                **{f"recall@{int(f * 100)}%": recall_at(y, f) for f in RECALL_AT},
+            }
+        )
     return pd.DataFrame(rows), curves
 
 
@@ -79,7 +86,8 @@ def cleanlab_rankings(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, n
     labels = np.asarray(labels, dtype=np.int64)
     quality = get_label_quality_scores(labels, pred_probs)
     by_quality = np.argsort(quality, kind="stable")
-    issues = np.asarray(find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence"),
-                        dtype=np.int64)
+    issues = np.asarray(
+        find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence"), dtype=np.int64
+    )
     rest = by_quality[~np.isin(by_quality, issues)]
     return {"cleanlab_quality": by_quality, "cleanlab_issues": np.concatenate([issues, rest])}

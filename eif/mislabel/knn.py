@@ -39,8 +39,9 @@ class Neighbours:
     distances: np.ndarray
 
 
-def train_neighbours(embeddings: np.ndarray, k: int, queries: np.ndarray | None = None,
-                     batch_size: int = 8192) -> Neighbours:
+def train_neighbours(
+    embeddings: np.ndarray, k: int, queries: np.ndarray | None = None, batch_size: int = 8192
+) -> Neighbours:
     """Exact (flat L2) kNN of training points ``queries`` among all training ``embeddings`` (N, E).
 
     ``queries``: int indices into ``embeddings`` (default: all). Each query's own index is removed
@@ -54,7 +55,7 @@ def train_neighbours(embeddings: np.ndarray, k: int, queries: np.ndarray | None 
     index.add(emb)
     all_ids, all_d = [], []
     for start in range(0, q_idx.size, batch_size):
-        qi = q_idx[start:start + batch_size]
+        qi = q_idx[start : start + batch_size]
         d2, ids = index.search(emb[qi], k + 1)
         # Drop the query itself; when ties pushed it out of the k+1 results, drop the farthest one.
         drop = ids == qi[:, None]
@@ -81,8 +82,13 @@ def weighted_votes(nbrs: Neighbours, labels: np.ndarray, num_classes: int) -> np
     return votes / votes.sum(axis=1, keepdims=True)
 
 
-def recommend(embeddings: np.ndarray, labels: np.ndarray, num_classes: int,
-              queries: np.ndarray | None = None, k: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def recommend(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    queries: np.ndarray | None = None,
+    k: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Algorithm 1 on training points ``queries`` (default all).
 
     Returns ``(hard, soft, k)``: hard int64 (Q,) = argmax label, soft float64 (Q, C) = the normalised

@@ -18,8 +18,9 @@ def second_label_prediction(soft: np.ndarray, current: np.ndarray) -> np.ndarray
     return np.where(first == np.asarray(current), second, first)
 
 
-def relabel_accuracy(soft: np.ndarray, queries: np.ndarray, current: np.ndarray, clean: np.ndarray,
-                     flipped: np.ndarray) -> dict[str, float]:
+def relabel_accuracy(
+    soft: np.ndarray, queries: np.ndarray, current: np.ndarray, clean: np.ndarray, flipped: np.ndarray
+) -> dict[str, float]:
     """Table 2 accuracy of the recommendations ``soft`` (Q, C) for training samples ``queries`` (Q,).
 
     ``current`` / ``clean``: (N,) noisy and clean training labels; ``flipped``: indices of true flips.
@@ -37,21 +38,28 @@ def relabel_accuracy(soft: np.ndarray, queries: np.ndarray, current: np.ndarray,
     return {"flips_in_set": n, "strict": float(strict.mean()), "second_label": float(second.mean())}
 
 
-def review_table(queries: np.ndarray, soft: np.ndarray, current: np.ndarray, paths: list[str] | None,
-                 flag_score: np.ndarray) -> pd.DataFrame:
+def review_table(
+    queries: np.ndarray,
+    soft: np.ndarray,
+    current: np.ndarray,
+    paths: list[str] | None,
+    flag_score: np.ndarray,
+) -> pd.DataFrame:
     """The CSV a human reviews: one row per query, most harmful (highest ``flag_score``) first.
 
     ``paths``: image paths of the training set, or ``None`` for in-memory data ("index:<i>").
     """
     queries = np.asarray(queries, dtype=np.int64)
     rec = soft.argmax(axis=1)
-    frame = pd.DataFrame({
-        "sample_id": queries,
-        "image": [paths[i] for i in queries] if paths is not None else [f"index:{i}" for i in queries],
-        "current_label": np.asarray(current)[queries],
-        "recommended_label": rec,
-        "probability": soft[np.arange(queries.size), rec],
-        "score": np.asarray(flag_score, dtype=np.float64),
-    })
+    frame = pd.DataFrame(
+        {
+            "sample_id": queries,
+            "image": [paths[i] for i in queries] if paths is not None else [f"index:{i}" for i in queries],
+            "current_label": np.asarray(current)[queries],
+            "recommended_label": rec,
+            "probability": soft[np.arange(queries.size), rec],
+            "score": np.asarray(flag_score, dtype=np.float64),
+        }
+    )
     frame["changes_label"] = frame.current_label != frame.recommended_label
     return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)

@@ -35,8 +35,9 @@ def class_details(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -
     n = np.bincount(labels, minlength=num_classes)
     moved = labels != predicted
     # Sparse (C, C) relabel counts: InShop has 3,997 classes, a dense matrix would be 128 MB.
-    m = sparse.coo_matrix((np.ones(int(moved.sum())), (labels[moved], predicted[moved])),
-                          shape=(num_classes, num_classes)).tocsr()
+    m = sparse.coo_matrix(
+        (np.ones(int(moved.sum())), (labels[moved], predicted[moved])), shape=(num_classes, num_classes)
+    ).tocsr()
     m.sum_duplicates()
     relabelled = np.asarray(m.sum(axis=1)).ravel()
     top_frac = np.asarray(m.max(axis=1).todense()).ravel()
@@ -47,9 +48,18 @@ def class_details(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(n > 0, relabelled / np.maximum(n, 1), np.nan)
         frac = np.where(n > 0, top_frac / np.maximum(n, 1), np.nan)
-    return pd.DataFrame({"class": np.arange(num_classes), "n": n, "relabelled": relabelled.astype(np.int64),
-                         "p": p, "top_other": top_cls, "top_other_count": top_frac.astype(np.int64),
-                         "top_other_frac": frac, "entropy": entropy})
+    return pd.DataFrame(
+        {
+            "class": np.arange(num_classes),
+            "n": n,
+            "relabelled": relabelled.astype(np.int64),
+            "p": p,
+            "top_other": top_cls,
+            "top_other_count": top_frac.astype(np.int64),
+            "top_other_frac": frac,
+            "entropy": entropy,
+        }
+    )
 
 
 def categorise(details: pd.DataFrame, rule: str = "reference", th_h: float = 0.35) -> pd.Series:
@@ -63,8 +73,11 @@ def categorise(details: pd.DataFrame, rule: str = "reference", th_h: float = 0.3
     else:
         central = details.entropy.to_numpy() < th_h
     big, small = 10 * r >= n, 20 * r <= n
-    out = np.select([(r > 0) & big, (r > 0) & small, (r > 0) & ~big & ~small],
-                    [np.where(central, "centralized", "diversified"), "individual", "others"], default="")
+    out = np.select(
+        [(r > 0) & big, (r > 0) & small, (r > 0) & ~big & ~small],
+        [np.where(central, "centralized", "diversified"), "individual", "others"],
+        default="",
+    )
     return pd.Series(out, index=details.index, name="category")
 
 
@@ -76,9 +89,14 @@ def table5(details: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
     with_sugg = details.relabelled > 0
     moved = details.relabelled.sum()
     counts = categories[present].value_counts()
-    return pd.DataFrame([{
-        "classes": int(present.sum()), "total": int(with_sugg.sum()),
-        **{c: int(counts.get(c, 0)) for c in CATEGORIES},
-        "relabel_share_all": float(moved / details.n.sum()),
-        "relabel_share_suggested_classes": float(moved / max(details.n[with_sugg].sum(), 1)),
-    }])
+    return pd.DataFrame(
+        [
+            {
+                "classes": int(present.sum()),
+                "total": int(with_sugg.sum()),
+                **{c: int(counts.get(c, 0)) for c in CATEGORIES},
+                "relabel_share_all": float(moved / details.n.sum()),
+                "relabel_share_suggested_classes": float(moved / max(details.n[with_sugg].sum(), 1)),
+            }
+        ]
+    )

@@ -21,12 +21,16 @@ def build_model(model_cfg: Mapping[str, Any]) -> Embedder:
     feature_dim = int(model_cfg["feature_dim"])
     embedding_size = int(model_cfg["embedding_size"])
     pretrained = bool(model_cfg.get("pretrained", False))
-    require(in_channels >= 1 and feature_dim >= 1 and embedding_size >= 1,
-            f"model.in_channels, feature_dim and embedding_size must be positive, got "
-            f"{in_channels}, {feature_dim}, {embedding_size}")
+    require(
+        in_channels >= 1 and feature_dim >= 1 and embedding_size >= 1,
+        f"model.in_channels, feature_dim and embedding_size must be positive, got "
+        f"{in_channels}, {feature_dim}, {embedding_size}",
+    )
     if name == "resnet50":
-        require(feature_dim == RESNET50_FEATURE_DIM,
-                f"model.feature_dim must be {RESNET50_FEATURE_DIM} for resnet50, got {feature_dim}")
+        require(
+            feature_dim == RESNET50_FEATURE_DIM,
+            f"model.feature_dim must be {RESNET50_FEATURE_DIM} for resnet50, got {feature_dim}",
+        )
         return build_resnet50(pretrained, embedding_size, in_channels)
     if name == "small_cnn":
         require(not pretrained, "model.pretrained=true is not available for small_cnn (no weights exist)")

@@ -42,18 +42,20 @@ def convert_reference_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str,
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():
-        k = key[len("module."):] if key.startswith("module.") else key
+        k = key[len("module.") :] if key.startswith("module.") else key
         if k.startswith(_UNUSED_PREFIX):
             continue
         if k.startswith(_TRUNK_PREFIX):
-            out["trunk." + k[len(_TRUNK_PREFIX):]] = value
+            out["trunk." + k[len(_TRUNK_PREFIX) :]] = value
         elif k.startswith(_HEAD_PREFIX):
-            out["head." + k[len(_HEAD_PREFIX):]] = value
+            out["head." + k[len(_HEAD_PREFIX) :]] = value
         else:
             unknown.append(key)
     if unknown:
-        raise EifError(f"not a reference checkpoint: unexpected keys {unknown[:3]} (expected module.0.base.* "
-                       "and module.1.*)")
+        raise EifError(
+            f"not a reference checkpoint: unexpected keys {unknown[:3]} (expected module.0.base.* "
+            "and module.1.*)"
+        )
     return out
 
 
@@ -66,11 +68,16 @@ def load_reference_model(model: Embedder, path: str | os.PathLike) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in converted and not k.endswith(_OPTIONAL_SUFFIX)]
     unexpected = [k for k in converted if k not in expected]
-    wrong_shape = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in converted.items()
-                   if k in expected and v.shape != expected[k].shape]
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in converted.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if missing or unexpected or wrong_shape:
-        raise EifError(f"reference checkpoint {path} does not match the model: missing {missing[:3]}, "
-                       f"unexpected {unexpected[:3]}, wrong shapes {wrong_shape[:3]}")
+        raise EifError(
+            f"reference checkpoint {path} does not match the model: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shapes {wrong_shape[:3]}"
+        )
     model.load_state_dict(converted, strict=False)
 
 
@@ -81,14 +88,20 @@ def load_reference_proxies(proxies: torch.nn.Parameter, path: str | os.PathLike)
     if not isinstance(value, torch.Tensor):
         raise EifError(f"reference proxy file {path} must hold {{'proxies': tensor}}")
     if value.shape != proxies.shape:
-        raise EifError(f"reference proxies in {path} have shape {tuple(value.shape)}, the loss expects "
-                       f"{tuple(proxies.shape)} (num_classes * centers_per_class, embedding_size)")
+        raise EifError(
+            f"reference proxies in {path} have shape {tuple(value.shape)}, the loss expects "
+            f"{tuple(proxies.shape)} (num_classes * centers_per_class, embedding_size)"
+        )
     with torch.no_grad():
         proxies.copy_(value.detach())
 
 
-def load_reference_checkpoint(model_path: str | os.PathLike, proxy_path: str | os.PathLike | None,
-                              model: Embedder, loss: MetricLoss | None = None) -> None:
+def load_reference_checkpoint(
+    model_path: str | os.PathLike,
+    proxy_path: str | os.PathLike | None,
+    model: Embedder,
+    loss: MetricLoss | None = None,
+) -> None:
     """Load a reference model checkpoint into ``model`` and its ``proxy.pth`` into ``loss.proxies``."""
     if (loss is None) != (proxy_path is None):
         raise EifError("give both the loss and the reference proxy.pth, or neither")

@@ -18,16 +18,22 @@ def to_png(fig: plt.Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def detection_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], areas: dict[str, float],
-                     title: str) -> bytes:
+def detection_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], areas: dict[str, float], title: str
+) -> bytes:
     """Paper Fig. 2: fraction of true flips found (y) against fraction of training data inspected (x)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for name, (x, y) in curves.items():
         style = {"color": "0.5", "ls": "--"} if name == "random" else {}
         ax.plot(x, y, label=f"{name} (area {areas[name]:.3f})", lw=1.6, **style)
     ax.plot([0, 1], [0, 1], color="0.85", lw=0.8, zorder=0)
-    ax.set(xlabel="fraction of training data inspected", ylabel="fraction of mislabelled samples found",
-           xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.set(
+        xlabel="fraction of training data inspected",
+        ylabel="fraction of mislabelled samples found",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=title,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return to_png(fig)

@@ -65,13 +65,16 @@ def figure(png: bytes, caption: str, css_class: str = "", width: int | None = No
 
 def table(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
     """An HTML table; floats formatted with ``floatfmt``, NaN shown as an empty cell."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return "" if v != v else floatfmt.format(v)
         return esc(v)
+
     head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -82,5 +85,7 @@ def section(title: str, body: str) -> str:
 
 def page(title: str, sections: Sequence[str], subtitle: str = "") -> str:
     sub = f'<p class="muted">{esc(subtitle)}</p>' if subtitle else ""
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{sub}{''.join(sections)}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{sub}{''.join(sections)}</body></html>\n"
+    )

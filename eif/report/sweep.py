@@ -29,8 +29,12 @@ IDENT = ("dataset", "loss", "noise", "seed")
 
 def _job_identity(job_dir: Path) -> dict[str, Any]:
     cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    return {"dataset": cfg.dataset.name, "loss": cfg.loss.name, "noise": cfg.noise.name,
-            "seed": int(cfg.seed)}
+    return {
+        "dataset": cfg.dataset.name,
+        "loss": cfg.loss.name,
+        "noise": cfg.noise.name,
+        "seed": int(cfg.seed),
+    }
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -52,17 +56,38 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
         seen.append(ident)
         acc = info["accuracy"]
         for r in runtime.itertuples(index=False):
-            rows.append({**ident, "method": r.method, "status": "ok", "job": job.name,
-                         "report": f"{job.name}/report.html" if (job / "report.html").is_file() else "",
-                         "strict": acc["strict"], "second_label": acc["second_label"],
-                         "detection_s": r.detection_s, "recommendation_s": r.recommendation_s})
+            rows.append(
+                {
+                    **ident,
+                    "method": r.method,
+                    "status": "ok",
+                    "job": job.name,
+                    "report": f"{job.name}/report.html" if (job / "report.html").is_file() else "",
+                    "strict": acc["strict"],
+                    "second_label": acc["second_label"],
+                    "detection_s": r.detection_s,
+                    "recommendation_s": r.recommendation_s,
+                }
+            )
     for ov in expected_jobs(sweep_dir):
         ident = {k: ov.get(k) for k in IDENT}
         # A job matches on the keys the sweep sets (the rest come from the config defaults).
         if not any(all(str(s[k]) == str(ov[k]) for k in IDENT if k in ov) for s in seen):
             rows.append({**ident, "method": "EIF", "status": "missing"})
-    return pd.DataFrame(rows, columns=[*IDENT, "method", "status", "job", "report", "strict", "second_label",
-                                       "detection_s", "recommendation_s"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            *IDENT,
+            "method",
+            "status",
+            "job",
+            "report",
+            "strict",
+            "second_label",
+            "detection_s",
+            "recommendation_s",
+        ],
+    )
 
 
 def _mean_std(x: pd.Series, digits: int) -> str:
@@ -99,14 +124,23 @@ def aggregate(sweep_dir: str | Path) -> pd.DataFrame:
         f"<tr><td>{html.esc(r.dataset)}</td><td>{html.esc(r.loss)}</td><td>{html.esc(r.noise)}</td>"
         f"<td>{html.esc(r.seed)}</td><td>{html.esc(r.status)}</td><td>"
         + (f'<a href="{html.esc(r.report)}">report</a>' if isinstance(r.report, str) and r.report else "")
-        + "</td></tr>" for r in jobs.itertuples(index=False))
-    runs = ("<table><thead><tr><th>dataset</th><th>loss</th><th>noise</th><th>seed</th><th>status</th>"
-            f"<th>report</th></tr></thead><tbody>{links}</tbody></table>")
-    page = html.page(f"eif sweep {sweep_dir.name}", [
-        html.section("Table 2: relabel accuracy (%), reference second-label rule", html.table(t2)),
-        html.section("Table 2 (strict: top-1 equals the clean label)", html.table(t2s)),
-        html.section("Table 3: runtime (s)", html.table(t3)),
-        html.section("Runs", runs)], "missing jobs are empty cells")
+        + "</td></tr>"
+        for r in jobs.itertuples(index=False)
+    )
+    runs = (
+        "<table><thead><tr><th>dataset</th><th>loss</th><th>noise</th><th>seed</th><th>status</th>"
+        f"<th>report</th></tr></thead><tbody>{links}</tbody></table>"
+    )
+    page = html.page(
+        f"eif sweep {sweep_dir.name}",
+        [
+            html.section("Table 2: relabel accuracy (%), reference second-label rule", html.table(t2)),
+            html.section("Table 2 (strict: top-1 equals the clean label)", html.table(t2s)),
+            html.section("Table 3: runtime (s)", html.table(t3)),
+            html.section("Runs", runs),
+        ],
+        "missing jobs are empty cells",
+    )
     write_text(sweep_dir / "index.html", page)
     return long
 

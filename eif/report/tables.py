@@ -11,10 +11,12 @@ from eif.utils.io import write_text
 
 def markdown(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
     """A GitHub-flavoured markdown table; NaN becomes an empty cell."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return "" if v != v else floatfmt.format(v)
         return str(v).replace("|", "\\|")
+
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]

@@ -31,8 +31,14 @@ class AdamState:
 
 
 @torch.no_grad()
-def adam_step(param: torch.Tensor, grad: torch.Tensor, state: AdamState, lr: float,
-              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+def adam_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: AdamState,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
     """One Adam update of ``param`` in place (no weight decay, no amsgrad), as ``torch.optim.Adam``.
 
     ``param`` and ``grad`` have any shape, e.g. (H, E, D) for H heads. Every operation writes into
@@ -43,8 +49,8 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, state: AdamState, lr: flo
     state.step += 1
     state.exp_avg.lerp_(grad, 1.0 - beta1)
     state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    bias1 = 1.0 - beta1 ** state.step
-    bias2_sqrt = (1.0 - beta2 ** state.step) ** 0.5
+    bias1 = 1.0 - beta1**state.step
+    bias2_sqrt = (1.0 - beta2**state.step) ** 0.5
     torch.sqrt(state.exp_avg_sq, out=state.denom)
     state.denom.div_(bias2_sqrt).add_(eps)
     param.addcdiv_(state.exp_avg, state.denom, value=-lr / bias1)

@@ -18,7 +18,8 @@ def pair_distance(w: torch.Tensor, bias: torch.Tensor, fa: torch.Tensor, fb: tor
     return (za - zb).pow(2).sum(-1)
 
 
-def confusion_distance(w: torch.Tensor, bias: torch.Tensor, test_features: torch.Tensor,
-                       pairs: torch.Tensor) -> torch.Tensor:
+def confusion_distance(
+    w: torch.Tensor, bias: torch.Tensor, test_features: torch.Tensor, pairs: torch.Tensor
+) -> torch.Tensor:
     """Mean d over a confusion's pairs: ``pairs`` int (P, 2) test indices, ``w`` (..., E, D) -> (...)."""
     return pair_distance(w, bias, test_features[pairs[:, 0]], test_features[pairs[:, 1]]).mean(-1)

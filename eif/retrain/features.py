@@ -29,14 +29,23 @@ def batches_from_indices(batches: Sequence[Batch], features: np.ndarray, labels:
     idx = np.array([i for b in batches for i, _ in b], dtype=np.int64)
     seeds = np.array([s for b in batches for _, s in b], dtype=np.int64)
     ptr = np.concatenate([[0], np.cumsum([len(b) for b in batches])]).astype(np.int64)
-    return EpochBatches(np.ascontiguousarray(features[idx], dtype=np.float32),
-                        np.asarray(labels, dtype=np.int64)[idx], idx, seeds, ptr)
+    return EpochBatches(
+        np.ascontiguousarray(features[idx], dtype=np.float32),
+        np.asarray(labels, dtype=np.int64)[idx],
+        idx,
+        seeds,
+        ptr,
+    )
 
 
 @torch.no_grad()
-def augmented_epoch(trunk: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset,
-                    batches: Sequence[Batch], device: torch.device | str = "cpu",
-                    num_workers: int = 0) -> EpochBatches:
+def augmented_epoch(
+    trunk: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    batches: Sequence[Batch],
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+) -> EpochBatches:
     """Run ``trunk`` (e.g. ``Embedder.features`` in eval mode) over ``batches`` of ``dataset``.
 
     ``dataset[(i, seed)]`` must return ``(image, label, i)`` with the augmentation a pure function of
@@ -44,8 +53,12 @@ def augmented_epoch(trunk: Callable[[torch.Tensor], torch.Tensor], dataset: Data
     the same device. Returns features (M, D) in batch order.
     """
     batches = [list(b) for b in batches]
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                        pin_memory=torch.device(device).type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda",
+    )
     feats, labels, index = [], [], []
     for x, y, i in loader:
         feats.append(trunk(x.to(device, non_blocking=True)).float().cpu())

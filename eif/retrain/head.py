@@ -46,8 +46,13 @@ class EpochBatches:
         return len(self.batch_ptr) - 1
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"features": self.features, "labels": self.labels, "indices": self.indices,
-                "aug_seeds": self.aug_seeds, "batch_ptr": self.batch_ptr}
+        return {
+            "features": self.features,
+            "labels": self.labels,
+            "indices": self.indices,
+            "aug_seeds": self.aug_seeds,
+            "batch_ptr": self.batch_ptr,
+        }
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> EpochBatches:
@@ -64,9 +69,16 @@ class RetrainConfig:
     clip_grad_value: float | None = 10.0
 
 
-def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, epoch: EpochBatches,
-                  per_sample: PerSample, cfg: RetrainConfig, device: torch.device | str = "cpu",
-                  heads_per_chunk: int | None = None) -> torch.Tensor:
+def retrain_heads(
+    w0: torch.Tensor,
+    bias: torch.Tensor,
+    weights: torch.Tensor,
+    epoch: EpochBatches,
+    per_sample: PerSample,
+    cfg: RetrainConfig,
+    device: torch.device | str = "cpu",
+    heads_per_chunk: int | None = None,
+) -> torch.Tensor:
     """Re-train H copies of the head weight ``w0`` (E, D), copy h with sample weights ``weights[h]``.
 
     ``weights`` (H, N_train) is indexed by training-set position. Each step computes
@@ -78,8 +90,10 @@ def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, e
     """
     require(weights.ndim == 2, f"weights must be (heads, train samples), got {tuple(weights.shape)}")
     n_train = weights.shape[1]
-    require(int(epoch.indices.max(initial=-1)) < n_train,
-            f"epoch batches index sample {int(epoch.indices.max())} but weights cover {n_train} samples")
+    require(
+        int(epoch.indices.max(initial=-1)) < n_train,
+        f"epoch batches index sample {int(epoch.indices.max())} but weights cover {n_train} samples",
+    )
     device = torch.device(device)
     feats = torch.as_tensor(epoch.features, dtype=torch.float32).to(device)
     labels = torch.as_tensor(epoch.labels, dtype=torch.long).to(device)
@@ -91,12 +105,12 @@ def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, e
     chunk = n_heads if heads_per_chunk is None else max(1, int(heads_per_chunk))
     out = []
     for start in range(0, n_heads, chunk):
-        sw = weights[start:start + chunk].to(device, torch.float32)
+        sw = weights[start : start + chunk].to(device, torch.float32)
         w = w0.expand(sw.shape[0], *w0.shape).clone()
         state = AdamState.zeros_like(w)
         grad = torch.empty_like(w)
         for t in range(len(ptr) - 1):
-            f, y, i = feats[ptr[t]:ptr[t + 1]], labels[ptr[t]:ptr[t + 1]], index[ptr[t]:ptr[t + 1]]
+            f, y, i = feats[ptr[t] : ptr[t + 1]], labels[ptr[t] : ptr[t + 1]], index[ptr[t] : ptr[t + 1]]
             # Autograd only up to the head outputs z; dL/dW = dL/dz^T f is written into one buffer.
             z = torch.einsum("bd,hed->hbe", f, w).add_(bias).requires_grad_(True)
             loss = (sw[:, i] * per_sample(z, y)).mean(dim=1)  # (H,)
@@ -107,4 +121,3 @@ def retrain_heads(w0: torch.Tensor, bias: torch.Tensor, weights: torch.Tensor, e
             adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
         out.append(w.cpu())
     return torch.cat(out)
-

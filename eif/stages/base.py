@@ -91,16 +91,24 @@ class Context:
         key = spec_key(spec)
         t0 = time.perf_counter()
         directory, computed = self.store.get_or_compute(
-            name, key, spec, lambda d: st.compute(self, d),
-            provenance={**provenance(), "config": plain(self.cfg)})
+            name,
+            key,
+            spec,
+            lambda d: st.compute(self, d),
+            provenance={**provenance(), "config": plain(self.cfg)},
+        )
         elapsed = time.perf_counter() - t0
         if computed:
             self.timings[name] = elapsed
             log.info("stage %s computed in %.1f s -> %s", name, elapsed, directory)
         else:
             created = read_json(directory / MANIFEST).get("created")
-            log.info("stage %s: reusing %s (finished %s)", name, directory,
-                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "earlier")
+            log.info(
+                "stage %s: reusing %s (finished %s)",
+                name,
+                directory,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "earlier",
+            )
         self.outputs[name] = directory
         link_artifacts(directory, self.run_dir / "artifacts" / name)
         if st.publish is not None:

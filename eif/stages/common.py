@@ -26,9 +26,14 @@ def without(node: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
 def train_fields(cfg: DictConfig) -> dict[str, Any]:
     """The config values a trained model depends on."""
     model = plain(cfg.model)
-    return {"dataset": without(cfg.dataset, _DATASET_NOT_KEYED), "model": model, "loss": plain(cfg.loss),
-            "noise": {"fraction": float(cfg.noise.fraction), "rule": str(cfg.noise.rule)},
-            "seed": int(cfg.seed), "train": without(cfg.train, _TRAIN_NOT_KEYED)}
+    return {
+        "dataset": without(cfg.dataset, _DATASET_NOT_KEYED),
+        "model": model,
+        "loss": plain(cfg.loss),
+        "noise": {"fraction": float(cfg.noise.fraction), "rule": str(cfg.noise.rule)},
+        "seed": int(cfg.seed),
+        "train": without(cfg.train, _TRAIN_NOT_KEYED),
+    }
 
 
 def load_trained(train_dir: Path, cfg: DictConfig, device: torch.device):
@@ -45,6 +50,7 @@ def load_trained(train_dir: Path, cfg: DictConfig, device: torch.device):
         model.load_state_dict(ck["model"])
         loss.load_state_dict(ck["loss"])
     except RuntimeError as err:
-        raise EifError(f"{train_dir / 'model.pt'} does not match the configured model: "
-                       f"{str(err).splitlines()[0]}") from err
+        raise EifError(
+            f"{train_dir / 'model.pt'} does not match the configured model: {str(err).splitlines()[0]}"
+        ) from err
     return model.to(device).eval(), loss.to(device).eval(), ck

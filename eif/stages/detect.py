@@ -41,8 +41,8 @@ def per_sample_losses(ctx: Context, features: np.ndarray, labels: np.ndarray, ba
     out = []
     with torch.no_grad():
         for s in range(0, len(labels), batch_size):
-            f = torch.from_numpy(features[s:s + batch_size]).to(ctx.device)
-            y = torch.from_numpy(labels[s:s + batch_size]).to(ctx.device)
+            f = torch.from_numpy(features[s : s + batch_size]).to(ctx.device)
+            y = torch.from_numpy(labels[s : s + batch_size]).to(ctx.device)
             out.append(loss.per_sample(model.head(f), y).double().cpu().numpy())
     return np.concatenate(out)
 
@@ -54,8 +54,13 @@ def _compute(ctx: Context, out: Path) -> None:
     tr = load_train(ctx.require("embed"))
     n = tr.labels.size
     if tr.flipped.size == 0:
-        write_json(out / "detect.json", {"skipped": True, "reason": "no label noise in this run "
-                                         f"(noise={ctx.cfg.noise.name}): nothing to detect"})
+        write_json(
+            out / "detect.json",
+            {
+                "skipped": True,
+                "reason": f"no label noise in this run (noise={ctx.cfg.noise.name}): nothing to detect",
+            },
+        )
         return
     scores = load_group_scores(ctx.require("influence"), int(cfg.group))
     rankings: dict[str, np.ndarray] = {}
@@ -73,8 +78,16 @@ def _compute(ctx: Context, out: Path) -> None:
     title = f"{ctx.cfg.dataset.name}, {ctx.cfg.loss.name}: {tr.flipped.size} of {n} labels flipped"
     areas = dict(zip(table.ranking, table.area))
     write_bytes(out / "detection_curves.png", detection_curves(curves, areas, title))
-    write_json(out / "detect.json", {"skipped": False, "group": int(cfg.group), "n_train": n,
-                                     "n_flipped": int(tr.flipped.size), "cleanlab_knn_k": k})
+    write_json(
+        out / "detect.json",
+        {
+            "skipped": False,
+            "group": int(cfg.group),
+            "n_train": n,
+            "n_flipped": int(tr.flipped.size),
+            "cleanlab_knn_k": k,
+        },
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
@@ -84,12 +97,16 @@ def _publish(ctx: Context, out: Path) -> None:
         print(f"detect: skipped, {info['reason']}", flush=True)
         return
     table = pd.read_csv(out / "detection.csv")
-    print(f"mislabel detection ({info['n_flipped']} flips in {info['n_train']}):\n"
-          + table.to_string(index=False, float_format="%.3f"), flush=True)
+    print(
+        f"mislabel detection ({info['n_flipped']} flips in {info['n_train']}):\n"
+        + table.to_string(index=False, float_format="%.3f"),
+        flush=True,
+    )
     ctx.logger.table("detect/detection", table)
     ctx.logger.image("detect/detection_curves", out / "detection_curves.png")
     ctx.logger.summary({f"detect/area_{r}": a for r, a in zip(table.ranking, table.area)})
 
 
-STAGE = Stage(name="detect", deps=("train", "embed", "influence"), fields=_fields, compute=_compute,
-              publish=_publish)
+STAGE = Stage(
+    name="detect", deps=("train", "embed", "influence"), fields=_fields, compute=_compute, publish=_publish
+)

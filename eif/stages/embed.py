@@ -51,21 +51,37 @@ def _compute(ctx: Context, out: Path) -> None:
     for name, ds in splits.items():
         feats, embs = predict(model, ds.with_transform(tf), bs, ctx.device, desc=f"embed {name}")
         extra = {"flipped": np.asarray(data.noise.flipped, np.int64)} if name == "train" else {}
-        save_npz(out / f"{name}.npz", features=feats, embeddings=embs,
-                 labels=np.asarray(ds.labels, np.int64), clean_labels=np.asarray(ds.clean_labels, np.int64),
-                 **extra)
+        save_npz(
+            out / f"{name}.npz",
+            features=feats,
+            embeddings=embs,
+            labels=np.asarray(ds.labels, np.int64),
+            clean_labels=np.asarray(ds.clean_labels, np.int64),
+            **extra,
+        )
         sizes[name] = int(len(ds))
-    write_json(out / "embed.json", {"sizes": sizes, "transform": which,
-                                    "feature_dim": int(model.head.in_features),
-                                    "embedding_dim": int(model.head.out_features),
-                                    "train_class_names": list(data.train_class_names),
-                                    "test_class_names": list(data.test_class_names)})
+    write_json(
+        out / "embed.json",
+        {
+            "sizes": sizes,
+            "transform": which,
+            "feature_dim": int(model.head.in_features),
+            "embedding_dim": int(model.head.out_features),
+            "train_class_names": list(data.train_class_names),
+            "test_class_names": list(data.test_class_names),
+        },
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
     info = read_json(out / "embed.json")
-    log.info("embed: cached features %s (D=%d, E=%d) in %s", info["sizes"], info["feature_dim"],
-             info["embedding_dim"], out)
+    log.info(
+        "embed: cached features %s (D=%d, E=%d) in %s",
+        info["sizes"],
+        info["feature_dim"],
+        info["embedding_dim"],
+        out,
+    )
     ctx.logger.summary({f"embed/n_{k}": v for k, v in info["sizes"].items()})
 
 

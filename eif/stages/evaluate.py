@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def _fields(cfg: DictConfig) -> dict:
-    return {"evaluate": {k: v for k, v in plain(cfg.evaluate).items() if k != "batch_size"},
-            "eval_transform": plain(cfg.dataset.transforms.eval)}
+    return {
+        "evaluate": {k: v for k, v in plain(cfg.evaluate).items() if k != "batch_size"},
+        "eval_transform": plain(cfg.dataset.transforms.eval),
+    }
 
 
 def _compute(ctx: Context, out: Path) -> None:
@@ -38,14 +40,28 @@ def _compute(ctx: Context, out: Path) -> None:
     if data.query is not None and data.gallery is not None:
         _, q = predict(model, data.query.with_transform(tf), bs, ctx.device, desc="embed query")
         _, g = predict(model, data.gallery.with_transform(tf), bs, ctx.device, desc="embed gallery")
-        metrics = evaluate_query_gallery(q, data.query.labels, g, data.gallery.labels, ks,
-                                         with_nmi=bool(ecfg.nmi), with_map_at_r=bool(ecfg.map_at_r),
-                                         map_metric=str(ecfg.map_metric), seed=int(cfg.seed))
+        metrics = evaluate_query_gallery(
+            q,
+            data.query.labels,
+            g,
+            data.gallery.labels,
+            ks,
+            with_nmi=bool(ecfg.nmi),
+            with_map_at_r=bool(ecfg.map_at_r),
+            map_metric=str(ecfg.map_metric),
+            seed=int(cfg.seed),
+        )
     else:
         _, emb = predict(model, data.test.with_transform(tf), bs, ctx.device, desc="embed test")
-        metrics = evaluate_embeddings(emb, data.test.labels, ks, with_nmi=bool(ecfg.nmi),
-                                      with_map_at_r=bool(ecfg.map_at_r), map_metric=str(ecfg.map_metric),
-                                      seed=int(cfg.seed))
+        metrics = evaluate_embeddings(
+            emb,
+            data.test.labels,
+            ks,
+            with_nmi=bool(ecfg.nmi),
+            with_map_at_r=bool(ecfg.map_at_r),
+            map_metric=str(ecfg.map_metric),
+            seed=int(cfg.seed),
+        )
     write_json(out / "metrics.json", metrics)
 
 

@@ -36,9 +36,12 @@ METHODS = ("eif", "if")
 
 def _fields(cfg: DictConfig) -> dict:
     c = plain(cfg.influence)
-    return {"methods": c["methods"], "kinds": c["kinds"],
-            "eif": {k: v for k, v in c["eif"].items() if k not in _SPEED_ONLY},
-            "if": {k: v for k, v in c["if"].items() if k not in _SPEED_ONLY}}
+    return {
+        "methods": c["methods"],
+        "kinds": c["kinds"],
+        "eif": {k: v for k, v in c["eif"].items() if k not in _SPEED_ONLY},
+        "if": {k: v for k, v in c["if"].items() if k not in _SPEED_ONLY},
+    }
 
 
 def _confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray], float]:
@@ -62,15 +65,22 @@ def _load(ctx: Context) -> dict:
     embed = ctx.require("embed")
     train, test = np.load(embed / "train.npz"), np.load(embed / "test.npz")
     dev = ctx.device
-    t = {"w": w.to(dev), "b": b.to(dev), "task": ConfusionTask.from_loss(loss.float().to(dev).eval()),
-         "ftr": torch.from_numpy(train["features"]).float().to(dev),
-         "ytr": torch.from_numpy(train["labels"]).long().to(dev),
-         "fte": torch.from_numpy(test["features"]).float().to(dev)}
+    t = {
+        "w": w.to(dev),
+        "b": b.to(dev),
+        "task": ConfusionTask.from_loss(loss.float().to(dev).eval()),
+        "ftr": torch.from_numpy(train["features"]).float().to(dev),
+        "ytr": torch.from_numpy(train["labels"]).long().to(dev),
+        "fte": torch.from_numpy(test["features"]).float().to(dev),
+    }
     check = t["fte"][:256] @ t["w"].T + t["b"]
     ref = torch.from_numpy(test["embeddings"][:256]).float().to(dev)
     err = float((check - ref).norm() / ref.norm().clamp_min(1e-12))
-    require(err < 1e-3, f"embed/test.npz embeddings are not features @ W^T + b of the trained head "
-                        f"(relative error {err:.2g}): the embed and train artifacts do not belong together")
+    require(
+        err < 1e-3,
+        f"embed/test.npz embeddings are not features @ W^T + b of the trained head "
+        f"(relative error {err:.2g}): the embed and train artifacts do not belong together",
+    )
     return t
 
 
@@ -101,8 +111,12 @@ def _compute(ctx: Context, out: Path) -> None:
                 args = (t["task"], t["ftr"], t["ytr"], t["w"], t["b"], t["fte"], batch)
                 if method == "eif":
                     r = empirical_influence(*args, eif_cfg, progress=bool(c.progress))
-                    extra = {"d_theta": r.d_theta, "delta_d": r.delta_d, "theta_norm": r.theta_norm,
-                             "steps": r.steps}
+                    extra = {
+                        "d_theta": r.d_theta,
+                        "delta_d": r.delta_d,
+                        "theta_norm": r.theta_norm,
+                        "steps": r.steps,
+                    }
                 else:
                     r = classic_influence(*args, if_cfg, progress=bool(c.progress))
                     # The LiSSA scale actually used (resolves if.scale=auto).
@@ -111,16 +125,35 @@ def _compute(ctx: Context, out: Path) -> None:
             scores = r.scores.float().cpu().numpy()
             require(bool(np.isfinite(scores).all()), f"influence {method} on {kind}: non-finite scores")
             fname = f"{kind}_{method}.npz"
-            save_npz(out / fname, scores=scores, d0=r.d0.cpu().numpy(), **split_by_sign(scores), **common,
-                     **{k: v.cpu().numpy() for k, v in extra.items()})
-            entries.append({"kind": str(kind), "method": str(method), "file": fname,
-                            "num_confusions": len(pairs), "wall_seconds": wall})
+            save_npz(
+                out / fname,
+                scores=scores,
+                d0=r.d0.cpu().numpy(),
+                **split_by_sign(scores),
+                **common,
+                **{k: v.cpu().numpy() for k, v in extra.items()},
+            )
+            entries.append(
+                {
+                    "kind": str(kind),
+                    "method": str(method),
+                    "file": fname,
+                    "num_confusions": len(pairs),
+                    "wall_seconds": wall,
+                }
+            )
             log.info("influence %s on %d %s confusions: %.1f s", method, len(pairs), kind, wall)
     if not entries:
         raise EifError("influence: nothing to analyse (no confusions of the requested kinds)")
-    write_json(out / "influence.json", {
-        "analyses": entries, "n_train": int(len(t["ytr"])), "settings": plain(c),
-        "sign": "positive = harmful (the training sample makes the test error worse), negative = helpful"})
+    write_json(
+        out / "influence.json",
+        {
+            "analyses": entries,
+            "n_train": int(len(t["ytr"])),
+            "settings": plain(c),
+            "sign": "positive = harmful (the training sample makes the test error worse), negative = helpful",
+        },
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
@@ -131,15 +164,27 @@ def _publish(ctx: Context, out: Path) -> None:
         ctx.logger.summary({f"influence/{e['kind']}_{e['method']}_seconds": e["wall_seconds"]})
         n_harm, n_help = np.diff(arr["harmful_offsets"]), np.diff(arr["helpful_offsets"])
         for k in range(e["num_confusions"]):
-            row = {"kind": e["kind"], "method": e["method"], "confusion": k, "d0": float(arr["d0"][k]),
-                   "n_harmful": int(n_harm[k]), "n_helpful": int(n_help[k])}
+            row = {
+                "kind": e["kind"],
+                "method": e["method"],
+                "confusion": k,
+                "d0": float(arr["d0"][k]),
+                "n_harmful": int(n_harm[k]),
+                "n_helpful": int(n_help[k]),
+            }
             if e["method"] == "eif":
                 row.update(delta_d=float(arr["delta_d"][k, 0]), steps=int(arr["steps"][k, 0]))
             rows.append(row)
-        log.info("influence %s/%s: %d confusions in %.1f s", e["kind"], e["method"], e["num_confusions"],
-                 e["wall_seconds"])
+        log.info(
+            "influence %s/%s: %d confusions in %.1f s",
+            e["kind"],
+            e["method"],
+            e["num_confusions"],
+            e["wall_seconds"],
+        )
     ctx.logger.table("influence/confusions", pd.DataFrame(rows))
 
 
-STAGE = Stage(name="influence", deps=("train", "embed", "mine"), fields=_fields, compute=_compute,
-              publish=_publish)
+STAGE = Stage(
+    name="influence", deps=("train", "embed", "mine"), fields=_fields, compute=_compute, publish=_publish
+)

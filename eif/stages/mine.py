@@ -54,36 +54,68 @@ def _compute(ctx: Context, out: Path) -> None:
     groups = confusion_groups(nn, labels, int(m.num_groups), float(m.share), int(m.max_confused))
     missim = missimilar_pairs(z, labels, int(m.num_missim))
     gpairs = [g.pairs for g in groups]
-    save_npz(out / "mine.npz", nn_index=nn.index, nn_label=nn.label, nn_dist=nn.dist, labels=labels,
-             pairs=pairs.reshape(-1, 2), pair_d=pair_distance(z, pairs),
-             group_class=np.array([g.cls for g in groups], np.int64),
-             group_n_wrong=np.array([g.n_wrong for g in groups], np.int64),
-             group_d=np.array([pair_distance(z, p).mean() for p in gpairs], np.float64),
-             group_pair_offsets=_offsets(gpairs),
-             group_pairs=np.concatenate(gpairs).reshape(-1, 2) if groups else np.zeros((0, 2), np.int64),
-             group_confused_offsets=_offsets([g.confused for g in groups]),
-             group_confused=np.concatenate([g.confused for g in groups] or [np.zeros(0, np.int64)]),
-             group_confused_share=np.concatenate([g.shares for g in groups] or [np.zeros(0)]),
-             missim=missim.reshape(-1, 2), missim_d=pair_distance(z, missim))
+    save_npz(
+        out / "mine.npz",
+        nn_index=nn.index,
+        nn_label=nn.label,
+        nn_dist=nn.dist,
+        labels=labels,
+        pairs=pairs.reshape(-1, 2),
+        pair_d=pair_distance(z, pairs),
+        group_class=np.array([g.cls for g in groups], np.int64),
+        group_n_wrong=np.array([g.n_wrong for g in groups], np.int64),
+        group_d=np.array([pair_distance(z, p).mean() for p in gpairs], np.float64),
+        group_pair_offsets=_offsets(gpairs),
+        group_pairs=np.concatenate(gpairs).reshape(-1, 2) if groups else np.zeros((0, 2), np.int64),
+        group_confused_offsets=_offsets([g.confused for g in groups]),
+        group_confused=np.concatenate([g.confused for g in groups] or [np.zeros(0, np.int64)]),
+        group_confused_share=np.concatenate([g.shares for g in groups] or [np.zeros(0)]),
+        missim=missim.reshape(-1, 2),
+        missim_d=pair_distance(z, missim),
+    )
     n_wrong = int(nn.wrong(labels).sum())
-    write_json(out / "mine.json", {"n_test": int(len(labels)), "n_wrong": n_wrong,
-                                   "recall_at_1": 1 - n_wrong / len(labels), "n_pairs": int(len(pairs)),
-                                   "n_groups": len(groups), "n_missim": int(len(missim)),
-                                   "settings": plain(m)})
+    write_json(
+        out / "mine.json",
+        {
+            "n_test": int(len(labels)),
+            "n_wrong": n_wrong,
+            "recall_at_1": 1 - n_wrong / len(labels),
+            "n_pairs": int(len(pairs)),
+            "n_groups": len(groups),
+            "n_missim": int(len(missim)),
+            "settings": plain(m),
+        },
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
     info = read_json(out / "mine.json")
     require(info["n_pairs"] > 0, "mine found no confusion pairs (every test 1-NN has the right label)")
     arr = np.load(out / "mine.npz")
-    log.info("mine: %d of %d test samples have a wrong 1-NN; %d pairs, %d groups, %d mis-similar pairs",
-             info["n_wrong"], info["n_test"], info["n_pairs"], info["n_groups"], info["n_missim"])
+    log.info(
+        "mine: %d of %d test samples have a wrong 1-NN; %d pairs, %d groups, %d mis-similar pairs",
+        info["n_wrong"],
+        info["n_test"],
+        info["n_pairs"],
+        info["n_groups"],
+        info["n_missim"],
+    )
     ctx.logger.summary({f"mine/{k}": info[k] for k in ("n_wrong", "n_pairs", "n_groups", "n_missim")})
     off, coff = arr["group_pair_offsets"], arr["group_confused_offsets"]
-    ctx.logger.table("mine/groups", pd.DataFrame({
-        "class": arr["group_class"], "n_wrong": arr["group_n_wrong"], "n_pairs": np.diff(off),
-        "d": arr["group_d"],
-        "confused": [" ".join(map(str, arr["group_confused"][a:b])) for a, b in zip(coff[:-1], coff[1:])]}))
+    ctx.logger.table(
+        "mine/groups",
+        pd.DataFrame(
+            {
+                "class": arr["group_class"],
+                "n_wrong": arr["group_n_wrong"],
+                "n_pairs": np.diff(off),
+                "d": arr["group_d"],
+                "confused": [
+                    " ".join(map(str, arr["group_confused"][a:b])) for a, b in zip(coff[:-1], coff[1:])
+                ],
+            }
+        ),
+    )
 
 
 STAGE = Stage(name="mine", deps=("embed",), fields=_fields, compute=_compute, publish=_publish)

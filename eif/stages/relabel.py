@@ -45,40 +45,67 @@ def _compute(ctx: Context, out: Path) -> None:
     tr = load_train(ctx.require("embed"))
     infl = ctx.require("influence")
     scores = load_group_scores(infl, int(ctx.cfg.detect.group))
-    require(str(cfg.method) in scores, f"relabel.method={cfg.method!r}, but the influence stage scored "
-            f"{', '.join(scores)}")
+    require(
+        str(cfg.method) in scores,
+        f"relabel.method={cfg.method!r}, but the influence stage scored {', '.join(scores)}",
+    )
     flag = scores[str(cfg.method)]
     queries = np.flatnonzero(flag > 0) if cfg.queries == "harmful" else np.arange(tr.labels.size)
     t0 = time.perf_counter()
-    hard, soft, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes, queries=queries,
-                                  k=None if cfg.k is None else int(cfg.k))
+    hard, soft, k = knn.recommend(
+        tr.embeddings, tr.labels, tr.num_classes, queries=queries, k=None if cfg.k is None else int(cfg.k)
+    )
     knn_s = time.perf_counter() - t0
     save_npz(out / "recommendations.npz", queries=queries, hard=hard, soft=soft)
     paths = ctx.data().train.paths
     review = relabel.review_table(queries, soft, tr.labels, paths, flag[queries])
     write_text(out / "review.csv", review.to_csv(index=False))
-    acc = (relabel.relabel_accuracy(soft, queries, tr.labels, tr.clean_labels, tr.flipped)
-           if tr.flipped.size else {"flips_in_set": 0, "strict": None, "second_label": None})
-    write_json(out / "relabel.json", {
-        "k": k, "queries": str(cfg.queries), "method": str(cfg.method), "n_queries": int(queries.size),
-        "n_train": int(tr.labels.size), "n_flipped": int(tr.flipped.size),
-        "changes_label": int((hard != tr.labels[queries]).sum()), "accuracy": acc, "knn_seconds": knn_s})
+    acc = (
+        relabel.relabel_accuracy(soft, queries, tr.labels, tr.clean_labels, tr.flipped)
+        if tr.flipped.size
+        else {"flips_in_set": 0, "strict": None, "second_label": None}
+    )
+    write_json(
+        out / "relabel.json",
+        {
+            "k": k,
+            "queries": str(cfg.queries),
+            "method": str(cfg.method),
+            "n_queries": int(queries.size),
+            "n_train": int(tr.labels.size),
+            "n_flipped": int(tr.flipped.size),
+            "changes_label": int((hard != tr.labels[queries]).sum()),
+            "accuracy": acc,
+            "knn_seconds": knn_s,
+        },
+    )
     det = detection_seconds(infl)
-    runtime = pd.DataFrame([{"method": m.upper(), "detection_s": det.get(m, float("nan")),
-                             "recommendation_s": knn_s if m == cfg.method else float("nan")}
-                            for m in scores])
+    runtime = pd.DataFrame(
+        [
+            {
+                "method": m.upper(),
+                "detection_s": det.get(m, float("nan")),
+                "recommendation_s": knn_s if m == cfg.method else float("nan"),
+            }
+            for m in scores
+        ]
+    )
     write_table(runtime, out, "runtime")
 
 
 def _publish(ctx: Context, out: Path) -> None:
     info = read_json(out / "relabel.json")
     acc = info["accuracy"]
-    line = (f"relabel: {info['n_queries']} {info['queries']} samples queried (k={info['k']}), "
-            f"{info['changes_label']} would change label; kNN {info['knn_seconds']:.2f} s")
+    line = (
+        f"relabel: {info['n_queries']} {info['queries']} samples queried (k={info['k']}), "
+        f"{info['changes_label']} would change label; kNN {info['knn_seconds']:.2f} s"
+    )
     if acc["flips_in_set"]:
-        line += (f"; accuracy on the {acc['flips_in_set']} true flips among them: "
-                 f"strict {acc['strict']:.4f}, "
-                 f"second-label rule {acc['second_label']:.4f}")
+        line += (
+            f"; accuracy on the {acc['flips_in_set']} true flips among them: "
+            f"strict {acc['strict']:.4f}, "
+            f"second-label rule {acc['second_label']:.4f}"
+        )
     print(line, flush=True)
     log.info("%s", line)
     summary = {"relabel/n_queries": info["n_queries"], "relabel/knn_seconds": info["knn_seconds"]}

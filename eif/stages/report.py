@@ -25,8 +25,10 @@ def _fields(cfg: DictConfig) -> dict:
 
 
 def _compute(ctx: Context, out: Path) -> None:
-    write_json(out / "report.json", {"settings": plain(ctx.cfg.report),
-                                     "note": "report.html is rendered into each run dir by publish"})
+    write_json(
+        out / "report.json",
+        {"settings": plain(ctx.cfg.report), "note": "report.html is rendered into each run dir by publish"},
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
@@ -36,11 +38,14 @@ def _publish(ctx: Context, out: Path) -> None:
     if {"influence", "relabel"} & set(outputs):
         data = ctx.data()
         train_load, test_load = data.train.load, data.test.load
-    title = (f"eif run: {cfg.dataset.name}, {cfg.model.name}, {cfg.loss.name}, noise {cfg.noise.name}, "
-             f"seed {cfg.seed}")
+    title = (
+        f"eif run: {cfg.dataset.name}, {cfg.model.name}, {cfg.loss.name}, noise {cfg.noise.name}, "
+        f"seed {cfg.seed}"
+    )
     subtitle = f"stages: {', '.join(str(s) for s in cfg.stages)}; run dir: {ctx.run_dir.name}"
-    page = run_report.build(title, subtitle, outputs, plain(cfg.report), int(cfg.detect.group),
-                            train_load, test_load)
+    page = run_report.build(
+        title, subtitle, outputs, plain(cfg.report), int(cfg.detect.group), train_load, test_load
+    )
     path = ctx.run_dir / "report.html"
     write_text(path, page)
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)

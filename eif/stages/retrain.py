@@ -57,8 +57,12 @@ class Confusions:
 
 def _schedule_fields(cfg: DictConfig) -> dict[str, Any]:
     """What fixes the re-training batches and their augmentations (besides the trained model)."""
-    return {"seed": int(cfg.seed), "epochs": int(cfg.retrain.epochs), "batch": plain(cfg.dataset.batch),
-            "train_transform": plain(cfg.dataset.transforms.train)}
+    return {
+        "seed": int(cfg.seed),
+        "epochs": int(cfg.retrain.epochs),
+        "batch": plain(cfg.dataset.batch),
+        "train_transform": plain(cfg.dataset.transforms.train),
+    }
 
 
 def _fields(cfg: DictConfig) -> dict[str, Any]:
@@ -71,9 +75,13 @@ def _batches(labels: np.ndarray, cfg: DictConfig) -> list[list[tuple[int, int]]]
     from eif.data.samplers import BalancedBatchSampler
 
     b = cfg.dataset.batch
-    return [batch for epoch in range(int(cfg.retrain.epochs))
-            for batch in BalancedBatchSampler(labels, int(b.classes_per_batch), int(b.samples_per_class),
-                                              int(cfg.seed), epoch)]
+    return [
+        batch
+        for epoch in range(int(cfg.retrain.epochs))
+        for batch in BalancedBatchSampler(
+            labels, int(b.classes_per_batch), int(b.samples_per_class), int(cfg.seed), epoch
+        )
+    ]
 
 
 def augmented_features(ctx: Context) -> Path:
@@ -88,11 +96,22 @@ def augmented_features(ctx: Context) -> Path:
         data = ctx.data()
         train_set = data.train.with_transform(build_transform(cfg.dataset.transforms, "train"))
         t0 = time.perf_counter()
-        epoch = augmented_epoch(model.features, train_set, _batches(np.asarray(data.train.labels), cfg),
-                                ctx.device, num_workers=int(cfg.retrain.num_workers))
+        epoch = augmented_epoch(
+            model.features,
+            train_set,
+            _batches(np.asarray(data.train.labels), cfg),
+            ctx.device,
+            num_workers=int(cfg.retrain.num_workers),
+        )
         save_npz(out / "epoch.npz", **epoch.arrays())
-        write_json(out / "features.json", {"samples": int(len(epoch.indices)), "batches": epoch.num_batches,
-                                           "seconds": time.perf_counter() - t0})
+        write_json(
+            out / "features.json",
+            {
+                "samples": int(len(epoch.indices)),
+                "batches": epoch.num_batches,
+                "seconds": time.perf_counter() - t0,
+            },
+        )
 
     directory, computed = ctx.store.get_or_compute(FEATURES_STAGE, spec_key(spec), spec, compute)
     log.info("retrain: %s epoch features %s", "computed" if computed else "reusing", directory)
@@ -118,8 +137,10 @@ def load_confusions(influence_dir: Path, kind: str, methods: list[str]) -> Confu
             scores[m] = z["scores"].astype(np.float32)
         if pairs is None:
             pairs = these
-        require(len(these) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(these, pairs)),
-                f"{path}: the {kind}s differ from those of {methods[0]}")
+        require(
+            len(these) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(these, pairs)),
+            f"{path}: the {kind}s differ from those of {methods[0]}",
+        )
     return Confusions(kind, pairs or [], scores)
 
 
@@ -149,54 +170,106 @@ def _compute(ctx: Context, out: Path) -> None:
     epoch = _epoch(ctx)
     # Row order (kind, method, confusion), the order of ``heads``.
     scores = torch.as_tensor(np.concatenate([c.scores[m] for c in confusions for m in methods]))
-    weights = sample_weights(scores, float(rc.weights.helpful), float(rc.weights.harmful),
-                             None if rc.weights.topk is None else int(rc.weights.topk))
-    opt = RetrainConfig(lr=float(rc.optimizer.lr), betas=tuple(float(b) for b in rc.optimizer.betas),
-                        eps=float(rc.optimizer.eps),
-                        clip_grad_value=None if rc.clip_grad_value is None else float(rc.clip_grad_value))
+    weights = sample_weights(
+        scores,
+        float(rc.weights.helpful),
+        float(rc.weights.harmful),
+        None if rc.weights.topk is None else int(rc.weights.topk),
+    )
+    opt = RetrainConfig(
+        lr=float(rc.optimizer.lr),
+        betas=tuple(float(b) for b in rc.optimizer.betas),
+        eps=float(rc.optimizer.eps),
+        clip_grad_value=None if rc.clip_grad_value is None else float(rc.clip_grad_value),
+    )
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     t0 = time.perf_counter()
-    w1 = retrain_heads(w0, bias, weights, epoch, loss.per_sample, opt, ctx.device,
-                       None if rc.heads_per_chunk is None else int(rc.heads_per_chunk))
+    w1 = retrain_heads(
+        w0,
+        bias,
+        weights,
+        epoch,
+        loss.per_sample,
+        opt,
+        ctx.device,
+        None if rc.heads_per_chunk is None else int(rc.heads_per_chunk),
+    )
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     seconds = time.perf_counter() - t0
-    log.info("retrain: %d heads (%s x %s) re-trained together over %d batches in %.2f s",
-             len(heads), "+".join(kinds), "+".join(methods), epoch.num_batches, seconds)
+    log.info(
+        "retrain: %d heads (%s x %s) re-trained together over %d batches in %.2f s",
+        len(heads),
+        "+".join(kinds),
+        "+".join(methods),
+        epoch.num_batches,
+        seconds,
+    )
 
     w0c, bc = w0.cpu(), bias.cpu()
     arrays: dict[str, np.ndarray] = {}
     rows = []
     head_of = {h: j for j, h in enumerate(heads)}
     for c in confusions:
-        d0 = np.array([float(confusion_distance(w0c, bc, test_features, torch.as_tensor(p)))
-                       for p in c.pairs])
+        d0 = np.array(
+            [float(confusion_distance(w0c, bc, test_features, torch.as_tensor(p))) for p in c.pairs]
+        )
         arrays[f"{c.kind}_d0"] = d0
         for m in methods:
             # One confusion at a time: each confusion has its own pairs; the pairs of one are few.
-            d1 = np.array([float(confusion_distance(w1[head_of[(c.kind, i, m)]], bc, test_features,
-                                                    torch.as_tensor(p))) for i, p in enumerate(c.pairs)])
+            d1 = np.array(
+                [
+                    float(
+                        confusion_distance(w1[head_of[(c.kind, i, m)]], bc, test_features, torch.as_tensor(p))
+                    )
+                    for i, p in enumerate(c.pairs)
+                ]
+            )
             arrays[f"{c.kind}_d1_{m}"] = d1
             arrays[f"{c.kind}_delta_{m}"] = d1 - d0
-            rows += [{"kind": c.kind, "confusion": i, "method": m, "num_pairs": len(c.pairs[i]),
-                      "d_before": d0[i], "d_after": d1[i], "delta": d1[i] - d0[i]} for i in range(len(d0))]
+            rows += [
+                {
+                    "kind": c.kind,
+                    "confusion": i,
+                    "method": m,
+                    "num_pairs": len(c.pairs[i]),
+                    "d_before": d0[i],
+                    "d_after": d1[i],
+                    "delta": d1[i] - d0[i],
+                }
+                for i in range(len(d0))
+            ]
     save_npz(out / "distances.npz", **arrays)
     write_text(out / "distances.csv", pd.DataFrame(rows).to_csv(index=False))
-    write_json(out / "retrain.json", {
-        "num_heads": len(heads), "counts": {c.kind: len(c.pairs) for c in confusions}, "methods": methods,
-        "features": str(rc.features), "batches": epoch.num_batches,
-        "samples_per_epoch": int(len(epoch.indices)),
-        "retrain_seconds": seconds, "device": str(ctx.device)})
+    write_json(
+        out / "retrain.json",
+        {
+            "num_heads": len(heads),
+            "counts": {c.kind: len(c.pairs) for c in confusions},
+            "methods": methods,
+            "features": str(rc.features),
+            "batches": epoch.num_batches,
+            "samples_per_epoch": int(len(epoch.indices)),
+            "retrain_seconds": seconds,
+            "device": str(ctx.device),
+        },
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
     info = read_json(out / "retrain.json")
-    log.info("retrain: %d re-trainings (%s) took %.2f s in all on %s", info["num_heads"], info["counts"],
-             info["retrain_seconds"], info["device"])
+    log.info(
+        "retrain: %d re-trainings (%s) took %.2f s in all on %s",
+        info["num_heads"],
+        info["counts"],
+        info["retrain_seconds"],
+        info["device"],
+    )
     ctx.logger.summary({"retrain/num_heads": info["num_heads"], "retrain/seconds": info["retrain_seconds"]})
     ctx.logger.table("retrain/distances", pd.read_csv(out / "distances.csv"))
 
 
-STAGE = Stage(name="retrain", deps=("train", "embed", "influence"), fields=_fields,
-              compute=_compute, publish=_publish)
+STAGE = Stage(
+    name="retrain", deps=("train", "embed", "influence"), fields=_fields, compute=_compute, publish=_publish
+)

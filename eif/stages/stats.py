@@ -37,16 +37,22 @@ def _fields(cfg: DictConfig) -> dict[str, Any]:
 
 def job_info(cfg: DictConfig) -> dict[str, Any]:
     """The identity of a job in a sweep: dataset, loss, seed and noise level."""
-    return {"dataset": str(cfg.dataset.name), "loss": str(cfg.loss.name), "seed": int(cfg.seed),
-            "noise": str(cfg.noise.name)}
+    return {
+        "dataset": str(cfg.dataset.name),
+        "loss": str(cfg.loss.name),
+        "seed": int(cfg.seed),
+        "noise": str(cfg.noise.name),
+    }
 
 
 def job_markdown(rows: list[dict[str, Any]]) -> str:
     """This job's Table 1 block: one line per K / M with average improvement and p-value."""
     lines = ["| test | n | average improvement | p-value | status |", "|---|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['test']} | {r['n']} | {fmt(r['improvement'])} | {fmt(r['pvalue'])} | "
-                     f"{r['status'] if r['status'] != 'ok' else ''} |")
+        lines.append(
+            f"| {r['test']} | {r['n']} | {fmt(r['improvement'])} | {fmt(r['pvalue'])} | "
+            f"{r['status'] if r['status'] != 'ok' else ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -72,8 +78,14 @@ def _publish(ctx: Context, out: Path) -> None:
     print(markdown, flush=True)
     rows = record["rows"]
     for r in rows:
-        log.info("table1 %-6s n=%-3d improvement %-9s p %-9s %s", r["kind"], r["n"], fmt(r["improvement"]),
-                 fmt(r["pvalue"]), "" if r["status"] == "ok" else r["status"])
+        log.info(
+            "table1 %-6s n=%-3d improvement %-9s p %-9s %s",
+            r["kind"],
+            r["n"],
+            fmt(r["improvement"]),
+            fmt(r["pvalue"]),
+            "" if r["status"] == "ok" else r["status"],
+        )
     ctx.logger.summary(summary_keys(rows))
     short = sum(r["status"] == NOT_ENOUGH for r in rows)
     if short:

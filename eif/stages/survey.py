@@ -45,8 +45,15 @@ def _compute(ctx: Context, out: Path) -> None:
     write_table(t5, out, "table5")
     counts = {c: int(t5[c].iloc[0]) for c in survey.CATEGORIES}
     write_bytes(out / "table5.png", bar_counts(counts, f"{ctx.cfg.dataset.name}: classes by relabel pattern"))
-    write_json(out / "survey.json", {"k": k, "rule": str(cfg.rule), "n_train": int(tr.labels.size),
-                                     "relabelled": int((hard != tr.labels).sum())})
+    write_json(
+        out / "survey.json",
+        {
+            "k": k,
+            "rule": str(cfg.rule),
+            "n_train": int(tr.labels.size),
+            "relabelled": int((hard != tr.labels).sum()),
+        },
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:
@@ -56,8 +63,12 @@ def _publish(ctx: Context, out: Path) -> None:
     ctx.logger.table("survey/classes", pd.read_csv(out / "classes.csv"))
     ctx.logger.image("survey/table5", out / "table5.png")
     info = read_json(out / "survey.json")
-    ctx.logger.summary({"survey/relabelled": info["relabelled"],
-                        **{f"survey/{c}": int(t5[c].iloc[0]) for c in survey.CATEGORIES}})
+    ctx.logger.summary(
+        {
+            "survey/relabelled": info["relabelled"],
+            **{f"survey/{c}": int(t5[c].iloc[0]) for c in survey.CATEGORIES},
+        }
+    )
     log.info("survey: %d of %d training samples would change label", info["relabelled"], info["n_train"])
 
 

@@ -45,15 +45,19 @@ def import_checkpoint(spec, model, loss, num_classes: int) -> list:
     if not isinstance(ck, dict) or "model" not in ck or "loss" not in ck:
         raise EifError(f"model.checkpoint {path} is not an eif model.pt (expected keys 'model' and 'loss')")
     if int(ck.get("num_classes", -1)) != num_classes:
-        raise EifError(f"model.checkpoint {path} was trained with {ck.get('num_classes')} classes, "
-                       f"this config has {num_classes}")
+        raise EifError(
+            f"model.checkpoint {path} was trained with {ck.get('num_classes')} classes, "
+            f"this config has {num_classes}"
+        )
     try:
         model.load_state_dict(ck["model"])
         loss.load_state_dict(ck["loss"])
     except RuntimeError as err:
-        raise EifError(f"model.checkpoint {path} does not match model={model.__class__.__name__}"
-                       f"/{(ck.get('model_cfg') or {}).get('name', '?')}: "
-                       f"{str(err).splitlines()[0]}") from err
+        raise EifError(
+            f"model.checkpoint {path} does not match model={model.__class__.__name__}"
+            f"/{(ck.get('model_cfg') or {}).get('name', '?')}: "
+            f"{str(err).splitlines()[0]}"
+        ) from err
     return list(ck.get("history", []))
 
 
@@ -80,12 +84,23 @@ def _compute(ctx: Context, out: Path) -> None:
             raise InterruptedError("training was pre-empted; its checkpoint is saved for the requeued job")
     model.cpu()
     loss.cpu()
-    save_torch(out / "model.pt", {
-        "model": model.state_dict(), "loss": loss.state_dict(), "model_cfg": plain(cfg.model),
-        "loss_cfg": plain(cfg.loss), "num_classes": data.num_train_classes, "history": history})
+    save_torch(
+        out / "model.pt",
+        {
+            "model": model.state_dict(),
+            "loss": loss.state_dict(),
+            "model_cfg": plain(cfg.model),
+            "loss_cfg": plain(cfg.loss),
+            "num_classes": data.num_train_classes,
+            "history": history,
+        },
+    )
     write_json(out / "history.json", history)
-    save_npz(out / "noise.npz", flipped=np.asarray(data.noise.flipped, dtype=np.int64),
-             clean_labels=np.asarray(data.noise.clean_labels_of_flipped, dtype=np.int64))
+    save_npz(
+        out / "noise.npz",
+        flipped=np.asarray(data.noise.flipped, dtype=np.int64),
+        clean_labels=np.asarray(data.noise.clean_labels_of_flipped, dtype=np.int64),
+    )
 
 
 def _publish(ctx: Context, out: Path) -> None:

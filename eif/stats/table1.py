@@ -29,8 +29,9 @@ DEGENERATE = "degenerate (no variation in the differences)"
 TESTS = {"pairs": "paired t-test", "groups": "Wilcoxon signed-rank"}
 
 
-def compare(kind: str, delta_eif: Sequence[float], delta_if: Sequence[float],
-            sizes: Sequence[int]) -> list[dict[str, Any]]:
+def compare(
+    kind: str, delta_eif: Sequence[float], delta_if: Sequence[float], sizes: Sequence[int]
+) -> list[dict[str, Any]]:
     """One row per prefix size n in ``sizes`` for ``kind`` "pairs" (t-test) or "groups" (Wilcoxon).
 
     Row keys: kind, test, n, available, status, improvement (mean Δd_EIF − Δd_IF), statistic,
@@ -39,25 +40,41 @@ def compare(kind: str, delta_eif: Sequence[float], delta_if: Sequence[float],
     require(kind in TESTS, f"kind must be one of {sorted(TESTS)}, got {kind!r}")
     eif = np.asarray(delta_eif, dtype=np.float64)
     base = np.asarray(delta_if, dtype=np.float64)
-    require(eif.shape == base.shape and eif.ndim == 1,
-            f"Δd arrays must be 1-D and aligned, got {eif.shape} and {base.shape}")
+    require(
+        eif.shape == base.shape and eif.ndim == 1,
+        f"Δd arrays must be 1-D and aligned, got {eif.shape} and {base.shape}",
+    )
     rows = []
     for n in sizes:
         n = int(n)
-        row: dict[str, Any] = {"kind": kind, "test": TESTS[kind], "n": n, "available": len(eif),
-                               "status": NOT_ENOUGH, "improvement": None, "statistic": None, "pvalue": None}
+        row: dict[str, Any] = {
+            "kind": kind,
+            "test": TESTS[kind],
+            "n": n,
+            "available": len(eif),
+            "status": NOT_ENOUGH,
+            "improvement": None,
+            "statistic": None,
+            "pvalue": None,
+        }
         if n <= len(eif) and n >= 2:
             a, b = eif[:n], base[:n]
             row["improvement"] = float(np.mean(a - b))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # zero variance / all-zero differences
-                res = (stats.ttest_rel(a, b, alternative="greater") if kind == "pairs"
-                       else stats.wilcoxon(a - b, alternative="greater"))
+                res = (
+                    stats.ttest_rel(a, b, alternative="greater")
+                    if kind == "pairs"
+                    else stats.wilcoxon(a - b, alternative="greater")
+                )
             p, s = float(res.pvalue), float(res.statistic)
             # scipy's Wilcoxon returns p = 1 when every difference is zero; that is no test at all.
             ok = math.isfinite(p) and not (kind == "groups" and not np.any(a != b))
-            row.update(status=OK if ok else DEGENERATE, pvalue=p if ok else None,
-                       statistic=s if math.isfinite(s) else None)
+            row.update(
+                status=OK if ok else DEGENERATE,
+                pvalue=p if ok else None,
+                statistic=s if math.isfinite(s) else None,
+            )
         rows.append(row)
     return rows
 

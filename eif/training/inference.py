@@ -9,16 +9,23 @@ from tqdm.auto import tqdm
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, dataset: torch.utils.data.Dataset, batch_size: int,
-            device: torch.device, desc: str = "embed", amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    device: torch.device,
+    desc: str = "embed",
+    amp: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (features (N, D), embeddings (N, E)) as float32 arrays, in dataset order.
 
     ``batch_size=1`` is needed for variable-size images (the reference's uncropped influence
     transform). Embeddings are ``head(features)``, not normalised.
     """
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda"
+    )
     feats, embs = [], []
     for x, _, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         x = x.to(device, non_blocking=True)

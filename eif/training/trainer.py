@@ -63,8 +63,16 @@ def make_optimizer(model: nn.Module, loss: nn.Module, ocfg: DictConfig, warmup: 
 class Trainer:
     """Train ``model`` with ``loss`` on ``train_set``; resumable from ``ckpt_dir/last.pt``."""
 
-    def __init__(self, model: nn.Module, loss: nn.Module, train_set: Any, cfg: DictConfig,
-                 device: torch.device, ckpt_dir: Path, logger: RunLogger) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        train_set: Any,
+        cfg: DictConfig,
+        device: torch.device,
+        ckpt_dir: Path,
+        logger: RunLogger,
+    ) -> None:
         self.model, self.loss, self.train_set = model, loss, train_set
         self.cfg, self.tcfg, self.device = cfg, cfg.train, device
         self.ckpt_path = ckpt_dir / "last.pt"
@@ -82,13 +90,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        save_torch(self.ckpt_path, {
-            "epoch": self.state.epoch, "batch": self.state.batch, "history": self.state.history,
-            "partial": [self.state.partial_loss_sum, self.state.partial_batches],
-            "model": self.model.state_dict(), "loss": self.loss.state_dict(),
-            "opt_warm": self.opt_warm.state_dict(), "opt_main": self.opt_main.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        })
+        save_torch(
+            self.ckpt_path,
+            {
+                "epoch": self.state.epoch,
+                "batch": self.state.batch,
+                "history": self.state.history,
+                "partial": [self.state.partial_loss_sum, self.state.partial_batches],
+                "model": self.model.state_dict(),
+                "loss": self.loss.state_dict(),
+                "opt_warm": self.opt_warm.state_dict(),
+                "opt_main": self.opt_main.state_dict(),
+                "scaler": self.scaler.state_dict(),
+            },
+        )
 
     def try_resume(self) -> bool:
         """Load ``last.pt`` if present; an unreadable one is discarded (training restarts)."""
@@ -102,26 +117,38 @@ class Trainer:
             self.opt_main.load_state_dict(ck["opt_main"])
             self.scaler.load_state_dict(ck["scaler"])
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint means "start over"
-            log.warning("ignoring unreadable checkpoint %s (%s); training from scratch",
-                        self.ckpt_path, err)
+            log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", self.ckpt_path, err)
             self.ckpt_path.unlink(missing_ok=True)
             return False
-        self.state = TrainState(epoch=int(ck["epoch"]), batch=int(ck["batch"]),
-                                history=list(ck["history"]), partial_loss_sum=float(ck["partial"][0]),
-                                partial_batches=int(ck["partial"][1]))
+        self.state = TrainState(
+            epoch=int(ck["epoch"]),
+            batch=int(ck["batch"]),
+            history=list(ck["history"]),
+            partial_loss_sum=float(ck["partial"][0]),
+            partial_batches=int(ck["partial"][1]),
+        )
         log.info("resuming training at epoch %d, batch %d", self.state.epoch, self.state.batch)
         return True
 
     # ------------------------------------------------------------------ loop
     def _loader(self, epoch: int, start_batch: int) -> tuple[DataLoader, int]:
         b = self.cfg.dataset.batch
-        sampler = BalancedBatchSampler(self.train_set.labels, int(b.classes_per_batch),
-                                       int(b.samples_per_class), seed=int(self.cfg.seed), epoch=epoch,
-                                       start_batch=start_batch)
+        sampler = BalancedBatchSampler(
+            self.train_set.labels,
+            int(b.classes_per_batch),
+            int(b.samples_per_class),
+            seed=int(self.cfg.seed),
+            epoch=epoch,
+            start_batch=start_batch,
+        )
         workers = int(self.tcfg.num_workers) if self.cuda else int(self.tcfg.cpu_num_workers)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=workers,
-                            pin_memory=self.cuda and bool(self.tcfg.pin_memory),
-                            persistent_workers=False)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.cuda and bool(self.tcfg.pin_memory),
+            persistent_workers=False,
+        )
         total = len(sampler) + start_batch
         limit = self.tcfg.max_batches_per_epoch
         return loader, total if limit is None else min(total, int(limit))
@@ -151,8 +178,13 @@ class Trainer:
         every = int(self.tcfg.checkpoint_every_batches)
         loss_sum, n_batches = self.state.partial_loss_sum, self.state.partial_batches
         n_images, t0 = 0, time.perf_counter()
-        bar = tqdm(total=total, initial=start, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}"
-                   + (" (warm-up)" if warmup else ""), leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc=f"epoch {epoch + 1}/{self.tcfg.epochs}" + (" (warm-up)" if warmup else ""),
+            leave=False,
+            dynamic_ncols=True,
+        )
         for i, (x, y, _) in enumerate(loader, start=start):
             if i >= total:
                 break
@@ -186,5 +218,10 @@ class Trainer:
                     return None
         bar.close()
         seconds = time.perf_counter() - t0
-        return {"epoch": epoch + 1, "loss": loss_sum / max(n_batches, 1), "batches": n_batches,
-                "seconds": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
+        return {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(n_batches, 1),
+            "batches": n_batches,
+            "seconds": seconds,
+            "images_per_s": n_images / max(seconds, 1e-9),
+        }

@@ -129,8 +129,9 @@ def _give_up(signum: int) -> None:
     if not _state.pending:
         return
     _state.fallback = True
-    log.warning("no checkpoint within %.0f s of the pre-emption signal; requeueing without one",
-                _state.grace_s)
+    log.warning(
+        "no checkpoint within %.0f s of the pre-emption signal; requeueing without one", _state.grace_s
+    )
     _thread.interrupt_main(signum)  # runs _on_signal in the main thread, which now falls back
 
 

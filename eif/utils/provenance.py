@@ -9,8 +9,22 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "faiss-cpu", "faiss-gpu",
-             "pytorch-metric-learning", "hydra-core", "omegaconf", "wandb", "cleanlab", "submitit")
+_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "faiss-cpu",
+    "faiss-gpu",
+    "pytorch-metric-learning",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "cleanlab",
+    "submitit",
+)
 
 
 @lru_cache(maxsize=1)
@@ -18,10 +32,16 @@ def git_commit() -> str | None:
     """The commit of the project checkout (with ``+dirty`` if it has uncommitted changes)."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "")

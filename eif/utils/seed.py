@@ -21,5 +21,7 @@ def derive_seed(*parts: int) -> int:
     The number of parts is mixed in, so ``derive_seed(7)`` and ``derive_seed(7, 0)`` differ.
     """
     entropy = [len(parts)] + [int(p) % 2**32 for p in parts]
-    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint32)
-               .astype(np.uint64) @ np.array([1, 2**32], dtype=np.uint64)) & (2**63 - 1)
+    return int(
+        np.random.SeedSequence(entropy).generate_state(2, np.uint32).astype(np.uint64)
+        @ np.array([1, 2**32], dtype=np.uint64)
+    ) & (2**63 - 1)

@@ -82,8 +82,9 @@ def _bury(path: Path) -> None:
 class StoreLock:
     """A rename-based lock with owner info and a heartbeat; see the module docstring."""
 
-    def __init__(self, path: Path, stale_after_s: float = 120.0, heartbeat_s: float = 10.0,
-                 poll_s: float = 0.5) -> None:
+    def __init__(
+        self, path: Path, stale_after_s: float = 120.0, heartbeat_s: float = 10.0, poll_s: float = 0.5
+    ) -> None:
         self.path = path
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
@@ -95,10 +96,15 @@ class StoreLock:
         self._seen: tuple[str, float, float] | None = None
 
     def _owner(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
-                "token": self.token, "since": time.time()}
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+            "token": self.token,
+            "since": time.time(),
+        }
 
     def try_acquire(self) -> bool:
         """One attempt: True when the lock is now ours; breaks a stale lock (and returns False)."""
@@ -207,8 +213,13 @@ class StoreLock:
                 return
             except OSError:
                 log.error("lock %s: a live lock was broken and could not be restored", self.path)
-        log.warning("broke stale lock %s (host %s, pid %s, SLURM job %s)", self.path, owner.get("host"),
-                    owner.get("pid"), owner.get("slurm_job_id"))
+        log.warning(
+            "broke stale lock %s (host %s, pid %s, SLURM job %s)",
+            self.path,
+            owner.get("host"),
+            owner.get("pid"),
+            owner.get("slurm_job_id"),
+        )
         shutil.rmtree(grave, ignore_errors=True)
 
 
@@ -237,9 +248,14 @@ class ArtifactStore:
                 return False
         return True
 
-    def get_or_compute(self, stage: str, key: str, spec: dict[str, Any],
-                       compute: Callable[[Path], None], provenance: dict[str, Any] | None = None
-                       ) -> tuple[Path, bool]:
+    def get_or_compute(
+        self,
+        stage: str,
+        key: str,
+        spec: dict[str, Any],
+        compute: Callable[[Path], None],
+        provenance: dict[str, Any] | None = None,
+    ) -> tuple[Path, bool]:
         """Return (artifact dir, computed_now). Runs ``compute(work dir)`` at most once across jobs.
 
         ``compute`` writes its files into the directory it is given; ``<that dir>/ckpt/`` persists
@@ -266,8 +282,10 @@ class ArtifactStore:
                 self._write_manifest(work, stage, key, spec, provenance or {})
             shutil.rmtree(work / SCRATCH, ignore_errors=True)
             if not lock.held():
-                raise EifError(f"lost the store lock {lock.path} while computing (job frozen for more than "
-                               f"{self.stale_after_s:.0f} s?); another job computes {stage}/{key}, re-run")
+                raise EifError(
+                    f"lost the store lock {lock.path} while computing (job frozen for more than "
+                    f"{self.stale_after_s:.0f} s?); another job computes {stage}/{key}, re-run"
+                )
             os.rename(work, directory)
             return directory, True
         finally:
@@ -300,14 +318,23 @@ class ArtifactStore:
                 child.unlink()
 
     @staticmethod
-    def _write_manifest(directory: Path, stage: str, key: str, spec: dict[str, Any],
-                        provenance: dict[str, Any]) -> None:
+    def _write_manifest(
+        directory: Path, stage: str, key: str, spec: dict[str, Any], provenance: dict[str, Any]
+    ) -> None:
         files = {}
         for f in sorted(directory.rglob("*")):
             rel = f.relative_to(directory)
             if not f.is_file() or rel.parts[0] in (SCRATCH, MANIFEST) or f.name.startswith("."):
                 continue
             files[rel.as_posix()] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
-        write_json(directory / MANIFEST, {"stage": stage, "key": key, "spec": spec,
-                                          "provenance": provenance, "files": files,
-                                          "created": time.time()})
+        write_json(
+            directory / MANIFEST,
+            {
+                "stage": stage,
+                "key": key,
+                "spec": spec,
+                "provenance": provenance,
+                "files": files,
+                "created": time.time(),
+            },
+        )
