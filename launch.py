@@ -1,24 +1,16 @@
-"""The single entry point: compose the Hydra config and run the stages it names.
+"""The single entry point (also installed as the ``eif`` command): compose the Hydra config and run
+the stages it names.
 
-python launch.py                                   # embedded default (Fashion-MNIST)
-python launch.py -m dataset=cub,cars,inshop seed=0,1,2,3,4
+    python launch.py                                   # embedded default (Fashion-MNIST)
+    python launch.py -m dataset=cub,cars,inshop seed=0,1,2,3,4
 """
 
 import os
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
 os.environ.setdefault("EIF_ROOT", str(Path(__file__).resolve().parent))
 
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict | None:
-    from eif.pipeline import run_job_cli
-
-    return run_job_cli(cfg)
-
+from eif.cli import main  # noqa: E402 - EIF_ROOT must be set before the configs resolve paths
 
 if __name__ == "__main__":
     main()

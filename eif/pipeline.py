@@ -1,59 +1,234 @@
-"""Run one job: validate the config, open the logger, run the requested stages, always close."""
+"""Run one job: check everything, then compute.
+
+1. :func:`~eif.config.load_job`: every config value typed and range-checked, stage names, the
+   cross-setting checks of every stage that will run.
+2. Paths: the store, cache and run dirs must be writable.
+3. :class:`Env` reads the data set, fingerprints every split and decodes every image (cached), and
+   reports *all* unusable images in one line; then batch composition against the classes, and each
+   stage's checks against the data (``Stage.check_data``).
+4. :func:`make_plan`: every stage's typed settings and store key.
+5. The model is built and fed one image of each transform it will see (channels, sizes).
+6. The stages run; outputs are computed at most once (:class:`~eif.utils.store.ArtifactStore`).
+
+Nothing is written to the store before step 6.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eif.config import validate
-from eif.logging.run_logger import RunLogger, build_logger
-from eif.stages import registry
-from eif.stages.base import Context
+from eif.config import load_job
+from eif.settings import Settings, keyed
+from eif.stages import closure, registry
+from eif.stages.base import Job, Run, Stage
 from eif.utils import preempt
-from eif.utils.device import resolve_device
 from eif.utils.errors import EifError
-from eif.utils.io import write_json
+from eif.utils.io import LockLost, write_json
 from eif.utils.provenance import provenance
-from eif.utils.seed import seed_everything
-from eif.utils.store import ArtifactStore
+from eif.utils.store import ArtifactStore, spec_key
 
 log = logging.getLogger("eif")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
-OmegaConf.register_new_resolver("join", lambda xs: "+".join(str(x) for x in xs), replace=True)
+MODEL_STAGES = ("train", "evaluate", "embed", "retrain_features")  # stages that run the network
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``cfg.stages`` in order; returns {stage: artifact dir} plus timings."""
-    validate(cfg)
-    preempt.install()
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
-    store = ArtifactStore(cfg.paths.store_dir)
+class Env:
+    """The job's inputs as stage settings see them: data fingerprints and file digests.
+
+    The data set is read and checked on first use; every problem with its images is one error."""
+
+    def __init__(self, job: Any, cache_dir: Path | None, progress: bool = False) -> None:
+        self.job = job
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    @cached_property
+    def bundle(self) -> Any:
+        from eif.data.build import load_data
+
+        return load_data(self.job.dataset, self.job.noise, self.job.seed)
+
+    @cached_property
+    def data_check(self) -> Any:
+        from eif.data.fingerprint import check_bundle
+
+        ds = self.job.dataset
+        norm = ds.transforms
+        check = check_bundle(self.bundle, self.cache_dir, norm.channels, norm.to_rgb, self.progress)
+        if check.problems:
+            n = len(check.problems)
+            shown = "; ".join(check.problems[:8]) + (f"; and {n - 8} more" if n > 8 else "")
+            hint = ""
+            if any("mode" in p for p in check.problems):
+                hint = " (dataset.transforms.to_rgb=true with 3-entry mean/std converts every image to RGB)"
+            raise EifError(
+                f"{ds.name}: {n} image{'s' if n > 1 else ''} under {ds.root} cannot be used: {shown}{hint}"
+            )
+        b, batch = self.bundle, ds.batch
+        if b.num_train_classes < batch.classes_per_batch:
+            raise EifError(
+                f"dataset.batch.classes_per_batch={batch.classes_per_batch}, but the training split has "
+                f"{b.num_train_classes} classes; lower it to at most {b.num_train_classes}"
+            )
+        if len(b.train) <= batch.size:
+            raise EifError(
+                f"the training split has {len(b.train)} images, too few for one batch of {batch.size} "
+                f"(dataset.batch: {batch.classes_per_batch} classes x {batch.samples_per_class} samples)"
+            )
+        return check
+
+    def fingerprints(self, *splits: str) -> dict[str, str]:
+        """Fingerprints of the named splits that exist in this data set."""
+        fps = self.data_check.fingerprints
+        return {s: fps[s] for s in splits if s in fps}
+
+    def file_digest(self, path: str) -> str:
+        from eif.data.fingerprint import file_digest
+
+        digest = file_digest(path, self.cache_dir)
+        if not digest:
+            raise EifError(f"model.checkpoint: {path} does not exist or cannot be read")
+        return digest
+
+
+@dataclass
+class Plan:
+    """Every stage a job needs, dependencies first, with its typed settings, spec and store key."""
+
+    stages: list[Stage]
+    settings: dict[str, Settings]
+    specs: dict[str, dict[str, Any]]
+    keys: dict[str, str]
+
+
+def make_plan(job: Any, env: Env, names: Any = None) -> Plan:
+    """Settings and keys of ``names`` (default: the job's stages) and everything they read."""
+    stages = closure(job.stages if names is None else names, job)
+    settings: dict[str, Settings] = {}
+    specs: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}
+    for stage in stages:
+        s = stage.settings(job, env)
+        spec = {
+            "stage": stage.name,
+            "version": stage.version,
+            "settings": keyed(s),
+            "deps": {d: keys[d] for d in stage.dependencies(job)},
+        }
+        settings[stage.name], specs[stage.name], keys[stage.name] = s, spec, spec_key(spec)
+    return Plan(stages, settings, specs, keys)
+
+
+def check_model(job: Any, bundle: Any, transforms: list[str]) -> None:
+    """Build the model (no weight download) and feed it one image of each transform: a wrong channel
+    count or an image too small for the trunk is one line here, not a traceback mid-training."""
+    import torch
+
+    problem = job.model.weights_problem()
+    if problem:
+        raise EifError(problem)
+    model = job.model.build(pretrained=False).eval()
+    for which in transforms:
+        x = bundle.train.with_transform(job.dataset.transforms.build(which))[0][0]
+        try:
+            with torch.no_grad():
+                model(x[None])
+        except RuntimeError as err:
+            first = " ".join(str(err).split("\n")[0].split())
+            raise EifError(
+                f"model {job.model.name} (in_channels={job.model.in_channels}) cannot take the "
+                f"{job.dataset.name} images under the {which} transform (tensor {tuple(x.shape)}): {first}"
+            ) from None
+
+
+def _writable(directory: Path, what: str) -> None:
+    """Fail with one line unless files can be created in ``directory`` (made if missing)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".eif-write-check.", dir=directory)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise EifError(f"{what} {directory} is not writable: {err.strerror or err}") from None
+
+
+def resolve_progress(setting: bool | None) -> bool:
+    """``progress=null``: bars only on an interactive terminal outside SLURM."""
+    if setting is not None:
+        return setting
+    return sys.stderr.isatty() and "SLURM_JOB_ID" not in os.environ
+
+
+def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
+    """Run the job's stages (module doc); returns the record also written to ``run.json``."""
+    from eif.logging.run_logger import RunLogger, build_logger
+    from eif.utils.device import resolve_device
+    from eif.utils.seed import seed_everything
+
+    job = load_job(cfg)
+    run_dir = Path(job.paths.output_dir)
+    print(f"run dir: {run_dir}", flush=True)
+    progress = resolve_progress(job.progress)
+    device, why = resolve_device(job.device)
+    log.info("device: %s (%s)", device, why)
+    store = ArtifactStore(job.paths.store_dir, job.store.stale_after_s, job.store.heartbeat_s)
+    cache_dir = Path(job.paths.cache_dir)
+    for directory, what in (
+        (store.root, "paths.store_dir"),
+        (cache_dir, "paths.cache_dir"),
+        (run_dir, "the run dir"),
+    ):
+        _writable(directory, what)
+    env = Env(job, cache_dir, progress)
+    plan = make_plan(job, env)
+    for stage in plan.stages:
+        if stage.check_data is not None:
+            stage.check_data(job, env.bundle)
+    pending = [
+        n
+        for n in MODEL_STAGES
+        if n in plan.keys and not (store.path(n, plan.keys[n]) / "MANIFEST.json").is_file()
+    ]
+    if pending:
+        uses = {
+            "train": "train",
+            "evaluate": "eval",
+            "embed": job.embed.transform,
+            "retrain_features": "train",
+        }
+        check_model(job, env.bundle, sorted({uses[n] for n in pending}))
+    seed_everything(job.seed)
+    ident = Job(job.dataset.name, job.model.name, job.loss.name, job.noise.name, job.seed)
     logger: RunLogger = RunLogger()
     exit_code = 1
     try:
-        logger = build_logger(cfg, run_dir)
-        ctx = Context(
-            cfg=cfg, store=store, logger=logger, run_dir=run_dir, device=device, registry=registry()
-        )
+        logger = build_logger(job, run_dir)
+        run = Run(store, logger, run_dir, device, progress, ident, lambda: env.bundle)
         t0 = time.perf_counter()
-        for name in cfg.stages:
-            ctx.require(str(name))
+        preempt.install()
+        with preempt.handle_termination():
+            for stage in plan.stages:
+                run.execute(stage, plan.settings[stage.name], plan.keys[stage.name], plan.specs[stage.name])
         record = {
-            "stages": list(cfg.stages),
-            "keys": {n: ctx.key(n) for n in ctx.outputs},
-            "artifacts": {n: str(p) for n, p in ctx.outputs.items()},
-            "compute_seconds": ctx.timings,
+            "stages": list(job.stages),
+            "keys": dict(plan.keys),
+            "artifacts": {n: str(p) for n, p in run.outputs.items()},
+            "compute_seconds": run.timings,
             "wall_seconds": time.perf_counter() - t0,
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "device": {"name": str(device), "why": why},
+            "job": ident.as_dict(),
+            "config": _config_record(cfg, job),
             **provenance(),
         }
         write_json(run_dir / "run.json", record)
@@ -63,11 +238,45 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         logger.finish(exit_code)
 
 
+def _config_record(cfg: Any, job: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    from eif.settings import dump
+
+    return dump(job)
+
+
 def run_job_cli(cfg: DictConfig) -> dict[str, Any]:
-    """``run_job`` for the command line: a user error becomes one line on stderr and exit code 2."""
+    """``run_job`` for the command line: every user-facing failure is one line on stderr."""
+    from eif.cli import disk_error
+
     try:
         return run_job(cfg)
+    except LockLost as err:
+        _fail(str(err), 1)
     except EifError as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        _fail(str(err), 2)
+    except preempt.Interrupted as err:
+        what = "interrupted" if err.signum == 2 else f"terminated ({err})"
+        _fail(f"{what}; re-run the same command to resume", 128 + err.signum)
+    except KeyboardInterrupt:
+        _fail("interrupted; re-run the same command to resume", 130)
+    except OSError as err:
+        message = disk_error(err)
+        if message is None:
+            raise
+        _fail(message, 1)
+    raise AssertionError("unreachable")
+
+
+def _fail(message: str, code: int) -> None:
+    log.error("%s", message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def plan_keys(cfg: Any, names: Any = None, cache_dir: Path | None = None) -> dict[str, str]:
+    """Store keys of ``names`` (default: every registered stage) for a composed config, without
+    running anything (used by tests and to inspect where a result lives)."""
+    job = load_job(cfg, check_stages=False)
+    return make_plan(job, Env(job, cache_dir), list(registry()) if names is None else names).keys

@@ -45,12 +45,14 @@ def launch(
     timeout: float = 600,
     env: dict[str, str] | None = None,
     check: bool = False,
+    tiny: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run ``launch.py`` in a subprocess with the store and run dir under ``tmp_path``."""
+    """Run ``launch.py`` in a subprocess with the store and run dir under ``tmp_path``; ``tiny`` adds
+    the Fashion-MNIST shrinking overrides (other data sets take only ``logger=none device=cpu``)."""
     cmd = [
         sys.executable,
         str(ROOT / "launch.py"),
-        *TINY,
+        *(TINY if tiny else ["logger=none", "device=cpu"]),
         f"paths.store_dir={tmp_path / 'store'}",
         f"hydra.run.dir={tmp_path / run_name}",
         *args,

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from eif.aggregate import aggregate, expected_jobs, main
-from eif.stats.table1 import compare
-from eif.utils.io import write_json
+from eif.tables.__main__ import main
+from eif.tables.sweep import expected_jobs
+from eif.tables.table1 import aggregate, compare
+from eif.utils.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_MODELS = [
@@ -108,8 +109,11 @@ def test_not_enough_confusions_shows_as_na(tmp_path):
     assert line.split("|")[2].strip() == "n/a"
 
 
-def test_cli_on_an_empty_dir_writes_empty_tables(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 0
+def test_cli_on_an_empty_sweep_writes_empty_tables(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2  # neither results nor a sweep: most likely a wrong path
+    assert "holds no job results" in capsys.readouterr().out
+    write_text(tmp_path / "multirun.yaml", "hydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
+    assert main([str(tmp_path)]) == 0  # a sweep whose jobs have not finished: empty cells
     assert (tmp_path / "table1.csv").exists() and (tmp_path / "table1.md").exists()
     assert main([str(tmp_path / "nope")]) == 2
 

@@ -24,12 +24,28 @@ from tests.fixtures import (
 IMAGENET = OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "transforms" / "imagenet.yaml")
 
 
+TARGETS = {
+    "cub": "eif.data.folders.Cub",
+    "cars": "eif.data.cars.Cars",
+    "inshop": "eif.data.inshop.InShop",
+    "imagefolder": "eif.data.folders.ImageFolder",
+}
+# The settings every data set has; these tests are about what the readers read.
+COMMON = {
+    "noise_rule": "shift",
+    "batch": {"classes_per_batch": 2, "samples_per_class": 2},
+    "recall_at": [1],
+    "influence_transform": "influence",
+}
+
+
 def _cfg(dataset: dict, fraction: float = 0.0, rule: str = "shift", seed: int = 0):
+    target = TARGETS.get(dataset["name"], f"eif.data.{dataset['name']}.Nope")
     return OmegaConf.create(
         {
             "seed": seed,
             "noise": {"fraction": fraction, "rule": rule},
-            "dataset": {**dataset, "transforms": IMAGENET},
+            "dataset": {"_target_": target, **COMMON, **dataset, "transforms": IMAGENET},
         }
     )
 
@@ -107,7 +123,7 @@ def test_cub_errors(tmp_path, cub_root) -> None:
         build_data(_cfg(_cub(root, train_classes={"start": 0, "stop": 110})))
     with pytest.raises(EifError, match="test_classes is empty"):
         build_data(_cfg(_cub(root, test_classes=[])))
-    with pytest.raises(EifError, match=r"give a list of class ids or \{start, stop\}"):
+    with pytest.raises(EifError, match=r"dataset\.test_classes.*(start|first)"):
         build_data(_cfg(_cub(root, test_classes={"first": 100})))
     # A folder whose images are all AppleDouble files counts as missing data.
     write_bytes(tmp_path / "images" / "001.A" / "._x.jpg", b"junk")
@@ -132,7 +148,8 @@ def test_cars_split_ignores_test_flag(cars_root) -> None:
     assert len(b.test_class_names) == 98 and b.test_class_names[-1] == "Make Model 196 2012"
     keep = made["labels"] < 98
     np.testing.assert_array_equal(b.train.labels, made["labels"][keep])
-    assert b.train.paths == [str(root / p) for p in made["paths"][keep]]
+    assert b.train.paths == [str(p) for p in made["paths"][keep]]  # relative to the root
+    assert b.train.file(0) == root / made["paths"][keep][0]
     np.testing.assert_array_equal(b.test.labels, made["labels"][~keep])
     assert b.test[0][0].shape == (3, 256, 256)
 
@@ -206,9 +223,11 @@ def test_imagefolder_fraction_and_lists(tmp_path) -> None:
     assert b.train_class_names == ["ant", "cat", "dog", "eel", "fox"]
     with pytest.raises(EifError, match=r"train_classes names 1 folders not in the data \(e\.g\. 'yak'\)"):
         build_data(_cfg({**base, "train_classes": ["ant", "yak"]}))
-    with pytest.raises(EifError, match="train_fraction=1.0 of 6 classes leaves an empty"):
+    with pytest.raises(EifError, match="dataset.train_fraction: input should be less than 1"):
         build_data(_cfg({**base, "train_fraction": 1.0}))
-    with pytest.raises(EifError, match="set dataset.root"):
+    with pytest.raises(EifError, match="train_fraction=0.05 of 6 classes leaves an empty"):
+        build_data(_cfg({**base, "train_fraction": 0.05}))
+    with pytest.raises(EifError, match=r"dataset\.root: required but not set"):
         build_data(_cfg({**base, "root": "???"}))
 
 
@@ -227,6 +246,6 @@ def test_noise_reaches_train_labels(cub_root) -> None:
     np.testing.assert_array_equal(b.test.labels, b.test.clean_labels)
 
 
-def test_unknown_dataset() -> None:
-    with pytest.raises(EifError, match="unknown dataset.name 'mnist'; choose one of fashion_mnist, cub"):
+def test_unknown_dataset_class() -> None:
+    with pytest.raises(EifError, match=r"dataset: cannot import _target_ 'eif\.data\.mnist\.Nope'"):
         build_data(_cfg({"name": "mnist", "root": "x"}))

@@ -28,7 +28,7 @@ def photos(tmp_path_factory) -> FileImageSet:
     specs = [("a.jpg", 300, 200, "RGB"), ("b.jpg", 120, 160, "L"), ("c.png", 64, 64, "RGBA")]
     for k, (name, w, h, mode) in enumerate(specs):
         write_image(root / name, w, h, seed=k, mode=mode)
-    return FileImageSet([str(root / s[0]) for s in specs], np.array([0, 1, 2]))
+    return FileImageSet(root, [s[0] for s in specs], np.array([0, 1, 2]))
 
 
 def test_imagenet_shapes(photos: FileImageSet) -> None:
@@ -90,10 +90,15 @@ def test_batches_reproduce_across_loaders() -> None:
         (
             {**IMAGENET, "eval": {"name": "resize_center_crop", "resize": 288}},
             "eval",
-            r"dataset\.transforms\.eval: transform 'resize_center_crop' needs the field 'crop'",
+            r"dataset\.transforms\.eval\.crop: field required",
         ),
         (IMAGENET, "test", "transform kind must be one of train, eval, influence, got 'test'"),
-        ({**IMAGENET, "std": [0.2, 0.2]}, "eval", "need equal lengths"),
+        ({**IMAGENET, "std": [0.2, 0.2]}, "eval", "need equal, non-zero lengths"),
+        (
+            {**IMAGENET, "to_rgb": True, "mean": [0.1, 0.2], "std": [0.2, 0.2]},
+            "eval",
+            "to_rgb gives 3 channels",
+        ),
     ],
 )
 def test_transform_errors(tcfg, which: str, message: str) -> None:

@@ -29,7 +29,7 @@ def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
             "influence.kinds=[pair,group,missim]",
             "mine.num_pairs=20",
             "mine.num_missim=5",
-            "influence.progress=false",
+            "progress=false",
             # the 2-epoch model is far from a minimum: per-sample curvature ~6e3
             "influence.if.scale=20000",
         ],

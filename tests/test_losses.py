@@ -192,16 +192,27 @@ def test_state_dict_round_trip_keeps_proxies(batch, name):
 
 
 def test_build_loss_rejects_bad_config():
-    with pytest.raises(EifError, match="loss.name"):
+    with pytest.raises(EifError, match="loss: needs a _target_"):
         build_loss({"name": "triplet"}, C, E)
-    with pytest.raises(EifError, match="centers_per_class"):
+    with pytest.raises(EifError, match=r"loss: cannot import _target_ 'eif\.losses\.Triplet'"):
+        build_loss({"_target_": "eif.losses.Triplet"}, C, E)
+    with pytest.raises(EifError, match="loss.centers_per_class: input should be greater than 0"):
         build_loss(_cfg("softtriple", k=0), C, E)
 
 
 def _cfg(name: str, k: int = 1) -> dict:
+    """The loss's YAML node, as conf/loss/<name>.yaml writes it."""
     if name == "proxynca_pp":
-        return {"name": name, "scale": 3.0}
-    return {"name": name, "la": 20.0, "gamma": 0.1, "tau": 0.2, "margin": 0.01, "centers_per_class": k}
+        return {"_target_": "eif.losses.proxynca_pp.ProxyNCAPPConfig", "name": name, "scale": 3.0}
+    return {
+        "_target_": "eif.losses.softtriple.SoftTripleConfig",
+        "name": name,
+        "la": 20.0,
+        "gamma": 0.1,
+        "tau": 0.2,
+        "margin": 0.01,
+        "centers_per_class": k,
+    }
 
 
 @pytest.mark.parametrize("name", ["proxynca_pp", "softtriple"])

@@ -14,6 +14,7 @@ from eif.utils.errors import EifError
 from eif.utils.io import save_torch
 
 RESNET_CFG = {
+    "_target_": "eif.models.resnet.ResNet50",
     "name": "resnet50",
     "in_channels": 3,
     "feature_dim": 2048,
@@ -21,13 +22,14 @@ RESNET_CFG = {
     "pretrained": False,
 }
 CNN_CFG = {
+    "_target_": "eif.models.small_cnn.SmallCnn",
     "name": "small_cnn",
     "in_channels": 1,
     "feature_dim": 256,
     "embedding_size": 64,
     "pretrained": False,
 }
-PNCA_CFG = {"name": "proxynca_pp", "scale": 3.0}
+PNCA_CFG = {"_target_": "eif.losses.proxynca_pp.ProxyNCAPPConfig", "name": "proxynca_pp", "scale": 3.0}
 
 
 def _train_steps(model: Embedder, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> list[float]:
@@ -82,12 +84,16 @@ def test_forward_is_head_of_features():
 
 
 def test_build_model_rejects_bad_config():
-    with pytest.raises(EifError, match="model.name"):
-        build_model({**CNN_CFG, "name": "vgg"})
-    with pytest.raises(EifError, match="feature_dim"):
+    with pytest.raises(EifError, match=r"model: cannot import _target_ 'eif\.models\.Vgg'"):
+        build_model({**CNN_CFG, "_target_": "eif.models.Vgg"})
+    with pytest.raises(EifError, match="model: feature_dim must be 2048 for resnet50, got 512"):
         build_model({**RESNET_CFG, "feature_dim": 512})
     with pytest.raises(EifError, match="in_channels=3"):
         build_model({**RESNET_CFG, "in_channels": 1, "pretrained": True})
+    with pytest.raises(EifError, match="model.embedding_size: input should be greater than 0"):
+        build_model({**CNN_CFG, "embedding_size": 0})
+    with pytest.raises(EifError, match="model.depth: unknown setting"):
+        build_model({**CNN_CFG, "depth": 3})
 
 
 def test_pretrained_weights_unavailable_is_one_clear_error(tmp_path, monkeypatch):

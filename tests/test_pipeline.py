@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from eif.pipeline import run_job
-from eif.utils.io import load_torch, read_json
+from eif.utils.io import CorruptFile, load_checked, load_torch, read_json
 from tests.conftest import ROOT, TINY, compose_cfg, launch
 
 pytestmark = pytest.mark.usefixtures("fmnist_available")
@@ -104,9 +104,12 @@ def test_sigkill_mid_epoch_resumes_bit_identical(tmp_path: Path) -> None:
     deadline = time.time() + 300
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
-        found = list((work / "store" / "train").glob("*/ckpt/last.pt"))
+        found = sorted((work / "store" / "train").glob("*.partial*/ckpt/*.ckpt"))
         if found:
-            state = load_torch(found[0])
+            try:
+                state = load_checked(found[-1])
+            except (OSError, CorruptFile):  # rotated away meanwhile
+                continue
             if state["epoch"] >= 1 and state["batch"] > 0:  # mid-epoch, after a full epoch
                 ckpt = state
                 break

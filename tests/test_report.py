@@ -17,7 +17,7 @@ from PIL import Image
 from eif.influence.results import split_by_sign
 from eif.mislabel import detect, knn, relabel, survey
 from eif.report import figures, run_report
-from eif.report.tables import markdown, write_table
+from eif.tables.format import markdown, write_table
 from eif.utils.io import save_npz, write_bytes, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from eif.report.sweep import aggregate
+from eif.tables.mislabel import aggregate
 from eif.utils.io import write_json, write_text
 
 

@@ -134,12 +134,22 @@ def test_augmented_epoch_features_are_reproducible():
         "mean": [0.5],
         "std": [0.25],
         "train": {"name": "random_resized_crop", "size": 28, "scale": [0.6, 1.0], "flip": True},
+        "eval": {"name": "none"},
+        "influence": {"name": "none"},
     }
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(C), 10)
     data = ArrayImageSet(rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8), labels)
     torch.manual_seed(0)
-    model = build_model({"name": "small_cnn", "in_channels": 1, "feature_dim": D, "embedding_size": E}).eval()
+    model = build_model(
+        {
+            "_target_": "eif.models.small_cnn.SmallCnn",
+            "name": "cnn",
+            "in_channels": 1,
+            "feature_dim": D,
+            "embedding_size": E,
+        }
+    ).eval()
 
     def epoch() -> EpochBatches:
         train_set = data.with_transform(build_transform(tcfg, "train"))
@@ -166,8 +176,13 @@ def test_augmented_epoch_features_are_reproducible():
 @pytest.mark.parametrize(
     "loss_cfg",
     [
-        {"name": "proxynca_pp", "scale": 3.0},
-        {"name": "softtriple", "la": 20.0, "gamma": 0.1, "tau": 0.2, "margin": 0.01, "centers_per_class": 1},
+        {"_target_": "eif.losses.proxynca_pp.ProxyNCAPPConfig", "name": "proxynca_pp", "scale": 3.0},
+        {
+            "_target_": "eif.losses.softtriple.SoftTripleConfig",
+            "la": 20.0,
+            "gamma": 0.1,
+            "centers_per_class": 1,
+        },
     ],
 )
 def test_batched_retrain_with_the_project_losses(setup, loss_cfg):

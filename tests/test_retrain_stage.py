@@ -15,7 +15,7 @@ from eif.pipeline import run_job
 # LiSSA's scale 500 suits the ResNet head; the tiny 2-epoch CNN's head needs a larger one to stay finite.
 SMALL = [
     "mine.num_pairs=20",
-    "influence.progress=false",
+    "progress=false",
     "influence.if.scale=20000",
     "stats.pair_sizes=[5,20,30]",
     "stats.group_sizes=[2,3,5]",
@@ -45,7 +45,13 @@ def test_retrain_and_stats_stages(tmp_path: Path, fmnist_available) -> None:
     assert len(table) == 2 * (20 + n_groups)
 
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())
-    assert stats["job"] == {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": 0, "noise": "none"}
+    assert stats["job"] == {
+        "dataset": "fashion_mnist",
+        "model": "small_cnn",
+        "loss": "proxynca_pp",
+        "seed": 0,
+        "noise": "none",
+    }
     by = {(r["kind"], r["n"]): r for r in stats["rows"]}
     assert by[("pairs", 30)]["status"] == "not enough confusions" and by[("pairs", 30)]["pvalue"] is None
     assert by[("pairs", 20)]["status"] == "ok"

@@ -178,7 +178,7 @@ def _interrupt(tmp_path: Path, signal_name: str) -> tuple[subprocess.Popen, str]
         "the job folder",
     )
     (jid,) = job_ids(tmp_path / "sweep")
-    wait_until(lambda: any(store.glob("train/*.partial/ckpt/last.pt")), proc, 300, "a training checkpoint")
+    wait_until(lambda: any(store.glob("train/*.partial*/ckpt/*.ckpt")), proc, 300, "a training checkpoint")
     if signal_name == "KILL":
         # `scancel --signal=KILL` is a plain cancel in SLURM (SIGTERM, then SIGKILL after KillWait, which
         # submitit's SIGTERM bypass lets the job ride out): SIGKILL the job step's processes instead, as

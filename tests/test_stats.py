@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from eif.stats.table1 import DEGENERATE, NOT_ENOUGH, OK, compare, fmt, summary_keys
+from eif.tables.format import fmt
+from eif.tables.table1 import DEGENERATE, NOT_ENOUGH, OK, compare, summary_keys
 
 
 def test_group_pvalues_are_two_to_the_minus_m_when_eif_wins_every_group():

@@ -11,6 +11,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,7 +71,9 @@ def test_compute_once_then_reuse(tmp_path: Path) -> None:
     d1, c1 = store.get_or_compute("s", "k", {}, compute)
     d2, c2 = store.get_or_compute("s", "k", {}, compute)
     assert (c1, c2) == (True, False) and d1 == d2 == tmp_path / "store" / "s" / "k"
-    assert len(calls) == 1 and calls[0].name == "k.partial"  # computed aside, then renamed
+    assert len(calls) == 1 and calls[0].name.startswith(
+        "k.partial."
+    )  # computed aside (per lock token), renamed
     assert read_json(d1 / "out.json") == {"v": 1}
     assert sorted(p.name for p in d1.parent.iterdir()) == ["k"]  # no lock, work dir or scratch left
     manifest = read_json(d1 / MANIFEST)
@@ -100,9 +104,16 @@ def test_killed_holder_lock_is_broken_and_work_resumes(tmp_path: Path) -> None:
     root, log = tmp_path / "store", tmp_path / "log"
     p = FORK.Process(target=_job, args=(str(root), str(log), 0.3))
     p.start()
-    progress = root / "train" / "k.partial" / SCRATCH / "progress.json"
+
+    def progress() -> int:
+        found = list((root / "train").glob(f"k.partial.*/{SCRATCH}/progress.json"))
+        try:
+            return read_json(found[0])["done"] if found else 0
+        except (OSError, ValueError):
+            return 0
+
     deadline = time.time() + 30
-    while not (progress.exists() and read_json(progress)["done"] >= 2) and time.time() < deadline:
+    while progress() < 2 and time.time() < deadline:
         time.sleep(0.02)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
@@ -276,3 +287,23 @@ def test_sigkill_at_random_points_never_exposes_a_partial_artifact(tmp_path: Pat
     assert {f.name: f.read_bytes() for f in final.iterdir() if f.name != MANIFEST} == expected
     # graves of killed attempts are swept; only staging dirs of killed lock attempts may be left (young)
     assert [p.name for p in (root / "train").iterdir() if ".lock.new." not in p.name] == ["k"]
+
+
+def test_files_honour_the_umask(tmp_path: Path) -> None:
+    """A store shared by a group stays readable by it: files get 0666 minus the umask (mkstemp alone
+    would make them 0600), here checked in a fresh process with umask 027."""
+    code = (
+        "import os, sys; os.umask(0o027); from pathlib import Path; "
+        "from eif.utils.store import ArtifactStore; from eif.utils.io import write_json; "
+        "store = ArtifactStore(sys.argv[1]); "
+        "d, _ = store.get_or_compute('s', 'k', {}, lambda w: write_json(w / 'a.json', {})); "
+        "print(oct(os.stat(d / 'a.json').st_mode & 0o777), oct(os.stat(d / 'MANIFEST.json').st_mode & 0o777))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout.split()
+    assert out == ["0o640", "0o640"], out

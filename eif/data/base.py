@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -122,10 +123,15 @@ class ArrayImageSet(ImageSet):
 
 
 class FileImageSet(ImageSet):
-    """Images read from files with PIL (decoded on every access)."""
+    """Images read from files with PIL (decoded on every access).
+
+    ``root``: the data set's directory; ``paths``: image paths relative to it (POSIX), so artifacts
+    that name images stay valid when the data set moves.
+    """
 
     def __init__(
         self,
+        root: str | Path,
         paths: list[str],
         labels: np.ndarray,
         transform: Transform | None = None,
@@ -134,10 +140,15 @@ class FileImageSet(ImageSet):
         super().__init__(labels, transform, clean_labels)
         if len(paths) != len(self):
             raise ValueError(f"{len(paths)} paths for {len(self)} labels")
+        self.root = Path(root)
         self.paths = list(paths)
 
+    def file(self, i: int) -> Path:
+        """The absolute path of image ``i``."""
+        return self.root / self.paths[i]
+
     def load(self, i: int) -> Image.Image:
-        path = self.paths[i]
+        path = self.file(i)
         try:
             with Image.open(path) as im:
                 im.load()
@@ -152,7 +163,7 @@ class FileImageSet(ImageSet):
         lab = self.labels[index] if labels is None else labels
         paths = np.asarray(self.paths, dtype=object)[index].tolist()
         return FileImageSet(
-            paths, lab, self.transform, self.clean_labels[index] if labels is None else labels
+            self.root, paths, lab, self.transform, self.clean_labels[index] if labels is None else labels
         )
 
 

@@ -1,52 +1,30 @@
-"""``build_data(cfg)``: the configured dataset's splits, transforms and label noise."""
+"""Reading the configured data set: its splits, the eval transform, and label noise."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from eif.data.base import DataBundle, NoiseInfo
-from eif.data.cars import load_cars
-from eif.data.fashion_mnist import load_fashion_mnist
-from eif.data.folders import load_cub, load_imagefolder
-from eif.data.inshop import load_inshop
-from eif.data.noise import inject_noise
-from eif.data.splits import Splits
-from eif.data.transforms import build_transform
+from eif.data.config import DatasetConfig
+from eif.data.noise import NoiseConfig, inject_noise
 from eif.utils.errors import EifError
 
-READERS: dict[str, Callable[[Any], Splits]] = {
-    "fashion_mnist": load_fashion_mnist,
-    "cub": load_cub,
-    "cars": load_cars,
-    "inshop": load_inshop,
-    "imagefolder": load_imagefolder,
-}
 
+def load_data(dataset: DatasetConfig, noise: NoiseConfig, seed: int) -> DataBundle:
+    """Read ``dataset``, give every split the eval transform, inject ``noise`` with ``seed``.
 
-def build_data(cfg: Any) -> DataBundle:
-    """Read ``cfg.dataset``, give every split the eval transform, inject ``cfg.noise`` with ``cfg.seed``.
-
-    The trainer asks for augmentation with ``bundle.train.with_transform(build_transform(
-    cfg.dataset.transforms, "train"))``.
+    The trainer asks for augmentation with ``bundle.train.with_transform(dataset.transforms.build("train"))``.
     """
-    dcfg = cfg.dataset
-    name = str(dcfg.name)
-    if name not in READERS:
-        raise EifError(f"unknown dataset.name {name!r}; choose one of {', '.join(READERS)}")
-    if dcfg.get("root") in (None, "???"):
-        raise EifError(f"{name}: set dataset.root to the dataset's directory")
-    splits = READERS[name](dcfg)
+    splits = dataset.load()
     for which, part in (("train", splits.train), ("test", splits.test)):
         if len(part) == 0:
-            raise EifError(f"{name}: the {which} split has no images")
-    eval_t = build_transform(dcfg.transforms, "eval")
+            raise EifError(f"{dataset.name}: the {which} split has no images")
+    eval_t = dataset.transforms.build("eval")
     num_classes = len(splits.train_class_names)
     clean = splits.train.clean_labels
-    fraction, rule = float(cfg.noise.fraction), str(cfg.noise.rule)
-    noisy, flipped = inject_noise(clean, fraction, rule, int(cfg.seed), num_classes)
+    noisy, flipped = inject_noise(clean, noise.fraction, noise.rule, seed, num_classes)
     return DataBundle(
         train=splits.train.with_labels(noisy).with_transform(eval_t),
         test=splits.test.with_transform(eval_t),
@@ -55,5 +33,14 @@ def build_data(cfg: Any) -> DataBundle:
         num_train_classes=num_classes,
         train_class_names=splits.train_class_names,
         test_class_names=splits.test_class_names,
-        noise=NoiseInfo(fraction, rule, flipped, np.ascontiguousarray(clean[flipped])),
+        noise=NoiseInfo(noise.fraction, noise.rule, flipped, np.ascontiguousarray(clean[flipped])),
+    )
+
+
+def build_data(cfg: Any) -> DataBundle:
+    """:func:`load_data` from a composed config (``dataset``, ``noise``, ``seed`` nodes)."""
+    from eif.settings import parse
+
+    return load_data(
+        parse(DatasetConfig, cfg.dataset, "dataset"), parse(NoiseConfig, cfg.noise, "noise"), int(cfg.seed)
     )

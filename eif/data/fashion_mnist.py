@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gzip
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import PositiveInt
 from torchvision.datasets import FashionMNIST
 
 from eif.data.base import ArrayImageSet
-from eif.data.splits import Splits, class_ids, split_by_class
+from eif.data.config import ClassIds, DatasetConfig, class_ids
+from eif.data.splits import Splits, split_by_class
+from eif.settings import LOCATION, setting
 from eif.utils.errors import EifError
 
 # magic = 0x0000 0x08 (uint8) <ndim>: 2051 for (N, H, W) images, 2049 for (N,) labels.
@@ -28,8 +31,21 @@ LAYOUT = (
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
-    """A uint8 IDX file (gzipped or not) as an array of ``ndim`` dimensions."""
+    """A uint8 IDX file (gzipped or not) as a read-only array of ``ndim`` dimensions.
+
+    Decoded once per process and file version (path, size, mtime): a job builds its data once, but
+    tests and sweeps in one process read the same files many times."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise EifError(f"cannot read IDX file {path}: {e}") from None
+    return _read_idx(str(path), ndim, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _read_idx(name: str, ndim: int, size: int, mtime_ns: int) -> np.ndarray:
+    path = Path(name)
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as e:
@@ -44,7 +60,9 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise EifError(f"{path}: header says {dims} = {int(np.prod(dims))} bytes, found {body.size}")
-    return body.reshape(dims)
+    out = body.reshape(dims)
+    out.flags.writeable = False
+    return out
 
 
 def find_files(root: Path) -> dict[str, Path] | None:
@@ -83,27 +101,39 @@ def cap_per_class(labels: np.ndarray, cap: int | None) -> np.ndarray:
     return np.sort(order[rank < int(cap)])
 
 
-def load_fashion_mnist(dcfg: Any) -> Splits:
-    """Pool both IDX splits (70,000 images, 28x28 uint8), cap per class, split by class."""
-    root = Path(str(dcfg.get("root", "/usr/share/datasets/fashion-mnist")))
-    files = find_files(root)
-    if files is None and dcfg.get("download", False):
-        _download(root)
+class FashionMnist(DatasetConfig):
+    """Fashion-MNIST from its IDX files: both official files pooled (70,000 28x28 grayscale images),
+    at most ``max_per_class`` per class (first in file order; None = all), split by class ids."""
+
+    root: str = setting("/usr/share/datasets/fashion-mnist", unkeyed=LOCATION)
+    # Download through torchvision into `root` when the files are missing (needs internet).
+    download: bool = setting(False, unkeyed=LOCATION)
+    train_classes: ClassIds = (0, 1, 2, 3, 4)
+    test_classes: ClassIds = (5, 6, 7, 8, 9)
+    max_per_class: PositiveInt | None = 1000
+
+    def load(self) -> Splits:
+        root = Path(self.root)
         files = find_files(root)
-    if files is None:
-        raise EifError(
-            f"fashion_mnist: data not found under {root}; expected {LAYOUT} "
-            "(Debian: apt install dataset-fashion-mnist; or set dataset.download=true)"
+        if files is None and self.download:
+            _download(root)
+            files = find_files(root)
+        if files is None:
+            raise EifError(
+                f"fashion_mnist: data not found under {root}; expected {LAYOUT} "
+                "(Debian: apt install dataset-fashion-mnist; or set dataset.download=true)"
+            )
+        images = np.concatenate([read_idx(files[FILES[0]], 3), read_idx(files[FILES[2]], 3)])
+        labels = np.concatenate([read_idx(files[FILES[1]], 1), read_idx(files[FILES[3]], 1)]).astype(np.int64)
+        if images.shape[0] != labels.shape[0]:
+            raise EifError(
+                f"fashion_mnist: {images.shape[0]} images but {labels.shape[0]} labels under {root}"
+            )
+        keep = cap_per_class(labels, self.max_per_class)
+        pooled = ArrayImageSet(images[keep], labels[keep])
+        names = list(FashionMNIST.classes)
+        if labels.max() >= len(names):
+            names += [str(c) for c in range(len(names), int(labels.max()) + 1)]
+        return split_by_class(
+            pooled, names, class_ids(self.train_classes), class_ids(self.test_classes), "fashion_mnist"
         )
-    images = np.concatenate([read_idx(files[FILES[0]], 3), read_idx(files[FILES[2]], 3)])
-    labels = np.concatenate([read_idx(files[FILES[1]], 1), read_idx(files[FILES[3]], 1)]).astype(np.int64)
-    if images.shape[0] != labels.shape[0]:
-        raise EifError(f"fashion_mnist: {images.shape[0]} images but {labels.shape[0]} labels under {root}")
-    keep = cap_per_class(labels, dcfg.get("max_per_class"))
-    pooled = ArrayImageSet(images[keep], labels[keep])
-    names = list(FashionMNIST.classes)
-    if labels.max() >= len(names):
-        names += [str(c) for c in range(len(names), int(labels.max()) + 1)]
-    train_ids = class_ids(dcfg.get("train_classes", list(range(5))), "train_classes")
-    test_ids = class_ids(dcfg.get("test_classes", list(range(5, 10))), "test_classes")
-    return split_by_class(pooled, names, train_ids, test_ids, "fashion_mnist")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import numpy as np
+from pydantic import BeforeValidator
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from eif.data.base import FileImageSet
-from eif.data.splits import Splits, class_ids, split_by_class
+from eif.data.config import ClassIds, ClassRange, DatasetConfig, class_ids
+from eif.data.splits import Splits, split_by_class
+from eif.settings import setting
 from eif.utils.errors import EifError
+
+# Folder names given on the command line as numbers (dataset.train_classes=[7,8]) are names too.
+FolderName = Annotated[str, BeforeValidator(str)]
 
 
 def _is_image(path: str) -> bool:
@@ -30,27 +36,27 @@ def scan_folders(directory: Path, dataset: str, layout: str) -> tuple[FileImageS
         raise EifError(f"{dataset}: {' '.join(str(e).split())} (expected {layout})") from None
     if not samples:
         raise EifError(f"{dataset}: no images under {directory}; expected {layout}")
-    paths = [p for p, _ in samples]
+    paths = [Path(p).relative_to(directory).as_posix() for p, _ in samples]
     labels = np.fromiter((c for _, c in samples), dtype=np.int64, count=len(samples))
-    return FileImageSet(paths, labels), names
+    return FileImageSet(directory, paths, labels), names
 
 
-def load_cub(dcfg: Any) -> Splits:
-    """CUB-200-2011: labels are the sorted folder indices 0..199 (torchvision ImageFolder order)."""
-    root = Path(str(dcfg.root))
-    images, names = scan_folders(root / "images", "cub", "root/images/NNN.Name/*.jpg (CUB-200-2011)")
-    return split_by_class(
-        images,
-        names,
-        class_ids(dcfg.train_classes, "train_classes"),
-        class_ids(dcfg.test_classes, "test_classes"),
-        "cub",
-    )
+class Cub(DatasetConfig):
+    """CUB-200-2011: labels are the sorted folder indices 0..199 of ``root/images`` (ImageFolder order)."""
+
+    train_classes: ClassIds = ClassRange(start=0, stop=100)
+    test_classes: ClassIds = ClassRange(start=100, stop=200)
+
+    def load(self) -> Splits:
+        images, names = scan_folders(
+            Path(self.root) / "images", "cub", "root/images/NNN.Name/*.jpg (CUB_200_2011)"
+        )
+        return split_by_class(
+            images, names, class_ids(self.train_classes), class_ids(self.test_classes), "cub"
+        )
 
 
-def _names_to_ids(spec: Any, class_to_idx: dict[str, int], which: str) -> list[int]:
-    if isinstance(spec, str):
-        raise EifError(f"imagefolder: dataset.{which} must be a list of folder names, got {spec!r}")
+def _names_to_ids(spec: tuple[str, ...], class_to_idx: dict[str, int], which: str) -> list[int]:
     unknown = [str(n) for n in spec if str(n) not in class_to_idx]
     if unknown:
         raise EifError(
@@ -60,24 +66,29 @@ def _names_to_ids(spec: Any, class_to_idx: dict[str, int], which: str) -> list[i
     return [class_to_idx[str(n)] for n in spec]
 
 
-def load_imagefolder(dcfg: Any) -> Splits:
-    """``root/<class>/<image>``: classes by folder-name lists, or the first ``train_fraction`` for train."""
-    root = Path(str(dcfg.root))
-    images, names = scan_folders(root, "imagefolder", "root/<class>/<image> (one folder per class)")
-    class_to_idx = {n: i for i, n in enumerate(names)}
-    train_spec, test_spec = dcfg.get("train_classes"), dcfg.get("test_classes")
-    if train_spec is None and test_spec is None:
-        frac = float(dcfg.get("train_fraction", 0.5))
-        n_train = math.floor(frac * len(names) + 0.5)
-        if not 0 < n_train < len(names):
-            raise EifError(
-                f"imagefolder: train_fraction={frac} of {len(names)} classes leaves an empty "
-                "train or test split"
-            )
-        train_ids, test_ids = list(range(n_train)), list(range(n_train, len(names)))
-    else:
-        # One list given: the other split gets every remaining class.
-        if train_spec is None:
+class ImageFolder(DatasetConfig):
+    """``root/<class>/<image>``: classes are the sorted folder names. ``train_classes`` /
+    ``test_classes`` list folder names (one list given: the other split gets the remaining classes);
+    with neither, train gets the first ``train_fraction`` of the sorted classes and test the rest."""
+
+    train_classes: tuple[FolderName, ...] | None = None
+    test_classes: tuple[FolderName, ...] | None = None
+    train_fraction: float = setting(0.5, gt=0, lt=1)
+
+    def load(self) -> Splits:
+        root = Path(self.root)
+        images, names = scan_folders(root, "imagefolder", "root/<class>/<image> (one folder per class)")
+        class_to_idx = {n: i for i, n in enumerate(names)}
+        train_spec, test_spec = self.train_classes, self.test_classes
+        if train_spec is None and test_spec is None:
+            n_train = math.floor(self.train_fraction * len(names) + 0.5)
+            if not 0 < n_train < len(names):
+                raise EifError(
+                    f"imagefolder: train_fraction={self.train_fraction} of {len(names)} classes leaves an "
+                    "empty train or test split"
+                )
+            train_ids, test_ids = list(range(n_train)), list(range(n_train, len(names)))
+        elif train_spec is None:  # one list given: the other split gets every remaining class
             test_ids = _names_to_ids(test_spec, class_to_idx, "test_classes")
             train_ids = [c for c in range(len(names)) if c not in set(test_ids)]
         else:
@@ -87,4 +98,4 @@ def load_imagefolder(dcfg: Any) -> Splits:
                 if test_spec is not None
                 else [c for c in range(len(names)) if c not in set(train_ids)]
             )
-    return split_by_class(images, names, train_ids, test_ids, "imagefolder")
+        return split_by_class(images, names, train_ids, test_ids, "imagefolder")

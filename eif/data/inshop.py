@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from eif.data.base import FileImageSet
+from eif.data.config import DatasetConfig
 from eif.data.splits import Splits
 from eif.utils.errors import EifError
 
@@ -47,9 +47,15 @@ def read_partition(path: Path) -> pd.DataFrame:
     return table
 
 
-def load_inshop(dcfg: Any) -> Splits:
-    """Train items remapped by sorted id to ``0..C-1``; query/gallery items to ``C + rank`` (shared)."""
-    root = Path(str(dcfg.root))
+class InShop(DatasetConfig):
+    """In-Shop Clothes Retrieval: train items remapped by sorted id to ``0..C-1``; query and gallery
+    items to ``C + rank`` (shared); the test split pools query + gallery."""
+
+    def load(self) -> Splits:
+        return _load(Path(self.root))
+
+
+def _load(root: Path) -> Splits:
     table = read_partition(root / "Eval" / "list_eval_partition.txt")
     part = {s: table[table.evaluation_status == s] for s in STATUSES}
     for s, rows in part.items():
@@ -68,13 +74,13 @@ def load_inshop(dcfg: Any) -> Splits:
     test_labels = test_labels.astype(np.int64) + c
     n_query = len(part["query"])
     id_name = dict(zip(table.item.tolist(), table.item_id.tolist()))
-    paths = [str(root / p) for p in test_rows.image_name]
-    train_paths = [str(root / p) for p in part["train"].image_name]
+    paths = [str(p) for p in test_rows.image_name]
+    train_paths = [str(p) for p in part["train"].image_name]
     return Splits(
-        train=FileImageSet(train_paths, train_labels.astype(np.int64)),
-        test=FileImageSet(paths, test_labels),
-        query=FileImageSet(paths[:n_query], test_labels[:n_query]),
-        gallery=FileImageSet(paths[n_query:], test_labels[n_query:]),
+        train=FileImageSet(root, train_paths, train_labels.astype(np.int64)),
+        test=FileImageSet(root, paths, test_labels),
+        query=FileImageSet(root, paths[:n_query], test_labels[:n_query]),
+        gallery=FileImageSet(root, paths[n_query:], test_labels[n_query:]),
         train_class_names=[id_name[i] for i in train_items],
         test_class_names=[id_name[i] for i in test_items],
     )

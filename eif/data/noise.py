@@ -1,6 +1,6 @@
 """Label noise for the training split.
 
-``shift`` is the reference code's rule (PROTOCOL.md section 2): after ``np.random.seed(seed)``,
+``shift`` is the reference code's rule (docs/protocol.md, Label noise): after ``np.random.seed(seed)``,
 ``idx = np.random.choice(N, int(fraction * N), replace=False)`` and each chosen label ``y`` becomes
 ``y + 5``, or ``y - 5`` when ``y + 5`` exceeds the largest class. ``np.random.RandomState(seed)``
 draws the same stream without touching NumPy's global state. ``uniform`` picks the subset the
@@ -9,12 +9,23 @@ same way and moves each chosen label to another training class, uniformly.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+from eif.settings import DISPLAY, Settings, setting
 from eif.utils.errors import EifError
 
 RULES = ("shift", "uniform")
 SHIFT = 5
+
+
+class NoiseConfig(Settings):
+    """``noise``: mislabel ``fraction`` of the training samples (a seeded subset) by ``rule``."""
+
+    name: str = setting("custom", unkeyed=DISPLAY)
+    fraction: float = setting(ge=0.0, lt=0.5)
+    rule: Literal["shift", "uniform"]
 
 
 def inject_noise(

@@ -1,6 +1,6 @@
 """The reference code's class-balanced batch sampler, as a pure function of ``(seed, epoch)``.
 
-Per epoch (PROTOCOL.md section 1, "Sampler"): every class's index list is shuffled; each batch picks
+Per epoch (docs/protocol.md, "Training", batches): every class's index list is shuffled; each batch picks
 ``classes_per_batch`` distinct classes uniformly without replacement and takes the next
 ``samples_per_class`` indices of each picked class's list; a class list is reshuffled (and its cursor
 reset) as soon as the next take would overflow it. Batches are yielded while ``count + batch_size <

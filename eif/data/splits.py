@@ -6,9 +6,8 @@ dataset's own class ids (never remapped, so a test label names its class in the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -26,17 +25,6 @@ class Splits:
     gallery: ImageSet | None
     train_class_names: list[str]
     test_class_names: list[str]
-
-
-def class_ids(spec: Any, where: str) -> list[int]:
-    """Class ids from ``{start, stop}`` (a half-open range) or a list of ints."""
-    if isinstance(spec, Mapping):
-        if set(spec) != {"start", "stop"}:
-            raise EifError(f"{where}: give a list of class ids or {{start, stop}}, got keys {sorted(spec)}")
-        return list(range(int(spec["start"]), int(spec["stop"])))
-    if isinstance(spec, Sequence) and not isinstance(spec, str):
-        return [int(c) for c in spec]
-    raise EifError(f"{where}: give a list of class ids or {{start, stop}}, got {spec!r}")
 
 
 def split_by_class(

@@ -1,4 +1,4 @@
-"""EIF (paper Eq. 5-6; PROTOCOL.md section 5) on cached trunk features, batched over K confusions.
+"""EIF (paper Eq. 5-6; docs/protocol.md, EIF) on cached trunk features, batched over K confusions.
 
 theta_max moves the head weight W by plain gradient ascent on the confusion's objective (sign * d;
 sign = +1 for a confusion pair/group): W <- W + lr * grad_W, up to ``max_steps`` steps, stopping (per
@@ -26,24 +26,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from pydantic import PositiveFloat, PositiveInt
 
 from eif.influence.confusion import ConfusionBatch, confusion_distance, distance_and_grad
 from eif.influence.task import ConfusionTask, head
 from eif.losses.base import MetricLoss
+from eif.settings import SPEED, Settings, setting
 from eif.utils.errors import require
 
 COS_SLICE = 1 << 19  # cosines per slice of the low-rank loss evaluation (2 MiB: one core's L2)
 GENERIC_K = 16  # confusions per (K, N, E) moved-embedding tensor on the generic path
 
 
-@dataclass(frozen=True)
-class EifConfig:
-    lr: float = 1e-3
-    max_steps: int = 50
-    stop_delta: float = 1.0
-    num_thetas: int = 1
+class EifConfig(Settings):
+    """``influence.eif``: theta_max by ``max_steps`` gradient steps of size ``lr`` (stopping once
+    |d - d0| >= ``stop_delta``); ``num_thetas`` 2 adds theta_min, more add random orthogonal
+    directions; ``normalize`` divides by ||theta - W0||_F; ``k_chunk`` confusions at a time."""
+
+    lr: PositiveFloat = 1e-3
+    max_steps: PositiveInt = 50
+    stop_delta: PositiveFloat = 1.0
+    num_thetas: PositiveInt = 1
     normalize: bool = False
-    k_chunk: int = 100
+    k_chunk: PositiveInt = setting(100, unkeyed=SPEED)
     seed: int = 0
 
 
@@ -178,7 +183,7 @@ def empirical_influence(
     bias: torch.Tensor,
     test_features: torch.Tensor,
     batch: ConfusionBatch,
-    cfg: EifConfig = EifConfig(),
+    cfg: EifConfig | None = None,
     progress: bool = False,
 ) -> EifResult:
     """EIF scores of all N training samples for all K confusions of ``batch`` (see module doc).
@@ -187,6 +192,7 @@ def empirical_influence(
     ``test_features`` (N_test, D). Memory: O(N D + k_chunk N r + COS_SLICE); without a cosine form
     O(N D + k_chunk N r + GENERIC_K N E).
     """
+    cfg = EifConfig() if cfg is None else cfg
     require(cfg.num_thetas >= 1, f"eif.num_thetas must be >= 1, got {cfg.num_thetas}")
     require(cfg.max_steps >= 1 and cfg.lr > 0, "eif.max_steps must be >= 1 and eif.lr > 0")
     from tqdm.auto import tqdm

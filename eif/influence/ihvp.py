@@ -1,4 +1,4 @@
-"""Classic influence functions (paper Eq. 4; PROTOCOL.md section 6) on cached features, batched over K.
+"""Classic influence functions (paper Eq. 4; docs/protocol.md, IF) on cached features, batched over K.
 
 score_i = grad_W obj^T H^-1 grad_W L_i, obj = sign * d, H the Hessian of the mean training loss
 w.r.t. the head weight W. This is the paper's Eq. 4 with the sign **flipped**, so that, as for EIF,
@@ -20,9 +20,10 @@ Solvers for X = H^-1 v:
   the explicit H_z,j (computed for many samples in one batched call; factored as B S B^T - sigma I
   with M + 2 columns for a cosine loss, see :func:`curvature_factors`) to the K rows;
   the block's updates are applied with one GEMM. The decay and the +v terms are kept as two scalars
-  (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated. The steps run on one
-  torch thread (restored afterwards), the GEMMs on all: a step's ~5 small products gain little from a
-  second thread, and each would wait at an OpenMP barrier for it (up to ms when the core is busy).
+  (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated. ``step_threads``
+  (an explicit caller choice; the influence stage asks for 1) runs the steps on fewer torch threads
+  than the GEMMs, restored afterwards: a step's ~5 small products gain little from a second thread,
+  and each would wait at an OpenMP barrier for it (up to ms when the core is busy).
 - ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``. H can be
   indefinite (the losses normalise z): CG stops with an error on negative curvature.
 - ``exact``: a dense solve of (H + damping I), for small heads (E * D <= 8192).
@@ -32,13 +33,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch.func import grad, vmap
 
 from eif.influence.confusion import ConfusionBatch, distance_and_grad
 from eif.influence.task import ConfusionTask, head
 from eif.losses.base import MetricLoss
+from eif.settings import SPEED, Settings, setting
 from eif.utils.errors import EifError, require
 
 EXACT_MAX_PARAMS = 8192
@@ -48,16 +52,21 @@ EXACT_MAX_PARAMS = 8192
 AUTO_SCALE_FACTOR = 2.0
 
 
-@dataclass(frozen=True)
-class IfConfig:
-    solver: str = "lissa"
-    scale: float | str = 500.0  # a number (the reference: 500) or "auto" (see module doc)
-    damping: float = 0.01
-    cg_tol: float = 1e-6
-    cg_max_iter: int = 500
-    block_size: int = 256
-    k_chunk: int = 100
-    score_chunk: int = 256
+class IfConfig(Settings):
+    """``influence.if``: the solver of H x = v and its settings (see the module doc).
+
+    ``step_threads``: torch threads for LiSSA's sequential steps (None: leave torch's setting alone;
+    the stage config sets 1, which is faster when its small products would wait at OpenMP barriers)."""
+
+    solver: Literal["lissa", "cg", "exact"] = "lissa"
+    scale: PositiveFloat | Literal["auto"] = 500.0  # a number (the reference: 500) or "auto"
+    damping: NonNegativeFloat = 0.01
+    cg_tol: PositiveFloat = 1e-6
+    cg_max_iter: PositiveInt = 500
+    block_size: PositiveInt = setting(256, unkeyed=SPEED)
+    k_chunk: PositiveInt = setting(100, unkeyed=SPEED)
+    score_chunk: PositiveInt = setting(256, unkeyed=SPEED)
+    step_threads: PositiveInt | None = setting(None, unkeyed=SPEED)
 
 
 @dataclass
@@ -159,6 +168,7 @@ def lissa(
     sub_block: int = 16,
     curvature_chunk: int = 64,
     factored: bool | None = None,
+    step_threads: int | None = None,
 ) -> torch.Tensor:
     """The reference LiSSA pass (see module doc) for K right-hand sides v_k = G_k^T F_p,k.
 
@@ -204,6 +214,7 @@ def lissa(
     uf = u.view(bs, k * e)
     r_buf = z.new_empty(bs, k * e)  # r_j, reused across blocks (a fresh one page-faults every block)
     threads = torch.get_num_threads()
+    steps = threads if step_threads is None else int(step_threads)  # the caller's choice, restored after
     try:
         for start in tqdm(range(0, n, bs), desc="LiSSA", disable=not progress, leave=False):
             fb = features[start : start + bs]
@@ -218,7 +229,7 @@ def lissa(
             r = rf.view(nb, k, e)
             r.add_(torch.einsum("kre,krb->bke", g, fp @ (fb * (alpha[:nb] + gamma * cpow[:nb])[:, None]).T))
             corr = decay[:nb, :nb] * (fb @ fb.T) / scale  # corr[j, i] = c^(j-1-i) (f_i . f_j) / scale
-            _set_threads(1)  # the sequential steps: small ops, faster without OpenMP barriers (module doc)
+            _set_threads(steps)  # the sequential steps: small ops; fewer threads avoid OpenMP barriers
             for j in range(nb):
                 jh, j0 = j % hchunk, j - j % sub
                 if jh == 0:
@@ -232,7 +243,7 @@ def lissa(
                 if j == j0 and j:  # the earlier sub-blocks' updates, for the whole sub-block at once (a GEMM)
                     _set_threads(threads)
                     rf[j : j + sub].addmm_(corr[j : j + sub, :j], uf[:j], alpha=-1.0)
-                    _set_threads(1)
+                    _set_threads(steps)
                 if j > j0:
                     rf[j].addmv_(uf[j0:j].T, corr[j, j0:j], alpha=-1.0)
                 if lowrank:  # u_j = B S B^T r_j - sigma r_j, row-wise
@@ -257,7 +268,8 @@ def lissa(
 
 def _set_threads(n: int) -> None:
     """torch's intra-op thread count (OpenMP and MKL); cheap (< 1 us), so it can change around one op."""
-    torch.set_num_threads(n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def max_curvature(
@@ -360,19 +372,12 @@ def classic_influence(
     bias: torch.Tensor,
     test_features: torch.Tensor,
     batch: ConfusionBatch,
-    cfg: IfConfig = IfConfig(),
+    cfg: IfConfig | None = None,
     progress: bool = False,
 ) -> IfResult:
     """IF scores (K, N) for all confusions of ``batch`` with ``cfg.solver`` (see module doc)."""
-    require(
-        cfg.solver in ("lissa", "cg", "exact"), f"if.solver must be lissa, cg or exact, got {cfg.solver!r}"
-    )
-    auto = isinstance(cfg.scale, str)
-    require(
-        cfg.scale == "auto" if auto else float(cfg.scale) > 0,
-        f"if.scale must be a positive number or auto, got {cfg.scale!r}",
-    )
-    require(cfg.damping >= 0, f"if.damping must be >= 0, got {cfg.damping}")
+    cfg = IfConfig() if cfg is None else cfg
+    auto = cfg.scale == "auto"
     require(cfg.solver != "lissa" or cfg.damping < 1, "LiSSA needs if.damping < 1 (its decay is 1 - damping)")
     n, dim = train_features.shape
     require(
@@ -410,6 +415,7 @@ def classic_influence(
                 cfg.damping,
                 int(cfg.block_size),
                 progress,
+                step_threads=cfg.step_threads,
             )
             it = torch.full((len(sub),), n, dtype=torch.long)
             # the row sums are finite iff no entry is inf/nan (or they overflow, which is divergence too);

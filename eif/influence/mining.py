@@ -1,4 +1,4 @@
-"""Mining test-set errors (PROTOCOL.md section 4): confusion pairs, confusion groups, mis-similar pairs.
+"""Mining test-set errors (docs/protocol.md, Mining): confusion pairs, confusion groups, mis-similar pairs.
 
 All selection uses the retrieval metric of the reference: Euclidean distance on the raw (unnormalised)
 test embeddings, 1-NN with the sample itself excluded (faiss, through :mod:`eif.evaluation.knn`).

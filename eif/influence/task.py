@@ -2,7 +2,7 @@
 
 Following kronfluence's ``Task``, the influence code only talks to a task and to tensors (trunk
 features ``F`` (N, D), head weight ``W`` (E, D), bias ``b`` (E,)); never to datasets or images.
-Only ``W`` is perturbed; ``b`` and the loss's proxies stay fixed (PROTOCOL.md sections 4-6).
+Only ``W`` is perturbed; ``b`` and the loss's proxies stay fixed (docs/protocol.md, EIF and IF).
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +58,77 @@ def wandb_dirs(wdir: Path) -> Path:
     return wdir
 
 
+def wandb_api_key() -> str | None:
+    """The W&B API key from ``WANDB_API_KEY`` or the netrc entry ``wandb login`` writes, if any."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return auth[2] if auth else None
+
+
+def wandb_reachable(timeout_s: float = 5.0) -> str | None:
+    """None when the W&B server accepts a TCP connection within ``timeout_s``, else why not."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{url.hostname}:{port} unreachable ({err.strerror or err})"
+    return None
+
+
 class WandbLogger(RunLogger):
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    """W&B with every directory inside the run dir. ``mode=online`` checks first: no API key is one
+    error line; a server that cannot be reached falls back to offline with one warning line (the run
+    is then uploaded later with ``wandb sync``)."""
+
+    def __init__(self, lcfg: Any, config: dict[str, Any], run_dir: Path) -> None:
         import wandb
+
+        from eif.utils.errors import EifError
 
         self._wandb = wandb
         wdir = wandb_dirs(run_dir / "wandb")
-        os.environ["WANDB_MODE"] = str(cfg.logger.mode)
-        lcfg = cfg.logger
-        self.run = wandb.init(
-            project=lcfg.project,
-            entity=lcfg.get("entity"),
-            group=lcfg.get("group"),
-            job_type=lcfg.get("job_type"),
-            name=lcfg.get("name"),
-            tags=list(lcfg.get("tags") or []),
-            dir=str(wdir),
-            mode=str(lcfg.mode),
-            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-            settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
-        )
+        mode = lcfg.mode
+        if mode == "online":
+            if wandb_api_key() is None:
+                raise EifError(
+                    "logger.mode=online needs a W&B API key (run `wandb login` or set WANDB_API_KEY); "
+                    "or use logger.mode=offline and `wandb sync` later"
+                )
+            problem = wandb_reachable()
+            if problem is not None:
+                log.warning(
+                    "W&B %s: logging offline to %s instead (upload later with wandb sync)", problem, wdir
+                )
+                print(f"warning: W&B {problem}; logging offline to {wdir}", file=sys.stderr, flush=True)
+                mode = "offline"
+        os.environ["WANDB_MODE"] = mode
+        try:
+            self.run = wandb.init(
+                project=lcfg.project,
+                entity=lcfg.entity,
+                group=lcfg.group,
+                job_type=lcfg.job_type,
+                name=lcfg.name,
+                tags=list(lcfg.tags),
+                dir=str(wdir),
+                mode=mode,
+                config=config,
+                settings=wandb.Settings(init_timeout=lcfg.init_timeout, silent=True),
+            )
+        except Exception as err:  # noqa: BLE001 - wandb raises its own error types for every failure
+            raise EifError(f"W&B could not start a run ({' '.join(str(err).split())[:200]})") from None
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.run.log(metrics, step=step)
@@ -102,12 +153,10 @@ class WandbLogger(RunLogger):
         self.run.finish(exit_code=exit_code)
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> RunLogger:
-    kind = cfg.logger.kind
-    if kind == "none":
-        return RunLogger()
-    if kind == "wandb":
-        return WandbLogger(cfg, run_dir)
-    from eif.utils.errors import EifError
+def build_logger(job: Any, run_dir: Path) -> RunLogger:
+    """The job's logger (``job.logger``); W&B gets the whole validated config."""
+    from eif.settings import dump
 
-    raise EifError(f"logger.kind must be wandb or none, got {kind!r}")
+    if job.logger.kind == "none" or job.logger.mode == "disabled":
+        return RunLogger()
+    return WandbLogger(job.logger, dump(job), run_dir)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from eif.settings import DISPLAY, Pluggable, setting
 
 
 class MetricLoss(nn.Module):
@@ -67,3 +71,14 @@ class MetricLoss(nn.Module):
 def class_mask(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """One-hot (B, C) of labels y (B,), built by comparison so it works under ``torch.func.vmap``."""
     return (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).to(dtype)
+
+
+class LossConfig(Pluggable):
+    """``loss``: a loss is one file plus one YAML; ``conf/loss/<name>.yaml`` names its settings class
+    with ``_target_`` and :meth:`build` makes the :class:`MetricLoss` for the training classes."""
+
+    abstract: ClassVar[bool] = True
+    name: str = setting(unkeyed=DISPLAY)
+
+    def build(self, num_classes: int, embedding_size: int) -> MetricLoss:
+        raise NotImplementedError

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveFloat
 from torch import nn
 
-from eif.losses.base import MetricLoss
+from eif.losses.base import LossConfig, MetricLoss
+from eif.settings import DISPLAY, setting
 
 
 class ProxyNCAPP(MetricLoss):
@@ -30,3 +32,13 @@ class ProxyNCAPP(MetricLoss):
         # the label's entry by gather, not a one-hot product (a multiply and a sum over (..., B, C) fewer)
         logp = F.log_softmax((2 * self.scale**2) * cos, dim=-1)
         return -logp.gather(-1, y.expand(logp.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
+class ProxyNCAPPConfig(LossConfig):
+    """``loss=proxynca_pp``: embeddings and proxies normalised, scaled by ``scale`` (3: temperature 1/9)."""
+
+    name: str = setting("proxynca_pp", unkeyed=DISPLAY)
+    scale: PositiveFloat = 3.0
+
+    def build(self, num_classes: int, embedding_size: int) -> ProxyNCAPP:
+        return ProxyNCAPP(num_classes, embedding_size, scale=self.scale)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
-from eif.losses.base import MetricLoss, class_mask
+from eif.losses.base import LossConfig, MetricLoss, class_mask
+from eif.settings import DISPLAY, setting
 
 
 class SoftTriple(MetricLoss):
@@ -63,3 +65,26 @@ class SoftTriple(MetricLoss):
         # sum over the C*K(K-1)/2 same-class pairs divided by C*K(K-1): half their mean, as in the
         # original SoftTriple code and PML's SparseCentersRegularizer
         return self.tau * torch.sqrt(2.0 + eps - torch.clamp(2.0 * cos, max=2.0)).sum() / (2 * cos.numel())
+
+
+class SoftTripleConfig(LossConfig):
+    """``loss=softtriple``: scale ``la``, relaxation ``gamma``, margin, ``centers_per_class`` centres per
+    class and the centre regulariser weight ``tau`` (inactive with one centre)."""
+
+    name: str = setting("softtriple", unkeyed=DISPLAY)
+    la: PositiveFloat = 20.0
+    gamma: PositiveFloat = 0.1
+    tau: float = 0.2
+    margin: float = 0.01
+    centers_per_class: PositiveInt = 1
+
+    def build(self, num_classes: int, embedding_size: int) -> SoftTriple:
+        return SoftTriple(
+            num_classes,
+            embedding_size,
+            la=self.la,
+            gamma=self.gamma,
+            tau=self.tau,
+            margin=self.margin,
+            centers_per_class=self.centers_per_class,
+        )

@@ -1,4 +1,5 @@
-"""Weighted kNN label recommendation (the paper's Algorithm 1, reference semantics, PROTOCOL.md §9).
+"""Weighted kNN label recommendation: the paper's Algorithm 1 with the reference's semantics
+(docs/protocol.md, "Mislabel detection, relabelling, field study").
 
 Distances are Euclidean (not squared) on the raw, unnormalised training embeddings; each point's
 own entry is excluded; ``k`` is the lower median of the per-class counts of the (noisy) training

@@ -8,10 +8,13 @@ from collections import OrderedDict
 from urllib.error import URLError
 
 import torch
+from pydantic import model_validator
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
+from eif.models.config import ModelConfig
 from eif.models.embedder import Embedder
+from eif.settings import DISPLAY, setting
 from eif.utils.errors import EifError
 
 RESNET50_FEATURE_DIM = 2048
@@ -54,3 +57,34 @@ def resnet50_trunk(pretrained: bool, in_channels: int = 3) -> nn.Sequential:
 def build_resnet50(pretrained: bool, embedding_size: int = 512, in_channels: int = 3) -> Embedder:
     """The reference model: ResNet-50 trunk, max pool, LayerNorm(2048, no affine), Linear(2048 -> E)."""
     return Embedder(resnet50_trunk(pretrained, in_channels), RESNET50_FEATURE_DIM, embedding_size)
+
+
+class ResNet50(ModelConfig):
+    """``model=resnet50``: the paper's model; ``pretrained`` loads torchvision's ImageNet weights."""
+
+    name: str = setting("resnet50", unkeyed=DISPLAY)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ResNet50:
+        if self.feature_dim != RESNET50_FEATURE_DIM:
+            raise ValueError(
+                f"feature_dim must be {RESNET50_FEATURE_DIM} for resnet50, got {self.feature_dim}"
+            )
+        if self.pretrained and self.in_channels != 3:
+            raise ValueError(
+                f"pretrained=true needs in_channels=3 (ImageNet weights), got {self.in_channels}"
+            )
+        return self
+
+    def build(self, pretrained: bool | None = None) -> Embedder:
+        use = self.pretrained if pretrained is None else pretrained
+        return build_resnet50(use, self.embedding_size, self.in_channels)
+
+    def weights_problem(self) -> str | None:
+        if not self.pretrained or os.path.isfile(resnet50_weights_file()):
+            return None
+        return (
+            f"model.pretrained=true needs the ImageNet ResNet-50 weights at {resnet50_weights_file()} "
+            f"(download {ResNet50_Weights.IMAGENET1K_V1.url} there; TORCH_HOME sets the cache directory) "
+            "or set model.pretrained=false"
+        )

@@ -17,7 +17,7 @@ from PIL import Image
 
 from eif.mislabel.artifacts import load_group_scores, load_train
 from eif.report import html
-from eif.stats.table1 import fmt
+from eif.tables.format import fmt
 from eif.utils.io import read_json
 
 ImageLoader = Callable[[int], Image.Image]

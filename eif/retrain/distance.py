@@ -1,4 +1,5 @@
-"""Confusion distances and their change after re-training (paper Eq. 7-8; PROTOCOL.md sections 4, 7).
+"""Confusion distances and their change after re-training (paper Eq. 7-8; docs/protocol.md, "Mining"
+and "Re-training").
 
 d(p; W) for a test pair p = (a, b) is the squared Euclidean distance between the L2-normalised
 head outputs, ``||z_a/|z_a| - z_b/|z_b| ||^2 = 2 - 2 cos``, with z = f W^T + bias on the test

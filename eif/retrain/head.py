@@ -1,4 +1,5 @@
-"""Batched re-training of the embedding head W for many confusions at once (PROTOCOL.md section 7).
+"""Batched re-training of the embedding head W for many confusions at once (docs/protocol.md,
+"Re-training").
 
 Only the head weight W (E, D) changes; the trunk, head bias and loss proxies are frozen, so one
 epoch's trunk features (the same for every re-training: same seed, same batches, same
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import PositiveFloat
 
 from eif.retrain.adam import AdamState, adam_step
+from eif.settings import Settings
 from eif.utils.errors import require
 
 log = logging.getLogger(__name__)
@@ -59,14 +62,14 @@ class EpochBatches:
         return cls(*(np.asarray(a[k]) for k in ("features", "labels", "indices", "aug_seeds", "batch_ptr")))
 
 
-@dataclass
-class RetrainConfig:
-    """Optimiser settings of the reference re-training: Adam lr 4e-5, default betas, eps 1e-8."""
+class RetrainConfig(Settings):
+    """Optimiser settings of the reference re-training: Adam lr 4e-5, default betas, eps 1e-8, gradient
+    values clipped at 10."""
 
-    lr: float = 4e-5
+    lr: PositiveFloat = 4e-5
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    clip_grad_value: float | None = 10.0
+    eps: PositiveFloat = 1e-8
+    clip_grad_value: PositiveFloat | None = 10.0
 
 
 def retrain_heads(

@@ -1,4 +1,4 @@
-"""Per-sample training weights from influence scores (PROTOCOL.md section 7; the paper's epsilon).
+"""Per-sample training weights from influence scores: the paper's epsilon (docs/protocol.md, "Re-training").
 
 Sign convention of the scores: positive = harmful, negative = helpful (docs/architecture.md).
 """

@@ -1,40 +1,56 @@
-"""Stages, by name. Each module defines ``STAGE``; add new stages to ``_MODULES``."""
+"""Stages, by name: the registry. Each module in ``MODULES`` defines ``STAGE``; a new stage is one
+module here plus its config group ``conf/<group>/default.yaml``."""
 
 from __future__ import annotations
 
 import importlib
+from functools import cache
+from typing import Any
 
-from eif.stages.base import Stage
+from eif.stages.base import Stage, unknown_stage
 
-_MODULES = {
-    "train": "eif.stages.train",
-    "evaluate": "eif.stages.evaluate",
-    "embed": "eif.stages.embed",
-    "mine": "eif.stages.mine",
-    "influence": "eif.stages.influence",
-    "detect": "eif.stages.detect",
-    "relabel": "eif.stages.relabel",
-    "survey": "eif.stages.survey",
-    "report": "eif.stages.report",
-    "retrain": "eif.stages.retrain",
-    "stats": "eif.stages.stats",
-}
-
-
-class _Registry(dict):
-    """Stage name -> :class:`Stage`, importing a stage's module only when it is first needed."""
-
-    def __missing__(self, name: str) -> Stage:
-        stage = importlib.import_module(_MODULES[name]).STAGE
-        self[name] = stage
-        return stage
-
-    def __contains__(self, name: object) -> bool:
-        return name in _MODULES
-
-    def names(self) -> list[str]:
-        return sorted(_MODULES)
+MODULES = (
+    "train",
+    "evaluate",
+    "embed",
+    "mine",
+    "influence",
+    "retrain_features",
+    "retrain",
+    "stats",
+    "detect",
+    "relabel",
+    "survey",
+    "report",
+)
 
 
+@cache
 def registry() -> dict[str, Stage]:
-    return _Registry()
+    """Stage name -> :class:`Stage`."""
+    stages = [importlib.import_module(f"eif.stages.{m}").STAGE for m in MODULES]
+    return {s.name: s for s in stages}
+
+
+def closure(names: Any, job: Any = None) -> list[Stage]:
+    """The stages ``names`` and everything they read, each once, dependencies first.
+
+    Unknown names are one :class:`EifError` line (with a close match when there is one)."""
+    reg = registry()
+    order: list[Stage] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        if name not in reg:
+            raise unknown_stage(name, reg)
+        seen.add(name)
+        stage = reg[name]
+        for dep in stage.dependencies(job):
+            visit(dep)
+        order.append(stage)
+
+    for n in names:
+        visit(str(n))
+    return order

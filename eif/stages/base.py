@@ -1,10 +1,20 @@
-"""The stage framework: each stage is a plain function from (config, upstream artifacts) to files.
+"""The stage framework: each stage is a plain function from typed settings and input artifacts to files.
 
-A :class:`Stage` names the stages it reads (``deps``), the config values that affect its output
-(``fields``), a ``compute`` function that writes its artifacts into a directory, and an optional
-``publish`` function that prints and logs them (run every time, also when the output was cached).
-:class:`Context.require` resolves dependencies, computes each output at most once through the
-:class:`~eif.utils.store.ArtifactStore`, and links the files into the run's ``artifacts/<stage>/``.
+A :class:`Stage` declares
+
+- ``config``: its own config group (e.g. ``("mine", MineConfig)``), validated with the whole job;
+- ``settings(job, env)``: the typed settings object of everything its output depends on, picked from
+  the validated job config (plus data fingerprints from ``env``). The store key is the hash of these
+  settings (minus fields declared unkeyed), the keys of its inputs and ``version``: nothing else
+  reaches ``compute``, so nothing else can change its output;
+- ``deps``: the stages whose artifacts it reads (a tuple, or a function of the job's settings);
+- ``compute(settings, run, out)``: writes its files into ``out``; ``run`` gives the input artifact
+  dirs (``run.input(name)``), the data, the device and the logger, never the config;
+- ``publish(settings, run, out)``: prints and logs an output, also when it was reused from the store;
+- ``check(job)``: cross-setting checks that only matter when the stage runs; ``check_data(job, data)``
+  the same against the data set (sizes, classes), both before anything is computed.
+
+:mod:`eif.pipeline` plans a job (validates everything and computes every key) before running any.
 """
 
 from __future__ import annotations
@@ -13,19 +23,20 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from eif.logging.run_logger import RunLogger
+from eif.settings import Settings
 from eif.utils.errors import EifError
 from eif.utils.io import read_json
 from eif.utils.provenance import provenance
-from eif.utils.store import MANIFEST, ArtifactStore, spec_key
+from eif.utils.store import MANIFEST, ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -33,99 +44,120 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Stage:
     name: str
-    deps: tuple[str, ...]
-    fields: Callable[[DictConfig], dict[str, Any]]
-    compute: Callable[[Context, Path], None]
-    publish: Callable[[Context, Path], None] | None = None
+    settings: Callable[[Any, Any], Settings]
+    compute: Callable[[Any, Run, Path], None]
+    deps: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+    publish: Callable[[Any, Run, Path], None] | None = None
+    config: tuple[str, type[Settings]] | None = None
+    check: Callable[[Any], None] | None = None
+    check_data: Callable[[Any, Any], None] | None = None
+    version: int = 1
+
+    def dependencies(self, job: Any) -> tuple[str, ...]:
+        """The stages this one reads; ``job`` (a ``JobConfig``) decides optional inputs, None = all."""
+        return self.deps(job) if callable(self.deps) else self.deps
 
 
-def plain(node: Any) -> Any:
-    """A resolved, JSON-friendly copy of a config node (or the value itself)."""
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
+@dataclass(frozen=True)
+class Job:
+    """Who a job is, for tables and logs: names of data set, model, loss and noise, and the seed."""
+
+    dataset: str
+    model: str
+    loss: str
+    noise: str
+    seed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "loss": self.loss,
+            "noise": self.noise,
+            "seed": self.seed,
+        }
 
 
 @dataclass
-class Context:
-    """Everything a stage needs: config, store, logger, run dir, device, and upstream outputs."""
+class Run:
+    """What a stage may use besides its settings while a job runs."""
 
-    cfg: DictConfig
     store: ArtifactStore
     logger: RunLogger
     run_dir: Path
     device: torch.device
-    registry: Any  # eif.stages._Registry: name -> Stage, imported lazily
+    progress: bool
+    job: Job
+    data_loader: Callable[[], Any]
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    _data: Any = None
+    computed: set[str] = field(default_factory=set)
+
+    def input(self, name: str) -> Path:
+        """The artifact dir of stage ``name``, which the running stage declared as a dependency."""
+        if name not in self.outputs:
+            raise RuntimeError(f"stage output {name!r} is not available (not a declared dependency?)")
+        return self.outputs[name]
 
     def data(self) -> Any:
-        """The run's :class:`~eif.data.DataBundle`, read once per job and shared by its stages."""
-        if self._data is None:
-            from eif.data import build_data
+        """The job's :class:`~eif.data.DataBundle` (read once, shared by its stages)."""
+        return self.data_loader()
 
-            self._data = build_data(self.cfg)
-        return self._data
-
-    def stage(self, name: str) -> Stage:
-        if name not in self.registry:
-            raise EifError(f"unknown stage {name!r}; known stages: {', '.join(self.registry.names())}")
-        return self.registry[name]
-
-    def spec(self, name: str) -> dict[str, Any]:
-        st = self.stage(name)
-        return {"stage": name, "fields": st.fields(self.cfg), "deps": {d: self.key(d) for d in st.deps}}
-
-    def key(self, name: str) -> str:
-        return spec_key(self.spec(name))
-
-    def require(self, name: str) -> Path:
-        """The artifact directory of stage ``name``, computing it (and its deps) if needed."""
-        if name in self.outputs:
-            return self.outputs[name]
-        st = self.stage(name)
-        for dep in st.deps:
-            self.require(dep)
-        spec = self.spec(name)
-        key = spec_key(spec)
+    def execute(self, stage: Stage, settings: Settings, key: str, spec: dict[str, Any]) -> Path:
+        """Compute (or reuse) ``stage``'s output, link it into the run dir, publish it."""
         t0 = time.perf_counter()
         directory, computed = self.store.get_or_compute(
-            name,
+            stage.name,
             key,
             spec,
-            lambda d: st.compute(self, d),
-            provenance={**provenance(), "config": plain(self.cfg)},
+            lambda out: stage.compute(settings, self, out),
+            provenance={**provenance(), "job": self.job.as_dict(), "device": str(self.device)},
         )
         elapsed = time.perf_counter() - t0
         if computed:
-            self.timings[name] = elapsed
-            log.info("stage %s computed in %.1f s -> %s", name, elapsed, directory)
+            self.timings[stage.name] = elapsed
+            self.computed.add(stage.name)
+            log.info("stage %s computed in %.1f s -> %s", stage.name, elapsed, directory)
         else:
             created = read_json(directory / MANIFEST).get("created")
-            log.info(
-                "stage %s: reusing %s (finished %s)",
-                name,
-                directory,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "earlier",
-            )
-        self.outputs[name] = directory
-        link_artifacts(directory, self.run_dir / "artifacts" / name)
-        if st.publish is not None:
-            st.publish(self, directory)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "earlier"
+            log.info("stage %s: reusing %s (finished %s)", stage.name, directory, when)
+        self.outputs[stage.name] = directory
+        link_artifacts(directory, self.run_dir / "artifacts" / stage.name)
+        if stage.publish is not None:
+            stage.publish(settings, self, directory)
         return directory
 
 
 def link_artifacts(src: Path, dst: Path) -> None:
-    """Mirror the files of ``src`` into ``dst`` as hard links (copies across filesystems)."""
-    if dst.exists():
-        shutil.rmtree(dst)
+    """Mirror the files of ``src`` into ``dst`` as hard links (copies across filesystems).
+
+    Built in a private sibling and renamed into place, so a reader never sees a half-linked dir."""
+    staging = dst.with_name(f".{dst.name}.link-{uuid.uuid4().hex[:8]}")
     for f in src.rglob("*"):
         if not f.is_file() or f.relative_to(src).parts[0] == "ckpt":
             continue
-        target = dst / f.relative_to(src)
+        target = staging / f.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(f, target)
         except OSError:
             shutil.copy2(f, target)
+    staging.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(dst, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(staging, dst)
+
+
+def stage_names(registry: Mapping[str, Stage]) -> str:
+    return ", ".join(sorted(registry))
+
+
+def unknown_stage(name: str, registry: Mapping[str, Stage]) -> EifError:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(registry), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return EifError(f"unknown stage {name!r}{hint}; known stages: {stage_names(registry)}")

@@ -14,75 +14,92 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from pydantic import NonNegativeInt, PositiveInt
 
 from eif.mislabel import detect, knn
 from eif.mislabel.artifacts import load_group_scores, load_train
-from eif.report.tables import write_table
-from eif.stages.base import Context, Stage, plain
+from eif.settings import SPEED, Settings, setting
+from eif.stages.base import Run, Stage
+from eif.tables.format import write_table
 from eif.utils.io import read_json, save_npz, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
 
-def _fields(cfg: DictConfig) -> dict:
-    return {"detect": {k: v for k, v in plain(cfg.detect).items() if k != "loss_batch_size"}}
+class DetectConfig(Settings):
+    """``detect``: rank the training set for mislabel inspection (runs with label noise only).
+
+    ``group``: whose influence scores rank it (0 = the test class with most wrong 1-NN)."""
+
+    group: NonNegativeInt = 0
+    random_seed: int = 0
+    loss_batch_size: PositiveInt = setting(4096, unkeyed=SPEED)
 
 
-def per_sample_losses(ctx: Context, features: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
+def _settings(job: Any, env: Any) -> DetectConfig:
+    return job.detect
+
+
+def _check(job: Any) -> None:
+    from eif.utils.errors import require
+
+    require("group" in job.influence.kinds, "detect ranks by group influence: influence.kinds needs group")
+
+
+def per_sample_losses(run: Run, features: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
     """Training loss (N,) of every sample under the trained head and proxies (eval mode, no grad)."""
     from eif.stages.common import load_trained
 
-    model, loss, _ = load_trained(ctx.require("train"), ctx.cfg, ctx.device)
+    model, loss, _ = load_trained(run.input("train"), run.device)
     out = []
     with torch.no_grad():
         for s in range(0, len(labels), batch_size):
-            f = torch.from_numpy(features[s : s + batch_size]).to(ctx.device)
-            y = torch.from_numpy(labels[s : s + batch_size]).to(ctx.device)
+            f = torch.from_numpy(features[s : s + batch_size]).to(run.device)
+            y = torch.from_numpy(labels[s : s + batch_size]).to(run.device)
             out.append(loss.per_sample(model.head(f), y).double().cpu().numpy())
     return np.concatenate(out)
 
 
-def _compute(ctx: Context, out: Path) -> None:
+def _compute(cfg: DetectConfig, run: Run, out: Path) -> None:
     from eif.report.figures import detection_curves  # matplotlib: imported only when drawing
 
-    cfg = ctx.cfg.detect
-    tr = load_train(ctx.require("embed"))
+    tr = load_train(run.input("embed"))
     n = tr.labels.size
     if tr.flipped.size == 0:
         write_json(
             out / "detect.json",
             {
                 "skipped": True,
-                "reason": f"no label noise in this run (noise={ctx.cfg.noise.name}): nothing to detect",
+                "reason": "no label noise in this run (noise.fraction=0): nothing to detect",
             },
         )
         return
-    scores = load_group_scores(ctx.require("influence"), int(cfg.group))
+    scores = load_group_scores(run.input("influence"), cfg.group)
     rankings: dict[str, np.ndarray] = {}
     for method, s in scores.items():
         rankings[method] = detect.descending(s)
         rankings[f"{method}_abs"] = detect.descending(np.abs(s))
-    rankings["random"] = detect.random_ranking(n, int(cfg.random_seed))
-    losses = per_sample_losses(ctx, tr.features, tr.labels, int(cfg.loss_batch_size))
+    rankings["random"] = detect.random_ranking(n, cfg.random_seed)
+    losses = per_sample_losses(run, tr.features, tr.labels, cfg.loss_batch_size)
     rankings["loss"] = detect.descending(losses)
     _, probs, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes)
     rankings.update(detect.cleanlab_rankings(tr.labels, probs))
     table, curves = detect.summarise(rankings, tr.flipped, n)
     save_npz(out / "rankings.npz", **rankings)
     write_table(table, out, "detection")
-    title = f"{ctx.cfg.dataset.name}, {ctx.cfg.loss.name}: {tr.flipped.size} of {n} labels flipped"
+    title = f"{tr.flipped.size} of {n} training labels flipped"
     areas = dict(zip(table.ranking, table.area))
     write_bytes(out / "detection_curves.png", detection_curves(curves, areas, title))
     write_json(
         out / "detect.json",
         {
             "skipped": False,
-            "group": int(cfg.group),
+            "group": cfg.group,
             "n_train": n,
             "n_flipped": int(tr.flipped.size),
             "cleanlab_knn_k": k,
@@ -90,7 +107,7 @@ def _compute(ctx: Context, out: Path) -> None:
     )
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(cfg: DetectConfig, run: Run, out: Path) -> None:
     info = read_json(out / "detect.json")
     if info["skipped"]:
         log.warning("detect skipped: %s", info["reason"])
@@ -102,11 +119,17 @@ def _publish(ctx: Context, out: Path) -> None:
         + table.to_string(index=False, float_format="%.3f"),
         flush=True,
     )
-    ctx.logger.table("detect/detection", table)
-    ctx.logger.image("detect/detection_curves", out / "detection_curves.png")
-    ctx.logger.summary({f"detect/area_{r}": a for r, a in zip(table.ranking, table.area)})
+    run.logger.table("detect/detection", table)
+    run.logger.image("detect/detection_curves", out / "detection_curves.png")
+    run.logger.summary({f"detect/area_{r}": a for r, a in zip(table.ranking, table.area)})
 
 
 STAGE = Stage(
-    name="detect", deps=("train", "embed", "influence"), fields=_fields, compute=_compute, publish=_publish
+    name="detect",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=("train", "embed", "influence"),
+    config=("detect", DetectConfig),
+    check=_check,
 )

@@ -7,7 +7,8 @@ Artifacts (numpy ``.npz``, loadable without this project):
   ``flipped`` int64 (indices of mislabelled samples).
 - ``test.npz``: the same for the pooled test set (InShop: query + gallery); ``query.npz`` and
   ``gallery.npz`` for InShop.
-- ``embed.json``: sizes, the transform used, and the dataset's class names.
+- ``embed.json``: sizes, the transform used, the class names, and each split's image paths
+  relative to the data set root (``null`` for in-memory data).
 
 All influence work (mine, EIF, IF, re-training) runs on these features and the head alone.
 """
@@ -16,40 +17,63 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
-from omegaconf import DictConfig
+from pydantic import PositiveInt
 
-from eif.stages.base import Context, Stage, plain
+from eif.data.transforms import TransformsConfig
+from eif.settings import SPEED, Settings, setting
+from eif.stages.base import Run, Stage
 from eif.stages.common import load_trained
 from eif.utils.io import read_json, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
 
-def _fields(cfg: DictConfig) -> dict:
-    which = str(cfg.embed.transform)
-    return {"transform": which, "transform_cfg": plain(cfg.dataset.transforms[which])}
+class EmbedConfig(Settings):
+    """``embed``: which transform the cached features use: ``eval`` (resize + centre crop) or
+    ``influence`` (the reference's EIF/IF input: short side resized, no crop; sizes vary)."""
+
+    transform: Literal["eval", "influence"] = "eval"
+    batch_size: PositiveInt = setting(256, unkeyed=SPEED)
 
 
-def _compute(ctx: Context, out: Path) -> None:
-    from eif.data.transforms import build_transform
+class EmbedSettings(Settings):
+    """The cached features depend on ``transforms`` (all of them: the one ``which`` names is used, and
+    keying the others too keeps the rule "every setting changes a key" simple) and the data."""
+
+    data: dict[str, str]
+    which: Literal["eval", "influence"]
+    transforms: TransformsConfig
+    batch_size: PositiveInt = setting(256, unkeyed=SPEED)
+
+
+def _settings(job: Any, env: Any) -> EmbedSettings:
+    return EmbedSettings(
+        data=env.fingerprints("train", "test", "query", "gallery"),
+        which=job.embed.transform,
+        transforms=job.dataset.transforms,
+        batch_size=job.embed.batch_size,
+    )
+
+
+def _compute(s: EmbedSettings, run: Run, out: Path) -> None:
     from eif.training.inference import predict
 
-    cfg = ctx.cfg
-    model, _, _ = load_trained(ctx.require("train"), cfg, ctx.device)
-    data = ctx.data()
-    which = str(cfg.embed.transform)
-    tf = build_transform(cfg.dataset.transforms, which)
+    model, _, _ = load_trained(run.input("train"), run.device)
+    data = run.data()
+    tf = s.transforms.build(s.which)
     # Uncropped images differ in size, so the reference embeds them one at a time.
-    variable = str(cfg.dataset.transforms[which].name) == "resize"
-    bs = 1 if variable else int(cfg.embed.batch_size)
+    bs = 1 if getattr(s.transforms, s.which).name == "resize" else s.batch_size
     splits = {"train": data.train, "test": data.test}
     if data.query is not None:
         splits.update(query=data.query, gallery=data.gallery)
-    sizes = {}
+    sizes, paths = {}, {}
     for name, ds in splits.items():
-        feats, embs = predict(model, ds.with_transform(tf), bs, ctx.device, desc=f"embed {name}")
+        feats, embs = predict(
+            model, ds.with_transform(tf), bs, run.device, desc=f"embed {name}", progress=run.progress
+        )
         extra = {"flipped": np.asarray(data.noise.flipped, np.int64)} if name == "train" else {}
         save_npz(
             out / f"{name}.npz",
@@ -59,21 +83,23 @@ def _compute(ctx: Context, out: Path) -> None:
             clean_labels=np.asarray(ds.clean_labels, np.int64),
             **extra,
         )
-        sizes[name] = int(len(ds))
+        sizes[name] = len(ds)
+        paths[name] = ds.paths
     write_json(
         out / "embed.json",
         {
             "sizes": sizes,
-            "transform": which,
+            "transform": s.which,
             "feature_dim": int(model.head.in_features),
             "embedding_dim": int(model.head.out_features),
             "train_class_names": list(data.train_class_names),
             "test_class_names": list(data.test_class_names),
+            "paths": paths,
         },
     )
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(s: EmbedSettings, run: Run, out: Path) -> None:
     info = read_json(out / "embed.json")
     log.info(
         "embed: cached features %s (D=%d, E=%d) in %s",
@@ -82,7 +108,14 @@ def _publish(ctx: Context, out: Path) -> None:
         info["embedding_dim"],
         out,
     )
-    ctx.logger.summary({f"embed/n_{k}": v for k, v in info["sizes"].items()})
+    run.logger.summary({f"embed/n_{k}": v for k, v in info["sizes"].items()})
 
 
-STAGE = Stage(name="embed", deps=("train",), fields=_fields, compute=_compute, publish=_publish)
+STAGE = Stage(
+    name="embed",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=("train",),
+    config=("embed", EmbedConfig),
+)

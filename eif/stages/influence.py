@@ -17,31 +17,38 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
 
-from eif.stages.base import Context, Stage, plain
+from eif.influence.eif import EifConfig
+from eif.influence.ihvp import IfConfig
+from eif.settings import Settings
+from eif.stages.base import Run, Stage
 from eif.utils.errors import EifError, require
 from eif.utils.io import load_torch, read_json, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
-_SPEED_ONLY = ("k_chunk", "block_size", "score_chunk")
-KINDS = ("pair", "group", "missim")
-METHODS = ("eif", "if")
+Kind = Literal["pair", "group", "missim"]
+Method = Literal["eif", "if"]
 
 
-def _fields(cfg: DictConfig) -> dict:
-    c = plain(cfg.influence)
-    return {
-        "methods": c["methods"],
-        "kinds": c["kinds"],
-        "eif": {k: v for k, v in c["eif"].items() if k not in _SPEED_ONLY},
-        "if": {k: v for k, v in c["if"].items() if k not in _SPEED_ONLY},
-    }
+class InfluenceConfig(Settings):
+    """``influence``: which methods score which kinds of confusion, and their settings."""
+
+    methods: tuple[Method, ...] = ("eif", "if")
+    # pair, group, missim (mis-similar pairs: same class, far apart)
+    kinds: tuple[Kind, ...] = ("pair", "group")
+    eif: EifConfig = EifConfig()
+    if_: IfConfig = Field(IfConfig(), alias="if")
+
+
+def _settings(job: Any, env: Any) -> InfluenceConfig:
+    return job.influence
 
 
 def _confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray], float]:
@@ -54,17 +61,17 @@ def _confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray
     return [mine["group_pairs"][a:b] for a, b in zip(off[:-1], off[1:])], 1.0
 
 
-def _load(ctx: Context) -> dict:
+def _load(run: Run) -> dict:
     from eif.influence.task import ConfusionTask
     from eif.losses import build_loss
 
-    ck = load_torch(ctx.require("train") / "model.pt")
+    ck = load_torch(run.input("train") / "model.pt")
     w, b = ck["model"]["head.weight"].float(), ck["model"]["head.bias"].float()
-    loss = build_loss(OmegaConf.create(ck["loss_cfg"]), int(ck["num_classes"]), int(w.shape[0]))
+    loss = build_loss(ck["loss_cfg"], int(ck["num_classes"]), int(w.shape[0]))
     loss.load_state_dict(ck["loss"])
-    embed = ctx.require("embed")
+    embed = run.input("embed")
     train, test = np.load(embed / "train.npz"), np.load(embed / "test.npz")
-    dev = ctx.device
+    dev = run.device
     t = {
         "w": w.to(dev),
         "b": b.to(dev),
@@ -84,18 +91,12 @@ def _load(ctx: Context) -> dict:
     return t
 
 
-def _compute(ctx: Context, out: Path) -> None:
-    from eif.influence import EifConfig, IfConfig, build_batch, classic_influence, empirical_influence
+def _compute(c: InfluenceConfig, run: Run, out: Path) -> None:
+    from eif.influence import build_batch, classic_influence, empirical_influence
     from eif.influence.results import split_by_sign
 
-    c = ctx.cfg.influence
-    for name, allowed, got in (("kinds", KINDS, c.kinds), ("methods", METHODS, c.methods)):
-        bad = [x for x in got if x not in allowed]
-        require(not bad, f"influence.{name} must be among {', '.join(allowed)}, got {bad}")
-    t = _load(ctx)
-    mine = dict(np.load(ctx.require("mine") / "mine.npz"))
-    eif_cfg = EifConfig(**plain(c.eif))
-    if_cfg = IfConfig(**plain(c["if"]))
+    t = _load(run)
+    mine = dict(np.load(run.input("mine") / "mine.npz"))
     entries = []
     for kind in c.kinds:
         pairs, sign = _confusions(mine, str(kind))
@@ -103,14 +104,14 @@ def _compute(ctx: Context, out: Path) -> None:
             log.warning("influence: no %s confusions to analyse", kind)
             continue
         batch = build_batch(pairs, sign)
-        batch = type(batch)(*(x.to(ctx.device) for x in vars(batch).values()))
+        batch = type(batch)(*(x.to(run.device) for x in vars(batch).values()))
         common = {"pairs": np.concatenate(pairs), "pair_offsets": np.cumsum([0] + [len(p) for p in pairs])}
         for method in c.methods:
             t0 = time.perf_counter()
             with torch.no_grad():
                 args = (t["task"], t["ftr"], t["ytr"], t["w"], t["b"], t["fte"], batch)
                 if method == "eif":
-                    r = empirical_influence(*args, eif_cfg, progress=bool(c.progress))
+                    r = empirical_influence(*args, c.eif, progress=run.progress)
                     extra = {
                         "d_theta": r.d_theta,
                         "delta_d": r.delta_d,
@@ -118,7 +119,7 @@ def _compute(ctx: Context, out: Path) -> None:
                         "steps": r.steps,
                     }
                 else:
-                    r = classic_influence(*args, if_cfg, progress=bool(c.progress))
+                    r = classic_influence(*args, c.if_, progress=run.progress)
                     # The LiSSA scale actually used (resolves if.scale=auto).
                     extra = {"iterations": r.iterations, "scale": torch.tensor(float(r.scale))}
             wall = time.perf_counter() - t0
@@ -150,18 +151,18 @@ def _compute(ctx: Context, out: Path) -> None:
         {
             "analyses": entries,
             "n_train": int(len(t["ytr"])),
-            "settings": plain(c),
+            "settings": c.model_dump(mode="json", by_alias=True),
             "sign": "positive = harmful (the training sample makes the test error worse), negative = helpful",
         },
     )
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(c: InfluenceConfig, run: Run, out: Path) -> None:
     info = read_json(out / "influence.json")
     rows = []
     for e in info["analyses"]:
         arr = np.load(out / e["file"])
-        ctx.logger.summary({f"influence/{e['kind']}_{e['method']}_seconds": e["wall_seconds"]})
+        run.logger.summary({f"influence/{e['kind']}_{e['method']}_seconds": e["wall_seconds"]})
         n_harm, n_help = np.diff(arr["harmful_offsets"]), np.diff(arr["helpful_offsets"])
         for k in range(e["num_confusions"]):
             row = {
@@ -182,9 +183,14 @@ def _publish(ctx: Context, out: Path) -> None:
             e["num_confusions"],
             e["wall_seconds"],
         )
-    ctx.logger.table("influence/confusions", pd.DataFrame(rows))
+    run.logger.table("influence/confusions", pd.DataFrame(rows))
 
 
 STAGE = Stage(
-    name="influence", deps=("train", "embed", "mine"), fields=_fields, compute=_compute, publish=_publish
+    name="influence",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=("train", "embed", "mine"),
+    config=("influence", InfluenceConfig),
 )

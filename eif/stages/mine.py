@@ -1,4 +1,4 @@
-"""Stage ``mine``: the test-set errors to explain, from the cached test embeddings (PROTOCOL.md section 4).
+"""Stage ``mine``: the test-set errors to explain, from the cached test embeddings (docs/protocol.md, Mining).
 
 Artifacts: ``mine.npz`` (numpy only) and ``mine.json`` (counts and settings). Arrays in ``mine.npz``:
 
@@ -17,27 +17,41 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from pydantic import NonNegativeInt, PositiveInt
 
-from eif.stages.base import Context, Stage, plain
+from eif.settings import Settings, setting
+from eif.stages.base import Run, Stage
 from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
 
-def _fields(cfg: DictConfig) -> dict:
-    return plain(cfg.mine)
+class MineConfig(Settings):
+    """``mine``: which test-set errors to explain (docs/influence.md, "Mining")."""
+
+    num_pairs: NonNegativeInt = 100
+    # index: the first num_pairs wrong test samples in index order (the reference); distance: closest first
+    order: Literal["index", "distance"] = "index"
+    num_groups: NonNegativeInt = 30
+    share: float = setting(0.5, gt=0, le=1)
+    max_confused: PositiveInt = 10
+    num_missim: NonNegativeInt = 100
+
+
+def _settings(job: Any, env: Any) -> MineConfig:
+    return job.mine
 
 
 def _offsets(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
 
 
-def _compute(ctx: Context, out: Path) -> None:
+def _compute(m: MineConfig, run: Run, out: Path) -> None:
     from eif.influence.mining import (
         confusion_groups,
         confusion_pairs,
@@ -46,13 +60,12 @@ def _compute(ctx: Context, out: Path) -> None:
         pair_distance,
     )
 
-    m = ctx.cfg.mine
-    test = np.load(ctx.require("embed") / "test.npz")
+    test = np.load(run.input("embed") / "test.npz")
     z, labels = test["embeddings"], test["labels"]
     nn = nearest_neighbours(z, labels)
-    pairs = confusion_pairs(nn, labels, int(m.num_pairs), str(m.order))
-    groups = confusion_groups(nn, labels, int(m.num_groups), float(m.share), int(m.max_confused))
-    missim = missimilar_pairs(z, labels, int(m.num_missim))
+    pairs = confusion_pairs(nn, labels, m.num_pairs, m.order)
+    groups = confusion_groups(nn, labels, m.num_groups, m.share, m.max_confused)
+    missim = missimilar_pairs(z, labels, m.num_missim)
     gpairs = [g.pairs for g in groups]
     save_npz(
         out / "mine.npz",
@@ -83,12 +96,12 @@ def _compute(ctx: Context, out: Path) -> None:
             "n_pairs": int(len(pairs)),
             "n_groups": len(groups),
             "n_missim": int(len(missim)),
-            "settings": plain(m),
+            "settings": m.model_dump(mode="json"),
         },
     )
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(m: MineConfig, run: Run, out: Path) -> None:
     info = read_json(out / "mine.json")
     require(info["n_pairs"] > 0, "mine found no confusion pairs (every test 1-NN has the right label)")
     arr = np.load(out / "mine.npz")
@@ -100,9 +113,9 @@ def _publish(ctx: Context, out: Path) -> None:
         info["n_groups"],
         info["n_missim"],
     )
-    ctx.logger.summary({f"mine/{k}": info[k] for k in ("n_wrong", "n_pairs", "n_groups", "n_missim")})
+    run.logger.summary({f"mine/{k}": info[k] for k in ("n_wrong", "n_pairs", "n_groups", "n_missim")})
     off, coff = arr["group_pair_offsets"], arr["group_confused_offsets"]
-    ctx.logger.table(
+    run.logger.table(
         "mine/groups",
         pd.DataFrame(
             {
@@ -118,4 +131,11 @@ def _publish(ctx: Context, out: Path) -> None:
     )
 
 
-STAGE = Stage(name="mine", deps=("embed",), fields=_fields, compute=_compute, publish=_publish)
+STAGE = Stage(
+    name="mine",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=("embed",),
+    config=("mine", MineConfig),
+)

@@ -19,32 +19,54 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from pydantic import PositiveInt
 
 from eif.mislabel import knn, relabel
 from eif.mislabel.artifacts import detection_seconds, load_group_scores, load_train
-from eif.report.tables import write_table
-from eif.stages.base import Context, Stage, plain
+from eif.settings import Settings
+from eif.stages.base import Run, Stage
+from eif.tables.format import write_table
 from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 
-def _fields(cfg: DictConfig) -> dict:
-    return {"relabel": plain(cfg.relabel), "group": int(cfg.detect.group)}
+class RelabelConfig(Settings):
+    """``relabel``: Algorithm 1's queries (``harmful``: positive ``method`` scores on the detect group;
+    ``all``: every training sample) and ``k`` neighbours (None: the lower median class count)."""
+
+    queries: Literal["harmful", "all"] = "harmful"
+    method: Literal["eif", "if"] = "eif"
+    k: PositiveInt | None = None
 
 
-def _compute(ctx: Context, out: Path) -> None:
+class RelabelSettings(Settings):
+    relabel: RelabelConfig
+    group: int
 
-    cfg = ctx.cfg.relabel
-    require(cfg.queries in ("harmful", "all"), f"relabel.queries must be harmful or all, got {cfg.queries!r}")
-    tr = load_train(ctx.require("embed"))
-    infl = ctx.require("influence")
-    scores = load_group_scores(infl, int(ctx.cfg.detect.group))
+
+def _settings(job: Any, env: Any) -> RelabelSettings:
+    return RelabelSettings(relabel=job.relabel, group=job.detect.group)
+
+
+def _check(job: Any) -> None:
+    require(
+        job.relabel.method in job.influence.methods,
+        f"relabel.method={job.relabel.method} needs it in influence.methods",
+    )
+    require("group" in job.influence.kinds, "relabel reads group influence: influence.kinds needs group")
+
+
+def _compute(s: RelabelSettings, run: Run, out: Path) -> None:
+    cfg = s.relabel
+    tr = load_train(run.input("embed"))
+    infl = run.input("influence")
+    scores = load_group_scores(infl, s.group)
     require(
         str(cfg.method) in scores,
         f"relabel.method={cfg.method!r}, but the influence stage scored {', '.join(scores)}",
@@ -52,12 +74,10 @@ def _compute(ctx: Context, out: Path) -> None:
     flag = scores[str(cfg.method)]
     queries = np.flatnonzero(flag > 0) if cfg.queries == "harmful" else np.arange(tr.labels.size)
     t0 = time.perf_counter()
-    hard, soft, k = knn.recommend(
-        tr.embeddings, tr.labels, tr.num_classes, queries=queries, k=None if cfg.k is None else int(cfg.k)
-    )
+    hard, soft, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes, queries=queries, k=cfg.k)
     knn_s = time.perf_counter() - t0
     save_npz(out / "recommendations.npz", queries=queries, hard=hard, soft=soft)
-    paths = ctx.data().train.paths
+    paths = read_json(run.input("embed") / "embed.json").get("paths", {}).get("train")
     review = relabel.review_table(queries, soft, tr.labels, paths, flag[queries])
     write_text(out / "review.csv", review.to_csv(index=False))
     acc = (
@@ -93,7 +113,7 @@ def _compute(ctx: Context, out: Path) -> None:
     write_table(runtime, out, "runtime")
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(s: RelabelSettings, run: Run, out: Path) -> None:
     info = read_json(out / "relabel.json")
     acc = info["accuracy"]
     line = (
@@ -111,9 +131,17 @@ def _publish(ctx: Context, out: Path) -> None:
     summary = {"relabel/n_queries": info["n_queries"], "relabel/knn_seconds": info["knn_seconds"]}
     if acc["flips_in_set"]:
         summary.update({"relabel/acc_strict": acc["strict"], "relabel/acc_second_label": acc["second_label"]})
-    ctx.logger.summary(summary)
-    ctx.logger.table("relabel/review", pd.read_csv(out / "review.csv").head(500))
-    ctx.logger.table("relabel/runtime", pd.read_csv(out / "runtime.csv"))
+    run.logger.summary(summary)
+    run.logger.table("relabel/review", pd.read_csv(out / "review.csv").head(500))
+    run.logger.table("relabel/runtime", pd.read_csv(out / "runtime.csv"))
 
 
-STAGE = Stage(name="relabel", deps=("embed", "influence"), fields=_fields, compute=_compute, publish=_publish)
+STAGE = Stage(
+    name="relabel",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=("embed", "influence"),
+    config=("relabel", RelabelConfig),
+    check=_check,
+)

@@ -2,7 +2,8 @@
 
 For every confusion (pair or group, mined by ``mine``) and every method (EIF, IF, from ``influence``)
 the training samples get weights from the sign of their score (helpful x2, harmful x0, the rest x1
-by default; PROTOCOL.md section 7) and a copy of the head weight W is re-trained for one epoch with
+by default; docs/protocol.md, "Re-training") and a copy of the head weight W is re-trained for one
+epoch with
 the trunk, bias and proxies frozen. All copies train together (``eif.retrain.head``). Then
 d(p; W') and d(p; W0) are measured on the original test features (paper Eq. 7-8).
 
@@ -23,27 +24,79 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+from eif.data.config import BatchConfig
 from eif.retrain.distance import confusion_distance
-from eif.retrain.features import augmented_epoch, batches_from_indices
+from eif.retrain.features import batches_from_indices
 from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
 from eif.retrain.weights import sample_weights
-from eif.stages.base import Context, Stage, link_artifacts, plain
+from eif.settings import SPEED, Settings, setting
+from eif.stages.base import Run, Stage
 from eif.stages.common import load_trained
+from eif.stages.retrain_features import epoch_batches
 from eif.utils.errors import EifError, require
 from eif.utils.io import read_json, save_npz, write_json, write_text
-from eif.utils.store import spec_key
 
 log = logging.getLogger(__name__)
 
-FEATURES_STAGE = "retrain_features"
-_NOT_KEYED = ("num_workers",)
+
+class WeightsConfig(Settings):
+    """The paper's epsilon: helpful samples (score < 0) get ``helpful``, harmful ones ``harmful``, the
+    rest 1; ``topk``: None = every sample by its sign (the reference), k = only the k largest |score|."""
+
+    helpful: NonNegativeFloat = 2.0
+    harmful: NonNegativeFloat = 0.0
+    topk: PositiveInt | None = None
+
+
+class AdamConfig(Settings):
+    lr: PositiveFloat = 4e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+
+class RetrainStageConfig(Settings):
+    """``retrain``: re-weight per confusion and method, re-train the head W (docs/table1.md)."""
+
+    methods: tuple[Literal["eif", "if"], ...] = ("eif", "if")
+    kinds: tuple[Literal["pair", "group"], ...] = ("pair", "group")
+    weights: WeightsConfig = WeightsConfig()
+    optimizer: AdamConfig = AdamConfig()
+    clip_grad_value: PositiveFloat | None = 10.0
+    epochs: PositiveInt = 1
+    # augmented: the epoch's trunk features under the train transform (the reference); eval: the
+    # cached embed-stage features in the same batch order (cheaper).
+    features: Literal["augmented", "eval"] = "augmented"
+    heads_per_chunk: PositiveInt | None = setting(None, unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
+
+
+class RetrainSettings(Settings):
+    retrain: RetrainStageConfig
+    seed: int
+    batch: BatchConfig
+
+
+def _settings(job: Any, env: Any) -> RetrainSettings:
+    return RetrainSettings(retrain=job.retrain, seed=job.seed, batch=job.dataset.batch)
+
+
+def _deps(job: Any) -> tuple[str, ...]:
+    augmented = job is None or job.retrain.features == "augmented"
+    return ("train", "embed", "influence") + (("retrain_features",) if augmented else ())
+
+
+def _check(job: Any) -> None:
+    missing = set(job.retrain.methods) - set(job.influence.methods)
+    require(not missing, f"retrain.methods needs {sorted(missing)} in influence.methods")
+    missing = set(job.retrain.kinds) - set(job.influence.kinds)
+    require(not missing, f"retrain.kinds needs {sorted(missing)} in influence.kinds")
 
 
 @dataclass
@@ -53,70 +106,6 @@ class Confusions:
     kind: str
     pairs: list[np.ndarray]
     scores: dict[str, np.ndarray]
-
-
-def _schedule_fields(cfg: DictConfig) -> dict[str, Any]:
-    """What fixes the re-training batches and their augmentations (besides the trained model)."""
-    return {
-        "seed": int(cfg.seed),
-        "epochs": int(cfg.retrain.epochs),
-        "batch": plain(cfg.dataset.batch),
-        "train_transform": plain(cfg.dataset.transforms.train),
-    }
-
-
-def _fields(cfg: DictConfig) -> dict[str, Any]:
-    r = {k: v for k, v in plain(cfg.retrain).items() if k not in _NOT_KEYED}
-    return {"retrain": r, **_schedule_fields(cfg)}
-
-
-def _batches(labels: np.ndarray, cfg: DictConfig) -> list[list[tuple[int, int]]]:
-    """The sampler's batches for re-training epochs 0..epochs-1 under the original model's seed."""
-    from eif.data.samplers import BalancedBatchSampler
-
-    b = cfg.dataset.batch
-    return [
-        batch
-        for epoch in range(int(cfg.retrain.epochs))
-        for batch in BalancedBatchSampler(
-            labels, int(b.classes_per_batch), int(b.samples_per_class), int(cfg.seed), epoch
-        )
-    ]
-
-
-def augmented_features(ctx: Context) -> Path:
-    """The store entry with the re-training epoch's trunk features under the train transform."""
-    cfg = ctx.cfg
-    spec = {"stage": FEATURES_STAGE, "fields": _schedule_fields(cfg), "deps": {"train": ctx.key("train")}}
-
-    def compute(out: Path) -> None:
-        from eif.data.transforms import build_transform
-
-        model, _, _ = load_trained(ctx.require("train"), cfg, ctx.device)
-        data = ctx.data()
-        train_set = data.train.with_transform(build_transform(cfg.dataset.transforms, "train"))
-        t0 = time.perf_counter()
-        epoch = augmented_epoch(
-            model.features,
-            train_set,
-            _batches(np.asarray(data.train.labels), cfg),
-            ctx.device,
-            num_workers=int(cfg.retrain.num_workers),
-        )
-        save_npz(out / "epoch.npz", **epoch.arrays())
-        write_json(
-            out / "features.json",
-            {
-                "samples": int(len(epoch.indices)),
-                "batches": epoch.num_batches,
-                "seconds": time.perf_counter() - t0,
-            },
-        )
-
-    directory, computed = ctx.store.get_or_compute(FEATURES_STAGE, spec_key(spec), spec, compute)
-    log.info("retrain: %s epoch features %s", "computed" if computed else "reusing", directory)
-    link_artifacts(directory, ctx.run_dir / "artifacts" / FEATURES_STAGE)
-    return directory
 
 
 def load_confusions(influence_dir: Path, kind: str, methods: list[str]) -> Confusions:
@@ -144,46 +133,36 @@ def load_confusions(influence_dir: Path, kind: str, methods: list[str]) -> Confu
     return Confusions(kind, pairs or [], scores)
 
 
-def _epoch(ctx: Context) -> EpochBatches:
-    mode = str(ctx.cfg.retrain.features)
-    if mode == "augmented":
-        with np.load(augmented_features(ctx) / "epoch.npz") as z:
+def _epoch(s: RetrainSettings, run: Run) -> EpochBatches:
+    if s.retrain.features == "augmented":
+        with np.load(run.input("retrain_features") / "epoch.npz") as z:
             return EpochBatches.from_arrays(dict(z))
-    require(mode == "eval", f"retrain.features must be augmented or eval, got {mode!r}")
-    with np.load(ctx.require("embed") / "train.npz") as z:
+    with np.load(run.input("embed") / "train.npz") as z:
         feats, labels = z["features"], z["labels"]
-    return batches_from_indices(_batches(labels, ctx.cfg), feats, labels)
+    return batches_from_indices(epoch_batches(labels, s.batch, s.seed, s.retrain.epochs), feats, labels)
 
 
-def _compute(ctx: Context, out: Path) -> None:
-    cfg, rc = ctx.cfg, ctx.cfg.retrain
-    methods, kinds = [str(m) for m in rc.methods], [str(k) for k in rc.kinds]
-    model, loss, _ = load_trained(ctx.require("train"), cfg, ctx.device)
+def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
+    rc = s.retrain
+    methods, kinds = list(rc.methods), list(rc.kinds)
+    model, loss, _ = load_trained(run.input("train"), run.device)
     loss.requires_grad_(False)
     w0, bias = model.head.weight.detach(), model.head.bias.detach()
-    with np.load(ctx.require("embed") / "test.npz") as z:
+    with np.load(run.input("embed") / "test.npz") as z:
         test_features = torch.as_tensor(z["features"], dtype=torch.float32)
-    confusions = [load_confusions(ctx.require("influence"), k, methods) for k in kinds]
+    confusions = [load_confusions(run.input("influence"), k, methods) for k in kinds]
     heads = [(c.kind, i, m) for c in confusions for m in methods for i in range(len(c.pairs))]
     if not heads:
         raise EifError(f"retrain: the influence stage scored no confusions of kinds {kinds}")
-    epoch = _epoch(ctx)
+    epoch = _epoch(s, run)
     # Row order (kind, method, confusion), the order of ``heads``.
     scores = torch.as_tensor(np.concatenate([c.scores[m] for c in confusions for m in methods]))
-    weights = sample_weights(
-        scores,
-        float(rc.weights.helpful),
-        float(rc.weights.harmful),
-        None if rc.weights.topk is None else int(rc.weights.topk),
-    )
+    weights = sample_weights(scores, rc.weights.helpful, rc.weights.harmful, rc.weights.topk)
     opt = RetrainConfig(
-        lr=float(rc.optimizer.lr),
-        betas=tuple(float(b) for b in rc.optimizer.betas),
-        eps=float(rc.optimizer.eps),
-        clip_grad_value=None if rc.clip_grad_value is None else float(rc.clip_grad_value),
+        lr=rc.optimizer.lr, betas=rc.optimizer.betas, eps=rc.optimizer.eps, clip_grad_value=rc.clip_grad_value
     )
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
     t0 = time.perf_counter()
     w1 = retrain_heads(
         w0,
@@ -192,11 +171,11 @@ def _compute(ctx: Context, out: Path) -> None:
         epoch,
         loss.per_sample,
         opt,
-        ctx.device,
-        None if rc.heads_per_chunk is None else int(rc.heads_per_chunk),
+        run.device,
+        rc.heads_per_chunk,
     )
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
     seconds = time.perf_counter() - t0
     log.info(
         "retrain: %d heads (%s x %s) re-trained together over %d batches in %.2f s",
@@ -248,16 +227,16 @@ def _compute(ctx: Context, out: Path) -> None:
             "num_heads": len(heads),
             "counts": {c.kind: len(c.pairs) for c in confusions},
             "methods": methods,
-            "features": str(rc.features),
+            "features": rc.features,
             "batches": epoch.num_batches,
             "samples_per_epoch": int(len(epoch.indices)),
             "retrain_seconds": seconds,
-            "device": str(ctx.device),
+            "device": str(run.device),
         },
     )
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(s: RetrainSettings, run: Run, out: Path) -> None:
     info = read_json(out / "retrain.json")
     log.info(
         "retrain: %d re-trainings (%s) took %.2f s in all on %s",
@@ -266,10 +245,16 @@ def _publish(ctx: Context, out: Path) -> None:
         info["retrain_seconds"],
         info["device"],
     )
-    ctx.logger.summary({"retrain/num_heads": info["num_heads"], "retrain/seconds": info["retrain_seconds"]})
-    ctx.logger.table("retrain/distances", pd.read_csv(out / "distances.csv"))
+    run.logger.summary({"retrain/num_heads": info["num_heads"], "retrain/seconds": info["retrain_seconds"]})
+    run.logger.table("retrain/distances", pd.read_csv(out / "distances.csv"))
 
 
 STAGE = Stage(
-    name="retrain", deps=("train", "embed", "influence"), fields=_fields, compute=_compute, publish=_publish
+    name="retrain",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=_deps,
+    config=("retrain", RetrainStageConfig),
+    check=_check,
 )

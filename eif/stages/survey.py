@@ -11,59 +11,69 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
-from omegaconf import DictConfig
+from pydantic import PositiveFloat, PositiveInt
 
 from eif.mislabel import knn, survey
 from eif.mislabel.artifacts import load_train
-from eif.report.tables import write_table
-from eif.stages.base import Context, Stage, plain
+from eif.settings import Settings
+from eif.stages.base import Run, Stage
+from eif.tables.format import write_table
 from eif.utils.io import read_json, save_npz, write_bytes, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 
-def _fields(cfg: DictConfig) -> dict:
-    return {"survey": plain(cfg.survey)}
+class SurveyConfig(Settings):
+    """``survey``: the field study (Table 5). ``rule``: reference (the 0.9 p rule of the code behind
+    Table 5) or entropy (the paper's text: relabel-class entropy < ``th_h``); ``k`` as in relabel."""
+
+    rule: Literal["reference", "entropy"] = "reference"
+    th_h: PositiveFloat = 0.35
+    k: PositiveInt | None = None
 
 
-def _compute(ctx: Context, out: Path) -> None:
+def _settings(job: Any, env: Any) -> SurveyConfig:
+    return job.survey
+
+
+def _compute(cfg: SurveyConfig, run: Run, out: Path) -> None:
     from eif.report.figures import bar_counts  # matplotlib: imported only when drawing
 
-    cfg = ctx.cfg.survey
-    tr = load_train(ctx.require("embed"))
-    k = None if cfg.k is None else int(cfg.k)
+    tr = load_train(run.input("embed"))
+    k = cfg.k
     hard, _, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes, k=k)
     details = survey.class_details(tr.labels, hard, tr.num_classes)
-    details["category"] = survey.categorise(details, str(cfg.rule), float(cfg.th_h))
+    details["category"] = survey.categorise(details, cfg.rule, cfg.th_h)
     t5 = survey.table5(details, details.category)
-    t5.insert(0, "dataset", str(ctx.cfg.dataset.name))
-    t5.insert(1, "rule", str(cfg.rule))
+    t5.insert(0, "rule", cfg.rule)
     save_npz(out / "relabel_all.npz", hard=hard)
     write_text(out / "classes.csv", details.to_csv(index=False))
     write_table(t5, out, "table5")
     counts = {c: int(t5[c].iloc[0]) for c in survey.CATEGORIES}
-    write_bytes(out / "table5.png", bar_counts(counts, f"{ctx.cfg.dataset.name}: classes by relabel pattern"))
+    write_bytes(out / "table5.png", bar_counts(counts, "training classes by relabel pattern"))
     write_json(
         out / "survey.json",
         {
             "k": k,
-            "rule": str(cfg.rule),
+            "rule": cfg.rule,
             "n_train": int(tr.labels.size),
             "relabelled": int((hard != tr.labels).sum()),
         },
     )
 
 
-def _publish(ctx: Context, out: Path) -> None:
+def _publish(cfg: SurveyConfig, run: Run, out: Path) -> None:
     t5 = pd.read_csv(out / "table5.csv")
+    t5.insert(0, "dataset", run.job.dataset)
     print("field study (Table 5):\n" + t5.to_string(index=False, float_format="%.4f"), flush=True)
-    ctx.logger.table("survey/table5", t5)
-    ctx.logger.table("survey/classes", pd.read_csv(out / "classes.csv"))
-    ctx.logger.image("survey/table5", out / "table5.png")
+    run.logger.table("survey/table5", t5)
+    run.logger.table("survey/classes", pd.read_csv(out / "classes.csv"))
+    run.logger.image("survey/table5_counts", out / "table5.png")
     info = read_json(out / "survey.json")
-    ctx.logger.summary(
+    run.logger.summary(
         {
             "survey/relabelled": info["relabelled"],
             **{f"survey/{c}": int(t5[c].iloc[0]) for c in survey.CATEGORIES},
@@ -72,4 +82,11 @@ def _publish(ctx: Context, out: Path) -> None:
     log.info("survey: %d of %d training samples would change label", info["relabelled"], info["n_train"])
 
 
-STAGE = Stage(name="survey", deps=("embed",), fields=_fields, compute=_compute, publish=_publish)
+STAGE = Stage(
+    name="survey",
+    settings=_settings,
+    compute=_compute,
+    publish=_publish,
+    deps=("embed",),
+    config=("survey", SurveyConfig),
+)

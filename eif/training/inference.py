@@ -16,6 +16,7 @@ def predict(
     device: torch.device,
     desc: str = "embed",
     amp: bool = False,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (features (N, D), embeddings (N, E)) as float32 arrays, in dataset order.
 
@@ -27,7 +28,7 @@ def predict(
         dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=device.type == "cuda"
     )
     feats, embs = [], []
-    for x, _, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for x, _, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not progress):
         x = x.to(device, non_blocking=True)
         with torch.autocast("cuda", enabled=amp and device.type == "cuda"):
             f = model.features(x)

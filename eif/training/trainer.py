@@ -1,4 +1,4 @@
-"""Training as in the reference protocol (PROTOCOL.md section 1).
+"""Training as in the reference protocol (docs/protocol.md, "Training").
 
 - Class-balanced batches from :class:`~eif.data.samplers.BalancedBatchSampler`; a batch and its
   augmentations are a pure function of (seed, epoch, batch position), so a resumed run sees exactly
@@ -9,12 +9,16 @@
 - ``clip_grad_value_`` on the model parameters every step (the proxies are not clipped).
 - On CUDA: autocast + GradScaler, channels_last, DataLoader workers and pinned memory (each
   configurable). On CPU these are off and the run is bit-reproducible.
-- A checkpoint (``ckpt/last.pt``) is written atomically after every epoch, every
-  ``checkpoint_every_batches`` batches, and when a SLURM pre-emption signal arrives.
+- Checkpoints (``ckpt/e<epoch>-b<batch>.ckpt``, the newest two kept) are written atomically with a
+  SHA-256 of their bytes after every epoch, every ``checkpoint_every_batches`` batches, and when a
+  pre-emption or termination signal arrives. A resume verifies the checksum, loads every state into
+  fresh objects and only then commits them, so a bad or foreign checkpoint never leaves a
+  half-loaded model; a corrupt one is reported on one line and the previous one is tried.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,17 +26,51 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from eif.data.config import BatchConfig
 from eif.data.samplers import BalancedBatchSampler
 from eif.logging.run_logger import RunLogger
+from eif.settings import SPEED, Settings, setting
 from eif.utils import preempt
-from eif.utils.io import load_torch, save_torch
+from eif.utils.errors import EifError
+from eif.utils.io import CorruptFile, load_checked, save_checked
 
 log = logging.getLogger(__name__)
+
+KEEP_CHECKPOINTS = 2
+
+
+class OptimizerConfig(Settings):
+    """Adam learning rates per parameter group, eps and weight decay."""
+
+    lr_trunk: NonNegativeFloat = 4e-3
+    lr_head: NonNegativeFloat = 4e-3
+    lr_proxies: NonNegativeFloat = 400.0
+    eps: PositiveFloat = 1.0
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class TrainConfig(Settings):
+    """``train``: the training recipe (docs/protocol.md, "Training")."""
+
+    epochs: PositiveInt = 40
+    # Warm-up epochs run first with the trunk frozen (trunk lr 0); the head and proxies train.
+    warmup_epochs: NonNegativeInt = 5
+    optimizer: OptimizerConfig = OptimizerConfig()
+    clip_grad_value: PositiveFloat | None = 10.0
+    max_batches_per_epoch: PositiveInt | None = None
+    # Mixed precision on CUDA (ignored on CPU). Keyed as set: a model trained with amp=true on a
+    # CPU is the same setting's result; a checkpoint refuses a resume under another precision.
+    amp: bool = True
+    channels_last: bool = setting(True, unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
+    cpu_num_workers: NonNegativeInt = setting(0, unkeyed=SPEED)
+    pin_memory: bool = setting(True, unkeyed=SPEED)
+    checkpoint_every_batches: NonNegativeInt = setting(0, unkeyed=SPEED)
 
 
 @dataclass
@@ -47,51 +85,63 @@ class TrainState:
     partial_batches: int = 0
 
 
-def make_optimizer(model: nn.Module, loss: nn.Module, ocfg: DictConfig, warmup: bool) -> torch.optim.Adam:
+def make_optimizer(
+    model: nn.Module, loss: nn.Module, ocfg: OptimizerConfig, warmup: bool
+) -> torch.optim.Adam:
     """Adam over trunk / head / proxies; in warm-up the trunk's learning rate is 0."""
     head = list(model.head.parameters())
     head_ids = {id(p) for p in head}
     trunk = [p for p in model.parameters() if id(p) not in head_ids]
     groups = [
-        {"params": trunk, "lr": 0.0 if warmup else float(ocfg.lr_trunk), "name": "trunk"},
-        {"params": head, "lr": float(ocfg.lr_head), "name": "head"},
-        {"params": list(loss.parameters()), "lr": float(ocfg.lr_proxies), "name": "proxies"},
+        {"params": trunk, "lr": 0.0 if warmup else ocfg.lr_trunk, "name": "trunk"},
+        {"params": head, "lr": ocfg.lr_head, "name": "head"},
+        {"params": list(loss.parameters()), "lr": ocfg.lr_proxies, "name": "proxies"},
     ]
-    return torch.optim.Adam(groups, eps=float(ocfg.eps), weight_decay=float(ocfg.weight_decay))
+    return torch.optim.Adam(groups, eps=ocfg.eps, weight_decay=ocfg.weight_decay)
 
 
 class Trainer:
-    """Train ``model`` with ``loss`` on ``train_set``; resumable from ``ckpt_dir/last.pt``."""
+    """Train ``model`` with ``loss`` on ``train_set``; resumable from the checkpoints in ``ckpt_dir``."""
 
     def __init__(
         self,
         model: nn.Module,
         loss: nn.Module,
         train_set: Any,
-        cfg: DictConfig,
+        cfg: TrainConfig,
+        batch: BatchConfig,
+        seed: int,
         device: torch.device,
         ckpt_dir: Path,
         logger: RunLogger,
+        progress: bool = False,
     ) -> None:
         self.model, self.loss, self.train_set = model, loss, train_set
-        self.cfg, self.tcfg, self.device = cfg, cfg.train, device
-        self.ckpt_path = ckpt_dir / "last.pt"
+        self.cfg, self.batch, self.seed, self.device = cfg, batch, int(seed), device
+        self.ckpt_dir = Path(ckpt_dir)
         self.logger = logger
+        self.progress = progress
         self.cuda = device.type == "cuda"
-        self.amp = self.cuda and bool(self.tcfg.amp)
+        self.amp = self.cuda and cfg.amp
         self.model.to(device)
         self.loss.to(device)
-        if self.cuda and bool(self.tcfg.channels_last):
+        if self.cuda and cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.opt_warm = make_optimizer(model, loss, self.tcfg.optimizer, warmup=True)
-        self.opt_main = make_optimizer(model, loss, self.tcfg.optimizer, warmup=False)
+        self.opt_warm = make_optimizer(model, loss, cfg.optimizer, warmup=True)
+        self.opt_main = make_optimizer(model, loss, cfg.optimizer, warmup=False)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.state = TrainState()
 
+    @property
+    def precision(self) -> str:
+        return "amp" if self.amp else "fp32"
+
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        save_torch(
-            self.ckpt_path,
+        """Write a checksummed checkpoint of everything training needs; keep the newest two."""
+        name = f"e{self.state.epoch:04d}-b{self.state.batch:07d}.ckpt"
+        save_checked(
+            self.ckpt_dir / name,
             {
                 "epoch": self.state.epoch,
                 "batch": self.state.batch,
@@ -102,68 +152,108 @@ class Trainer:
                 "opt_warm": self.opt_warm.state_dict(),
                 "opt_main": self.opt_main.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                "device": self.device.type,
+                "precision": self.precision,
             },
         )
+        for old in self.checkpoints()[KEEP_CHECKPOINTS:]:
+            old.unlink(missing_ok=True)
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint files, newest first."""
+        return sorted(self.ckpt_dir.glob("e*-b*.ckpt"), reverse=True)
 
     def try_resume(self) -> bool:
-        """Load ``last.pt`` if present; an unreadable one is discarded (training restarts)."""
-        if not self.ckpt_path.exists():
-            return False
-        try:
-            ck = load_torch(self.ckpt_path, map_location=self.device)
-            self.model.load_state_dict(ck["model"])
-            self.loss.load_state_dict(ck["loss"])
-            self.opt_warm.load_state_dict(ck["opt_warm"])
-            self.opt_main.load_state_dict(ck["opt_main"])
-            self.scaler.load_state_dict(ck["scaler"])
-        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint means "start over"
-            log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", self.ckpt_path, err)
-            self.ckpt_path.unlink(missing_ok=True)
-            return False
-        self.state = TrainState(
+        """Resume from the newest good checkpoint; corrupt ones are reported and skipped."""
+        for path in self.checkpoints():
+            try:
+                ck = load_checked(path, map_location=self.device)
+            except CorruptFile as err:
+                log.warning("training checkpoint %s is corrupt (%s); trying the previous one", path.name, err)
+                path.unlink(missing_ok=True)
+                continue
+            if (ck.get("device"), ck.get("precision")) != (self.device.type, self.precision):
+                raise EifError(
+                    f"the training checkpoint {path} was written on {ck.get('device')} with "
+                    f"{ck.get('precision')}; this job runs on {self.device.type} with {self.precision}: "
+                    f"re-run it there, or delete {self.ckpt_dir} to start training over"
+                )
+            try:
+                self._restore(ck)
+            except (KeyError, RuntimeError, ValueError, TypeError) as err:
+                log.warning(
+                    "training checkpoint %s does not fit this model (%s); trying the previous one",
+                    path.name,
+                    err,
+                )
+                continue
+            log.info(
+                "resuming training at epoch %d, batch %d (%s)", self.state.epoch, self.state.batch, path.name
+            )
+            return True
+        return False
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        """Load every state into fresh copies first; commit to the live objects only if all loaded."""
+        model, loss = copy.deepcopy(self.model), copy.deepcopy(self.loss)
+        warm = make_optimizer(model, loss, self.cfg.optimizer, warmup=True)
+        main = make_optimizer(model, loss, self.cfg.optimizer, warmup=False)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        model.load_state_dict(ck["model"])
+        loss.load_state_dict(ck["loss"])
+        warm.load_state_dict(ck["opt_warm"])
+        main.load_state_dict(ck["opt_main"])
+        scaler.load_state_dict(ck["scaler"])
+        state = TrainState(
             epoch=int(ck["epoch"]),
             batch=int(ck["batch"]),
             history=list(ck["history"]),
             partial_loss_sum=float(ck["partial"][0]),
             partial_batches=int(ck["partial"][1]),
         )
-        log.info("resuming training at epoch %d, batch %d", self.state.epoch, self.state.batch)
-        return True
+        # All loaded: the same states into the live objects cannot fail now.
+        self.model.load_state_dict(model.state_dict())
+        self.loss.load_state_dict(loss.state_dict())
+        self.opt_warm.load_state_dict(warm.state_dict())
+        self.opt_main.load_state_dict(main.state_dict())
+        self.scaler.load_state_dict(scaler.state_dict())
+        self.state = state
 
     # ------------------------------------------------------------------ loop
     def _loader(self, epoch: int, start_batch: int) -> tuple[DataLoader, int]:
-        b = self.cfg.dataset.batch
         sampler = BalancedBatchSampler(
             self.train_set.labels,
-            int(b.classes_per_batch),
-            int(b.samples_per_class),
-            seed=int(self.cfg.seed),
+            self.batch.classes_per_batch,
+            self.batch.samples_per_class,
+            seed=self.seed,
             epoch=epoch,
             start_batch=start_batch,
         )
-        workers = int(self.tcfg.num_workers) if self.cuda else int(self.tcfg.cpu_num_workers)
+        workers = self.cfg.num_workers if self.cuda else self.cfg.cpu_num_workers
         loader = DataLoader(
             self.train_set,
             batch_sampler=sampler,
             num_workers=workers,
-            pin_memory=self.cuda and bool(self.tcfg.pin_memory),
+            pin_memory=self.cuda and self.cfg.pin_memory,
             persistent_workers=False,
+            worker_init_fn=preempt.ignore_signals_in_worker,
         )
         total = len(sampler) + start_batch
-        limit = self.tcfg.max_batches_per_epoch
-        return loader, total if limit is None else min(total, int(limit))
+        limit = self.cfg.max_batches_per_epoch
+        return loader, total if limit is None else min(total, limit)
 
-    def fit(self) -> list[dict[str, float]]:
-        """Run (or finish) all epochs; returns the per-epoch history."""
+    def fit(self) -> list[dict[str, float]] | None:
+        """Run (or finish) all epochs; the per-epoch history, or None when a signal stopped training
+        (a checkpoint was written first)."""
         self.try_resume()
-        epochs, warm = int(self.tcfg.epochs), int(self.tcfg.warmup_epochs)
+        epochs, warm = self.cfg.epochs, self.cfg.warmup_epochs
         while self.state.epoch < epochs:
             epoch = self.state.epoch
             opt = self.opt_warm if epoch < warm else self.opt_main
             stats = self._run_epoch(epoch, opt, warmup=epoch < warm)
-            if stats is None:  # pre-empted: a checkpoint was written and the job hands over
+            if stats is None:  # stopped by a signal: the checkpoint is on disk
                 preempt.acknowledge()
-                return self.state.history
+                return None
             self.state.history.append(stats)
             self.state = TrainState(epoch=epoch + 1, history=self.state.history)
             self.save()
@@ -174,23 +264,24 @@ class Trainer:
         self.model.train()
         start = self.state.batch
         loader, total = self._loader(epoch, start)
-        clip = self.tcfg.clip_grad_value
-        every = int(self.tcfg.checkpoint_every_batches)
+        clip = self.cfg.clip_grad_value
+        every = self.cfg.checkpoint_every_batches
         loss_sum, n_batches = self.state.partial_loss_sum, self.state.partial_batches
         n_images, t0 = 0, time.perf_counter()
         bar = tqdm(
             total=total,
             initial=start,
-            desc=f"epoch {epoch + 1}/{self.tcfg.epochs}" + (" (warm-up)" if warmup else ""),
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}" + (" (warm-up)" if warmup else ""),
             leave=False,
             dynamic_ncols=True,
+            disable=not self.progress,
         )
         for i, (x, y, _) in enumerate(loader, start=start):
             if i >= total:
                 break
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            if self.cuda and bool(self.tcfg.channels_last):
+            if self.cuda and self.cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", enabled=self.amp):
                 z = self.model(x)
@@ -199,16 +290,17 @@ class Trainer:
             self.scaler.scale(value).backward()
             if clip is not None:
                 self.scaler.unscale_(opt)
-                nn.utils.clip_grad_value_(self.model.parameters(), float(clip))
+                nn.utils.clip_grad_value_(self.model.parameters(), clip)
             self.scaler.step(opt)
             self.scaler.update()
             loss_sum += float(value.detach())
             n_batches += 1
             n_images += x.shape[0]
             self.state.batch = i + 1
-            rate = n_images / max(time.perf_counter() - t0, 1e-9)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}", img_s=f"{rate:.0f}")
+            if self.progress:
+                rate = n_images / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}", img_s=f"{rate:.0f}")
             stop = preempt.requested()
             if stop or (every and (i + 1) % every == 0 and i + 1 < total):
                 self.state.partial_loss_sum, self.state.partial_batches = loss_sum, n_batches

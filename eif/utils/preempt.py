@@ -16,8 +16,17 @@ If no training loop is polling - no :func:`requested` call in the last ``poll_wi
 (e.g. the job is embedding or evaluating) or no :func:`acknowledge` within ``grace_s`` seconds of
 the signal - submitit's handler runs anyway, and the rerun recomputes the unfinished stage.
 
-Outside submitit (no Python handler bound to the signal) :func:`install` changes nothing and
-:func:`requested` is always False, so local runs behave exactly as before.
+Outside submitit (no Python handler bound to the signal) :func:`install` changes nothing.
+
+Termination outside SLURM (:func:`handle_termination`): Ctrl-C (SIGINT) and SIGTERM are handled the
+same way. While a training loop polls, the signal only sets a flag; the loop writes its checkpoint
+and :func:`acknowledge` raises :class:`Interrupted`. Anywhere else (or on a second signal) the
+handler raises :class:`Interrupted` at once. The entry point turns it into one line and exit code
+130 (SIGINT) or 143 (SIGTERM); re-running the same command resumes. Under submitit SIGTERM stays
+submitit's (it ignores the SIGTERM that SLURM sends around a requeue).
+
+DataLoader workers ignore all three signals (:func:`ignore_signals_in_worker`, their
+``worker_init_fn``): the main process handles them, whatever the multiprocessing start method.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -53,6 +63,23 @@ class _State:
 
 
 _state = _State()
+
+
+class Interrupted(BaseException):
+    """The job was asked to stop (SIGINT or SIGTERM); a training checkpoint was written if one was due."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Termination:
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.pid = -1
+
+
+_term = _Termination()
 
 
 def _signal_number() -> int:
@@ -88,16 +115,20 @@ def install(grace_s: float = 60.0, poll_window_s: float = 30.0) -> bool:
 
 
 def requested() -> bool:
-    """True once the pre-emption/time-limit signal has arrived: checkpoint now, then :func:`acknowledge`."""
+    """True once a pre-emption or termination signal has arrived: checkpoint now, then :func:`acknowledge`."""
     _state.last_poll = time.monotonic()
-    return _state.pending
+    return _state.pending or _term.pending is not None
 
 
 def acknowledge() -> None:
-    """The checkpoint is on disk: run submitit's handler (checkpoint -> requeue -> exit).
+    """The checkpoint is on disk: run submitit's handler (checkpoint -> requeue -> exit), or raise
+    :class:`Interrupted` for a termination signal.
 
     Does not return when a request is pending (submitit raises ``SystemExit``); a no-op otherwise.
     """
+    if _term.pending is not None and os.getpid() == _term.pid:
+        signum, _term.pending = _term.pending, None
+        raise Interrupted(signum)
     if not _state.pending or os.getpid() != _state.pid:
         return
     _cancel_timer()
@@ -144,3 +175,41 @@ def _cancel_timer() -> None:
 def _call_original(frame: FrameType | None = None) -> None:
     assert _state.signum is not None and _state.original is not None
     _state.original(_state.signum, frame)
+
+
+def _on_terminate(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != _term.pid:
+        return  # a forked worker: the main process handles it
+    polling = time.monotonic() - _state.last_poll <= max(_state.poll_window_s, 5.0)
+    if polling and _term.pending is None:
+        _term.pending = signum
+        log.warning("%s: writing a training checkpoint after the current step", signal.Signals(signum).name)
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def handle_termination() -> Iterator[None]:
+    """Handle SIGINT and SIGTERM as described in the module doc while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watched = [signal.SIGINT]
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # not under submitit
+        watched.append(signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in watched}
+    _term.pending, _term.pid = None, os.getpid()
+    for s in watched:
+        signal.signal(s, _on_terminate)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        _term.pending = None
+
+
+def ignore_signals_in_worker(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: leave SIGINT, SIGTERM and the pre-emption signal to the main process."""
+    for s in (signal.SIGINT, signal.SIGTERM, _signal_number()):
+        signal.signal(s, signal.SIG_IGN)

@@ -7,9 +7,13 @@ Layout under ``<root>/<stage>/``:
   ``MANIFEST.json`` (size and SHA-256 of every file) and is only ever created by renaming a finished
   work directory, so it never exists half-written. Reads verify it; a manifest whose files fail
   verification (truncated, corrupted, deleted) gets the directory moved aside and recomputed.
-- ``<key>.partial/`` the work directory of the job computing it. Its ``ckpt/`` subdirectory is
-  scratch space for resumable checkpoints that survives a crash: the next attempt computes into the
-  same directory and resumes. Everything else in it is discarded before a new attempt.
+- ``<key>.partial.<token>/`` the work directory of the job computing it, named after its lock
+  token. Its ``ckpt/`` subdirectory is scratch space for resumable checkpoints that survives a crash:
+  the next lock holder renames the newest earlier work directory to its own name (taking it over)
+  and resumes from its checkpoints; everything else in it is discarded first. Every write into a
+  work directory first checks that the lock is still held (:func:`eif.utils.io.guarded`), so a job
+  that lost its lock (frozen past ``stale_after_s``) stops before its next write and never touches
+  the new holder's files: its own paths are gone once the work directory was taken over.
 - ``<key>.lock/`` held by the one job computing ``<key>``. It is created by renaming a private
   directory that already holds ``owner.json`` (host, pid and its start time, SLURM job id and restart
   count, a random token) onto the lock name; rename onto an existing directory fails, atomically, on
@@ -19,8 +23,8 @@ Layout under ``<root>/<stage>/``:
 Others wait, polling for the manifest. A lock is stale, and is broken, when its holder ran on this
 host and that process is gone, when it is an earlier run of the same SLURM job (a requeue), or when
 its heartbeat has not changed for ``stale_after_s`` seconds of the waiter's own clock (no clock skew
-between nodes involved). A job frozen longer than that (e.g. ``scontrol suspend``) loses its lock and
-fails at the ownership check instead of publishing.
+between nodes involved). A job frozen longer than that (e.g. ``scontrol suspend``, SIGSTOP) loses its
+lock and fails with one line at its next write instead of publishing.
 """
 
 from __future__ import annotations
@@ -38,8 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eif.utils.errors import EifError
-from eif.utils.io import read_json, sha256_file, write_json
+from eif.utils.io import LockLost, guarded, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,8 @@ class StoreLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            if not self.held():  # broken while this job was frozen: never touch the new holder's lock
+                return
             try:
                 os.utime(self.path / "heartbeat")
             except FileNotFoundError:
@@ -226,9 +231,12 @@ class StoreLock:
 class ArtifactStore:
     """Compute-once, verify-on-read storage of stage outputs under ``root``."""
 
-    def __init__(self, root: str | os.PathLike, stale_after_s: float = 120.0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, stale_after_s: float = 120.0, heartbeat_s: float = 10.0
+    ) -> None:
         self.root = Path(root)
         self.stale_after_s = stale_after_s
+        self.heartbeat_s = min(heartbeat_s, stale_after_s / 4)
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -264,9 +272,12 @@ class ArtifactStore:
         directory = self.path(stage, key)
         if self.verify(directory):
             return directory, False
-        lock = StoreLock(directory.with_name(key + LOCK), stale_after_s=self.stale_after_s)
+        lock = StoreLock(
+            directory.with_name(key + LOCK), stale_after_s=self.stale_after_s, heartbeat_s=self.heartbeat_s
+        )
         if not lock.acquire(until=lambda: self.verify(directory)):
             return directory, False
+        work = directory.with_name(f"{key}{PARTIAL}.{lock.token[:12]}")
         try:
             if self.verify(directory):
                 return directory, False
@@ -274,22 +285,54 @@ class ArtifactStore:
                 log.warning("artifact %s failed verification; recomputing", directory)
                 _bury(directory)
             self._sweep(directory, lock)
-            work = directory.with_name(key + PARTIAL)
-            if not self.verify(work):  # a crash after the manifest was written needs only the rename
-                self._clear_for_retry(work)
-                work.mkdir(parents=True, exist_ok=True)
-                compute(work)
-                self._write_manifest(work, stage, key, spec, provenance or {})
-            shutil.rmtree(work / SCRATCH, ignore_errors=True)
-            if not lock.held():
-                raise EifError(
-                    f"lost the store lock {lock.path} while computing (job frozen for more than "
-                    f"{self.stale_after_s:.0f} s?); another job computes {stage}/{key}, re-run"
-                )
+            self._take_over(directory, work)
+            with guarded(work, lambda: None if lock.held() else _lost(lock, stage, key, self.stale_after_s)):
+                if not self.verify(work):  # a crash after the manifest was written needs only the rename
+                    self._clear_for_retry(work)
+                    work.mkdir(parents=True, exist_ok=True)
+                    try:
+                        compute(work)
+                    except LockLost:
+                        raise
+                    except BaseException:
+                        self._drop_if_empty(work)
+                        raise
+                    self._write_manifest(work, stage, key, spec, provenance or {})
+                if not lock.held():
+                    raise LockLost(_lost(lock, stage, key, self.stale_after_s))
+                shutil.rmtree(work / SCRATCH, ignore_errors=True)
             os.rename(work, directory)
             return directory, True
         finally:
             lock.release()
+
+    def _take_over(self, directory: Path, work: Path) -> None:
+        """Rename the newest earlier work directory of this key (a crashed or frozen attempt) to
+        ``work``, so its checkpoints resume here and its old owner's paths are gone; bury the rest."""
+        earlier = sorted(
+            (p for p in directory.parent.glob(f"{directory.name}{PARTIAL}*") if p.is_dir() and p != work),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for i, old in enumerate(earlier):
+            if i == 0:
+                try:
+                    os.rename(old, work)
+                    continue
+                except OSError:
+                    pass
+            _bury(old)
+
+    @staticmethod
+    def _drop_if_empty(work: Path) -> None:
+        """After a failed attempt keep only resumable checkpoints; no empty work directories."""
+        try:
+            ArtifactStore._clear_for_retry(work)
+            scratch = work / SCRATCH
+            if not (scratch.is_dir() and any(scratch.iterdir())):
+                shutil.rmtree(work, ignore_errors=True)
+        except OSError:
+            pass
 
     def _sweep(self, directory: Path, lock: StoreLock) -> None:
         """Remove what killed jobs left next to ``directory``: half-deleted graves of artifacts and
@@ -338,3 +381,10 @@ class ArtifactStore:
                 "created": time.time(),
             },
         )
+
+
+def _lost(lock: StoreLock, stage: str, key: str, stale_after_s: float) -> str:
+    return (
+        f"lost the store lock for {stage}/{key} (this job was frozen for more than {stale_after_s:.0f} s?); "
+        "another job computes it: re-run the same command to reuse its result"
+    )

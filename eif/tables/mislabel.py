@@ -1,16 +1,13 @@
-"""Sweep-level outputs of the mislabel experiments: Table 2 and Table 3, and an index report.
-
-    python -m eif.report.sweep <sweep_dir>
+"""Tables 2 and 3 of the mislabel experiments across a sweep's jobs, and an index page of their reports.
 
 Each job dir holds ``artifacts/relabel/relabel.json`` and ``runtime.csv`` and its ``report.html``.
-Expected jobs come from the sweep's ``multirun.yaml`` through :func:`eif.aggregate.expected_jobs`
-(the Table 1 mechanism), so jobs that failed or have not run are empty cells, never an error.
-Writes ``table2.{csv,md}``, ``table3.{csv,md}`` and ``index.html`` into the sweep dir.
+Expected jobs come from the sweep's ``multirun.yaml`` (:func:`eif.tables.sweep.expected_jobs`), so
+jobs that failed or have not run are empty cells, never an error. Writes ``table2.{csv,md}``,
+``table2_strict.{csv,md}``, ``table3.{csv,md}`` and ``index.html`` into the sweep dir.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,9 +15,9 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from eif.aggregate import SweepTablesCallback
 from eif.report import html
-from eif.report.tables import write_table
+from eif.tables.format import write_table
+from eif.tables.sweep import SweepTablesCallback, expected_jobs
 from eif.utils.io import read_json, write_text
 
 log = logging.getLogger(__name__)
@@ -40,8 +37,6 @@ def _job_identity(job_dir: Path) -> dict[str, Any]:
 def collect(sweep_dir: Path) -> pd.DataFrame:
     """One row per (job, method): identity, relabel accuracy (strict, second_label), runtimes;
     status ``ok`` or ``missing`` (expected by the sweep grid but without results)."""
-    from eif.aggregate import expected_jobs
-
     sweep_dir = Path(sweep_dir)
     rows: list[dict] = []
     seen: list[dict] = []
@@ -146,18 +141,7 @@ def aggregate(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 class MislabelTablesCallback(SweepTablesCallback):
-    """Hydra callback: Tables 2 and 3 and the sweep's index.html after every job and at the end."""
+    """Hydra callback (``sweeps/table2.yaml``, ``table3.yaml``): Tables 2 and 3 and ``index.html``."""
 
     build = staticmethod(aggregate)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Aggregate a mislabel sweep: Table 2, Table 3, index.html")
-    ap.add_argument("sweep_dir", type=Path)
-    long = aggregate(ap.parse_args(argv).sweep_dir)
-    print(f"{(long.status == 'ok').sum()} job results, {(long.status == 'missing').sum()} missing")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    name = "mislabel"

@@ -1,36 +1,110 @@
-"""Collect a sweep's Table 1 jobs into ``table1.csv``, ``table1.md`` and ``table1.tex`` in the sweep dir.
+"""Table 1 of the paper: does re-training on EIF's samples separate confusions more than IF's?
 
-    python -m eif.aggregate <sweep_dir>
+For each confusion the re-training stage measures Δd = d(θ') − d(θ0) (larger = better separated)
+for both methods. H1: mean Δd_EIF > mean Δd_IF.
+- pairs: paired t-test (``scipy.stats.ttest_rel(eif, if, alternative="greater")``) over the first
+  K pairs, for each K;
+- groups: Wilcoxon signed-rank test (``scipy.stats.wilcoxon(eif - if, alternative="greater")``,
+  scipy's exact distribution where it uses it: n <= 50 without ties or zeros) over the first M
+  groups, for each M.
+"Average improvement" is mean(Δd_EIF − Δd_IF) over the same prefix. A prefix longer than the
+number of confusions available is reported as ``not enough confusions``, never shrunk.
 
-Every job of a sweep writes ``<sweep_dir>/<job>/stats.json`` (stage ``stats``). The expected jobs
-are the sweep's parameter grid, read from ``<sweep_dir>/multirun.yaml`` (written by Hydra when the
-sweep starts), plus every job directory present. A job that failed, was killed or has not run yet
-appears with empty cells; aggregation never fails because of it.
-
-:class:`Table1Callback` (registered in ``sweeps/table1.yaml``) runs the aggregation after every
-job (best effort, so a sweep that dies half-way still leaves a table) and once more when the sweep
-ends, then logs the table to W&B as a short run of its own when the sweep's logger is wandb.
+Each job's ``stats`` stage writes ``stats.json`` into its run dir; :func:`aggregate` collects a sweep's
+jobs into ``table1.csv`` (long), ``table1.md`` and ``table1.tex`` (the paper's layout: per loss, one
+column pair per data set and seed). Jobs that failed or have not run are empty cells.
 """
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import logging
+import math
 import os
-import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from scipy import stats
 
-from eif.stats.table1 import fmt
+from eif.tables.format import fmt
+from eif.tables.sweep import SweepTablesCallback, expected_jobs, job_overrides
+from eif.utils.errors import require
 from eif.utils.io import read_json, write_text
 
 log = logging.getLogger(__name__)
+
+OK = "ok"
+NOT_ENOUGH = "not enough confusions"
+DEGENERATE = "degenerate (no variation in the differences)"
+TESTS = {"pairs": "paired t-test", "groups": "Wilcoxon signed-rank"}
+
+
+def compare(
+    kind: str, delta_eif: Sequence[float], delta_if: Sequence[float], sizes: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One row per prefix size n in ``sizes`` for ``kind`` "pairs" (t-test) or "groups" (Wilcoxon).
+
+    Row keys: kind, test, n, available, status, improvement (mean Δd_EIF − Δd_IF), statistic,
+    pvalue (None unless status is ok; NaN p-values become None with status degenerate).
+    """
+    require(kind in TESTS, f"kind must be one of {sorted(TESTS)}, got {kind!r}")
+    eif = np.asarray(delta_eif, dtype=np.float64)
+    base = np.asarray(delta_if, dtype=np.float64)
+    require(
+        eif.shape == base.shape and eif.ndim == 1,
+        f"Δd arrays must be 1-D and aligned, got {eif.shape} and {base.shape}",
+    )
+    rows = []
+    for n in sizes:
+        n = int(n)
+        row: dict[str, Any] = {
+            "kind": kind,
+            "test": TESTS[kind],
+            "n": n,
+            "available": len(eif),
+            "status": NOT_ENOUGH,
+            "improvement": None,
+            "statistic": None,
+            "pvalue": None,
+        }
+        if n <= len(eif) and n >= 2:
+            a, b = eif[:n], base[:n]
+            row["improvement"] = float(np.mean(a - b))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # zero variance / all-zero differences
+                res = (
+                    stats.ttest_rel(a, b, alternative="greater")
+                    if kind == "pairs"
+                    else stats.wilcoxon(a - b, alternative="greater")
+                )
+            p, s = float(res.pvalue), float(res.statistic)
+            # scipy's Wilcoxon returns p = 1 when every difference is zero; that is no test at all.
+            ok = math.isfinite(p) and not (kind == "groups" and not np.any(a != b))
+            row.update(
+                status=OK if ok else DEGENERATE,
+                pvalue=p if ok else None,
+                statistic=s if math.isfinite(s) else None,
+            )
+        rows.append(row)
+    return rows
+
+
+def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Flat run-summary values, e.g. ``table1/pairs/K=30/improvement`` and ``.../pvalue``."""
+    out: dict[str, float] = {}
+    for r in rows:
+        prefix = f"table1/{r['kind']}/{'K' if r['kind'] == 'pairs' else 'M'}={r['n']}"
+        for key in ("improvement", "pvalue"):
+            if r[key] is not None:
+                out[f"{prefix}/{key}"] = r[key]
+    return out
+
+
+# ---------------------------------------------------------------- the paper's layout, across jobs
 
 DATASET_ORDER = ["cub", "cars", "inshop"]
 DATASET_TITLES = {"cub": "CUB200", "cars": "CARS196", "inshop": "InShop", "fashion_mnist": "Fashion-MNIST"}
@@ -65,40 +139,6 @@ def _identity(overrides: dict[str, str]) -> dict[str, Any]:
     return ident
 
 
-def expected_jobs(sweep_dir: Path) -> list[dict[str, str]]:
-    """The sweep overrides of every job the sweep launches: the product of its swept parameters.
-
-    Parameters come from ``hydra.sweeper.params`` and from sweep overrides on the command line
-    (``a=x,y``); fixed overrides are the same for every job and left out.
-    """
-    path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
-        return []
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    cfg = OmegaConf.load(path)
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    strings = [f"{k}={v}" for k, v in params.items()]
-    strings += list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
-    axes = [
-        [(ov.key_or_group.lstrip("+~"), v) for v in ov.sweep_string_iterator()]
-        for ov in OverridesParser.create().parse_overrides(strings)
-        if ov.is_sweep_override()
-    ]
-    return [dict(combo) for combo in itertools.product(*axes)] if axes else []
-
-
-def _job_overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    out = {}
-    for s in OmegaConf.to_container(OmegaConf.load(path)) or []:
-        key, _, value = str(s).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
-
-
 def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """Long table: one row per (job, kind, n); jobs without ``stats.json`` get status ``missing``."""
     sweep_dir = Path(sweep_dir)
@@ -110,7 +150,7 @@ def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.Da
         except (OSError, ValueError) as err:
             log.warning("aggregate: skipping unreadable %s (%s)", stats_file, err)
             continue
-        seen.append(_job_overrides(stats_file.parent))
+        seen.append(job_overrides(stats_file.parent))
         rows.append(job_table(record, stats_file.parent.name))
     found = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
     if sizes is None:
@@ -120,7 +160,7 @@ def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.Da
         sizes[kind] = sorted(set(sizes[kind]) | set(found.loc[found.kind == kind, "n"].astype(int)))
     job_dirs = (
         [
-            (d.name, _job_overrides(d))
+            (d.name, job_overrides(d))
             for d in sorted(sweep_dir.iterdir())
             if d.is_dir() and (d / ".hydra").is_dir()
         ]
@@ -266,77 +306,8 @@ def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
-    """Log the aggregated long table as a short W&B run of its own (group ``table1``) in the sweep dir."""
-    lcfg = cfg.get("logger")
-    if lcfg is None or str(lcfg.get("kind")) != "wandb" or str(lcfg.get("mode")) == "disabled":
-        return
-    import wandb
-
-    from eif.logging.run_logger import wandb_dirs
-
-    wdir = wandb_dirs(sweep_dir / "wandb")
-    run = wandb.init(
-        project=str(lcfg.project),
-        entity=lcfg.get("entity"),
-        group="table1",
-        job_type="aggregate",
-        name=f"table1-{sweep_dir.name}",
-        dir=str(wdir),
-        mode=str(lcfg.mode),
-        settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
-    )
-    try:
-        run.log({"table1/aggregate": wandb.Table(dataframe=table.astype({"seed": "float"}))})
-    finally:
-        run.finish()
-
-
-class SweepTablesCallback(Callback):
-    """Rebuild a sweep's tables after every job (best effort, so a sweep that dies still has them)
-    and when the sweep ends. Subclasses set ``build`` (sweep dir -> long table) and may extend
-    :meth:`finished`."""
-
-    build: Callable[[Path], pd.DataFrame]
-
-    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        try:
-            type(self).build(Path(config.hydra.sweep.dir))
-        except Exception as err:  # noqa: BLE001 - a table must never take a job down
-            log.warning("%s after a job failed: %s", type(self).__name__, err)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        self.finished(config, sweep_dir, type(self).build(sweep_dir))
-
-    def finished(self, config: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
-        """Called once with the final table."""
-
-
 class Table1Callback(SweepTablesCallback):
-    """Table 1 after every job and at the end; the final table also goes to W&B."""
+    """Hydra callback (``sweeps/table1_common.yaml``): Table 1 after every job and when the sweep ends."""
 
     build = staticmethod(aggregate)
-
-    def finished(self, config: DictConfig, sweep_dir: Path, table: pd.DataFrame) -> None:
-        try:
-            log_to_wandb(config, sweep_dir, table)
-        except Exception as err:  # noqa: BLE001 - the files are written; W&B is extra
-            log.warning("logging the aggregated table to W&B failed: %s", err)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eif.aggregate", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path)
-    args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    aggregate(args.sweep_dir)
-    print(args.sweep_dir / "table1.md")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    name = "table1"

@@ -1,12 +1,19 @@
-"""Tables as csv + markdown files (pandas' ``to_markdown`` needs tabulate, which is not a dependency)."""
+"""Number and table formatting shared by every table: the paper's number style, csv + markdown files
+(pandas' ``to_markdown`` needs tabulate, which is not a dependency)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from eif.utils.io import write_text
+
+
+def fmt(value: float | None) -> str:
+    """A number in the paper's style (``2.29E-02``); empty for missing values."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2E}"
 
 
 def markdown(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:

@@ -1,0 +1,207 @@
+"""The identity of the data a job reads, and a check of every image before any compute.
+
+A split's fingerprint hashes what training or evaluation actually sees: the image bytes (for files:
+each file's relative path and content hash; for in-memory images: the array), the clean labels and
+the class names. Store keys include it in place of ``dataset.root``, so the same data under another
+path reuses results, and a changed file, label or class split recomputes.
+
+Hashing and decoding every image of a large data set takes minutes, so per-file results (content
+hash, PIL mode, size, or why the file cannot be used) are cached per data set root in
+``<cache_dir>/data_index/``, keyed by the file's (size, mtime, inode): a later job re-reads only
+files that changed, and costs one ``stat`` per file otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from eif.data.base import ArrayImageSet, DataBundle, FileImageSet, ImageSet
+from eif.utils.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+# Channels ToTensor gives for a PIL mode; modes not listed (P, PA, LA, CMYK, ...) need to_rgb.
+MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "F": 1, "RGB": 3}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What one image file is: ``digest`` of its bytes, PIL ``mode`` and ``size`` (w, h), or ``error``."""
+
+    stat: tuple[int, int, int]  # size, mtime_ns, inode
+    digest: str
+    mode: str
+    size: tuple[int, int]
+    error: str = ""
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def inspect_file(path: Path) -> FileInfo:
+    """Read ``path`` once: hash its bytes and decode it fully (a truncated JPEG fails here, not later)."""
+    st = _stat(path)
+    if st is None:
+        return FileInfo((0, 0, 0), "", "", (0, 0), "missing")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return FileInfo(st, "", "", (0, 0), f"unreadable ({e.strerror or e})")
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return FileInfo(st, digest, im.mode, im.size)
+    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for bad files
+        return FileInfo(st, digest, "", (0, 0), f"cannot decode ({' '.join(str(e).split())[:80]})")
+
+
+class FileIndex:
+    """The per-root cache of :class:`FileInfo` (see the module doc); ``cache_dir`` None keeps nothing."""
+
+    def __init__(self, root: Path, cache_dir: Path | None) -> None:
+        self.root = Path(root).resolve()
+        name = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        self.path = None if cache_dir is None else Path(cache_dir) / "data_index" / f"{name}.json"
+        self.files: dict[str, FileInfo] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                raw = read_json(self.path)
+                self.files = {
+                    k: FileInfo(tuple(v[0]), v[1], v[2], tuple(v[3]), v[4]) for k, v in raw["files"].items()
+                }
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                log.warning("ignoring unreadable data index %s", self.path)
+
+    def lookup(self, rel_paths: Sequence[str], workers: int = 8, progress: bool = False) -> list[FileInfo]:
+        """The info of every path (relative to the root), inspecting only new or changed files."""
+        stale = sorted(
+            {r for r in rel_paths if (info := self.files.get(r)) is None or info.stat != _stat(self.root / r)}
+        )
+        if stale:
+            from tqdm.auto import tqdm
+
+            with ThreadPoolExecutor(max(1, min(workers, len(stale)))) as pool:  # PIL decodes without the GIL
+                infos = pool.map(inspect_file, (self.root / r for r in stale), chunksize=64)
+                for rel, info in tqdm(
+                    zip(stale, infos),
+                    total=len(stale),
+                    desc=f"checking images in {self.root}",
+                    disable=not progress,
+                ):
+                    self.files[rel] = info
+            self._save()
+        return [self.files[r] for r in rel_paths]
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        raw = {
+            k: [list(v.stat), v.digest, v.mode, list(v.size), v.error] for k, v in sorted(self.files.items())
+        }
+        try:
+            write_json(self.path, {"root": str(self.root), "files": raw})
+        except OSError as e:  # a cache that cannot be written costs time next run, not correctness
+            log.warning("cannot write the data index %s (%s)", self.path, e.strerror or e)
+
+
+def _hash_labels(h: hashlib._Hash, images: ImageSet, class_names: Sequence[str]) -> None:
+    h.update(np.ascontiguousarray(images.clean_labels, dtype=np.int64).tobytes())
+    h.update(json.dumps(list(class_names)).encode())
+
+
+def fingerprint(images: ImageSet, class_names: Sequence[str], infos: Sequence[FileInfo] | None = None) -> str:
+    """The split's identity: image content, clean labels and class names (32 hex digits).
+
+    ``infos``: the :class:`FileInfo` of every image of a :class:`FileImageSet`, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(images, ArrayImageSet):
+        h.update(repr(images.images.shape).encode())
+        h.update(np.ascontiguousarray(images.images).tobytes())
+    elif isinstance(images, FileImageSet):
+        if infos is None:
+            raise ValueError("a file image set needs its file infos to be fingerprinted")
+        for rel, info in zip(images.paths, infos):
+            h.update(f"{rel}\0{info.digest}\n".encode())
+    else:
+        raise TypeError(f"cannot fingerprint {type(images).__name__}")
+    _hash_labels(h, images, class_names)
+    return h.hexdigest()
+
+
+@dataclass
+class DataCheck:
+    """Fingerprints of every split of a bundle and the problems found in its images."""
+
+    fingerprints: dict[str, str]
+    problems: list[str]
+    modes: dict[str, int]
+
+
+def check_bundle(
+    bundle: DataBundle, cache_dir: Path | None, channels: int, to_rgb: bool, progress: bool = False
+) -> DataCheck:
+    """Fingerprint every split and list images that cannot be used with ``channels`` model input channels.
+
+    A file that is missing or does not decode is a problem; without ``to_rgb`` so is a mode whose
+    channel count is not ``channels`` (RGBA, palette, CMYK, ...)."""
+    splits = {"train": bundle.train, "test": bundle.test, "query": bundle.query, "gallery": bundle.gallery}
+    names = {"train": bundle.train_class_names}
+    fps: dict[str, str] = {}
+    problems: list[str] = []
+    modes: dict[str, int] = {}
+    indexes: dict[Path, FileIndex] = {}
+    for split, images in splits.items():
+        if images is None:
+            continue
+        class_names = names.get(split, bundle.test_class_names)
+        if isinstance(images, FileImageSet):
+            index = indexes.setdefault(images.root, FileIndex(images.root, cache_dir))
+            infos = index.lookup(images.paths, progress=progress)
+            fps[split] = fingerprint(images, class_names, infos)
+            if split in ("query", "gallery"):
+                continue  # the pooled test split holds the same files
+            for rel, info in zip(images.paths, infos):
+                if info.error:
+                    problems.append(f"{rel} ({info.error})")
+                    continue
+                modes[info.mode] = modes.get(info.mode, 0) + 1
+                have = MODE_CHANNELS.get(info.mode)
+                if not to_rgb and have != channels:
+                    what = (
+                        f"{have} channel{'s' if have != 1 else ''}" if have else "not a plain L or RGB image"
+                    )
+                    problems.append(f"{rel} (mode {info.mode}: {what}, the model takes {channels})")
+        else:
+            fps[split] = fingerprint(images, class_names)
+            if isinstance(images, ArrayImageSet):
+                mode = "L" if images.images.ndim == 3 else "RGB"
+                modes[mode] = modes.get(mode, 0) + len(images)
+                if not to_rgb and MODE_CHANNELS[mode] != channels:
+                    problems.append(
+                        f"all {len(images)} {split} images (mode {mode}, the model takes {channels})"
+                    )
+    return DataCheck(fps, problems, modes)
+
+
+def file_digest(path: str | os.PathLike, cache_dir: Path | None) -> str:
+    """The content hash of one file (e.g. a checkpoint to start from), cached like the images."""
+    p = Path(path).resolve()
+    info = FileIndex(p.parent, cache_dir).lookup([p.name])[0]
+    return info.digest
