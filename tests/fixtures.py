@@ -3,6 +3,7 @@
 Each ``make_*`` function writes into a given directory and returns what it wrote (counts, labels),
 so tests can check the readers against the generator rather than against hard-coded guesses. The
 class counts match the paper's splits: CUB 200 classes (100 train), Cars 196 (98 train).
+``make_oml_csv`` writes the table format of open-metric-learning (OML).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.io
 from PIL import Image
 
@@ -179,3 +181,67 @@ def make_fashion_idx(
         pooled_x.append(x)
         pooled_y.append(y.astype(np.int64))
     return {"images": np.concatenate(pooled_x), "labels": np.concatenate(pooled_y)}
+
+
+def make_oml_csv(
+    root: Path,
+    flags: str = "separate",
+    bboxes: bool = False,
+    category: bool = False,
+    train_classes: int = 4,
+    test_classes: int = 3,
+    per_class: int = 4,
+    csv: str = "df.csv",
+) -> dict[str, np.ndarray]:
+    """An OML table ``root/<csv>`` (written by pandas, as OML's converters do) and its images under
+    ``root/images/`` (RGB JPEGs between 18x14 and 24x20 pixels).
+
+    Labels are OML ids, neither 0-based nor in file order: ``10 + 3 * ((5 * c) % n)`` for class ``c``
+    of ``n``; classes ``0..train_classes-1`` are train, the rest validation. Rows interleave classes and
+    splits (image 0 of every class, then image 1, ...). Train rows leave ``is_query``/``is_gallery``
+    empty. ``flags`` on validation rows: ``separate`` (InShop: the first half of a class's images are
+    queries, the rest gallery), ``both`` (CUB, Cars, SOP: every row is query and gallery), ``mixed``
+    (image 0 both, the others one of them). ``bboxes``: the x_1, x_2, y_1, y_2 columns; every third
+    row has none (empty cells, so the coordinates are written as floats, ``3.0``). ``category``: a
+    ``category`` column, ``shoes`` or ``bags`` by label parity.
+
+    Returns per row: ``label``, ``path``, ``split``, ``is_query``, ``is_gallery`` (False on train
+    rows), ``box`` (int64 (N, 4) ``x1, y1, x2, y2``, -1 without) and ``category``.
+    """
+    if flags not in ("separate", "both", "mixed"):
+        raise ValueError(f"flags must be separate, both or mixed, got {flags!r}")
+    root = Path(root)
+    n = train_classes + test_classes
+    rows: list[dict[str, object]] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    for j in range(per_class):
+        for c in range(n):
+            k = len(rows)
+            label = 10 + 3 * ((5 * c) % n)
+            rel = f"images/{label}/{j:02d}.jpg"
+            write_image(root / rel, 18 + k % 7, 14 + k % 7, seed=7000 + k)
+            query = j < per_class // 2
+            row: dict[str, object] = {"label": label, "path": rel, "split": "train"}
+            row["is_query"] = row["is_gallery"] = None
+            if c >= train_classes:
+                both = flags == "both" or (flags == "mixed" and j == 0)
+                row.update(split="validation", is_query=query or both, is_gallery=not query or both)
+            box = (-1, -1, -1, -1) if k % 3 == 2 else (k % 3, k % 2, k % 3 + 10 + k % 4, k % 2 + 9 + k % 3)
+            if bboxes:
+                x1, y1, x2, y2 = (None if v < 0 else v for v in box)
+                row.update(x_1=x1, x_2=x2, y_1=y1, y_2=y2)
+            if category:
+                row["category"] = "shoes" if label % 2 else "bags"
+            rows.append(row)
+            boxes.append(box if bboxes else (-1, -1, -1, -1))
+    table = pd.DataFrame(rows)
+    write_text(root / csv, table.to_csv(index=False))
+    return {
+        "label": table["label"].to_numpy(np.int64),
+        "path": table["path"].to_numpy(str),
+        "split": table["split"].to_numpy(str),
+        "is_query": table["is_query"].fillna(False).to_numpy(bool),
+        "is_gallery": table["is_gallery"].fillna(False).to_numpy(bool),
+        "box": np.asarray(boxes, dtype=np.int64),
+        "category": table["category"].to_numpy(str) if category else np.asarray([""] * len(rows)),
+    }

@@ -24,7 +24,7 @@ from eif.settings import unkeyed_paths
 from eif.utils.errors import EifError
 from eif.utils.io import write_text
 from tests.conftest import ROOT, compose_cfg
-from tests.fixtures import make_cars, make_cub, make_imagefolder, make_inshop, write_image
+from tests.fixtures import make_cars, make_cub, make_imagefolder, make_inshop, make_oml_csv, write_image
 
 # Per data set: fixture writer and the overrides that let the fixture's few classes form batches.
 DATASETS: dict[str, tuple[Any, list[str]]] = {
@@ -34,6 +34,10 @@ DATASETS: dict[str, tuple[Any, list[str]]] = {
     "inshop": (make_inshop, ["dataset.batch.classes_per_batch=4", "dataset.batch.samples_per_class=2"]),
     "imagefolder": (
         make_imagefolder,
+        ["dataset.batch.classes_per_batch=2", "dataset.batch.samples_per_class=2"],
+    ),
+    "dataframe": (
+        make_oml_csv,
         ["dataset.batch.classes_per_batch=2", "dataset.batch.samples_per_class=2"],
     ),
 }

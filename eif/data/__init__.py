@@ -1,4 +1,4 @@
-"""Datasets (fashion_mnist, cub, cars, inshop, imagefolder), label noise, transforms, the sampler."""
+"""Datasets (fashion_mnist, cub, cars, inshop, imagefolder, dataframe), noise, transforms, the sampler."""
 
 from eif.data.base import ArrayImageSet, DataBundle, FileImageSet, ImageSet, NoiseInfo
 from eif.data.build import build_data

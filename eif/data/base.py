@@ -167,6 +167,56 @@ class FileImageSet(ImageSet):
         )
 
 
+def crop_box(box: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``box`` ``(x1, y1, x2, y2)`` clipped to an image of ``size`` ``(w, h)``; None when nothing is left."""
+    w, h = size
+    x1, y1, x2, y2 = (int(v) for v in box)
+    clipped = (min(x1, w), min(y1, h), min(x2, w), min(y2, h))
+    return clipped if clipped[0] < clipped[2] and clipped[1] < clipped[3] else None
+
+
+class CroppedFileImageSet(FileImageSet):
+    """A :class:`FileImageSet` whose images are cropped to a bounding box on load.
+
+    ``boxes``: int64 (N, 4), ``(x1, y1, x2, y2)`` in pixels (PIL's crop: right and bottom exclusive);
+    a row of -1 keeps the whole image. A box that reaches past the image is clipped to it (as slicing
+    does in open-metric-learning); one that lies outside the image is an error.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        paths: list[str],
+        labels: np.ndarray,
+        boxes: np.ndarray,
+        transform: Transform | None = None,
+        clean_labels: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(root, paths, labels, transform, clean_labels)
+        self.boxes = np.ascontiguousarray(boxes, dtype=np.int64)
+        if self.boxes.shape != (len(self), 4):
+            raise ValueError(f"boxes must have shape ({len(self)}, 4), got {self.boxes.shape}")
+
+    def load(self, i: int) -> Image.Image:
+        image = super().load(i)
+        if self.boxes[i, 0] < 0:
+            return image
+        box = crop_box(self.boxes[i], image.size)
+        if box is None:
+            w, h = image.size
+            raise EifError(
+                f"bounding box {tuple(self.boxes[i].tolist())} lies outside the {w}x{h} image {self.file(i)}"
+            )
+        return image.crop(box)
+
+    def subset(self, index: np.ndarray, labels: np.ndarray | None = None) -> CroppedFileImageSet:
+        part = super().subset(index, labels)
+        boxes = self.boxes[np.asarray(index, dtype=np.int64)]
+        return CroppedFileImageSet(
+            part.root, part.paths, part.labels, boxes, part.transform, part.clean_labels
+        )
+
+
 @dataclass
 class NoiseInfo:
     """Label noise injected into the training split.
@@ -187,7 +237,8 @@ class DataBundle:
 
     ``train`` labels are ``0..num_train_classes-1`` in the order of ``train_class_names``. ``test`` is
     the pooled test set (InShop: query + gallery); its labels are the dataset's own class ids (InShop:
-    ``num_train_classes`` + the rank of the item id). ``query``/``gallery`` are set for InShop only.
+    ``num_train_classes`` + the rank of the item id). ``query``/``gallery`` are set for data sets with
+    separate query and gallery images (InShop, ``dataframe`` with exclusive flags).
     ``test_class_names[k]`` names the k-th distinct test label in ascending order.
     """
 

@@ -1,9 +1,10 @@
 """The identity of the data a job reads, and a check of every image before any compute.
 
 A split's fingerprint hashes what training or evaluation actually sees: the image bytes (for files:
-each file's relative path and content hash; for in-memory images: the array), the clean labels and
-the class names. Store keys include it in place of ``dataset.root``, so the same data under another
-path reuses results, and a changed file, label or class split recomputes.
+each file's relative path and content hash, plus the crop boxes of a :class:`CroppedFileImageSet`;
+for in-memory images: the array), the clean labels and the class names. Store keys include it in
+place of ``dataset.root``, so the same data under another path reuses results, and a changed file,
+label, crop box or class split recomputes.
 
 Hashing and decoding every image of a large data set takes minutes, so per-file results (content
 hash, PIL mode, size, or why the file cannot be used) are cached per data set root in
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eif.data.base import ArrayImageSet, DataBundle, FileImageSet, ImageSet
+from eif.data.base import ArrayImageSet, CroppedFileImageSet, DataBundle, FileImageSet, ImageSet, crop_box
 from eif.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _hash_labels(h: hashlib._Hash, images: ImageSet, class_names: Sequence[str])
 
 
 def fingerprint(images: ImageSet, class_names: Sequence[str], infos: Sequence[FileInfo] | None = None) -> str:
-    """The split's identity: image content, clean labels and class names (32 hex digits).
+    """The split's identity: image content (and crop boxes), clean labels and class names (32 hex digits).
 
     ``infos``: the :class:`FileInfo` of every image of a :class:`FileImageSet`, in order."""
     h = hashlib.blake2b(digest_size=16)
@@ -139,6 +140,8 @@ def fingerprint(images: ImageSet, class_names: Sequence[str], infos: Sequence[Fi
             raise ValueError("a file image set needs its file infos to be fingerprinted")
         for rel, info in zip(images.paths, infos):
             h.update(f"{rel}\0{info.digest}\n".encode())
+        if isinstance(images, CroppedFileImageSet):
+            h.update(images.boxes.tobytes())
     else:
         raise TypeError(f"cannot fingerprint {type(images).__name__}")
     _hash_labels(h, images, class_names)
@@ -160,7 +163,7 @@ def check_bundle(
     """Fingerprint every split and list images that cannot be used with ``channels`` model input channels.
 
     A file that is missing or does not decode is a problem; without ``to_rgb`` so is a mode whose
-    channel count is not ``channels`` (RGBA, palette, CMYK, ...)."""
+    channel count is not ``channels`` (RGBA, palette, CMYK, ...), and so is a crop box outside its image."""
     splits = {"train": bundle.train, "test": bundle.test, "query": bundle.query, "gallery": bundle.gallery}
     names = {"train": bundle.train_class_names}
     fps: dict[str, str] = {}
@@ -177,10 +180,16 @@ def check_bundle(
             fps[split] = fingerprint(images, class_names, infos)
             if split in ("query", "gallery"):
                 continue  # the pooled test split holds the same files
-            for rel, info in zip(images.paths, infos):
+            boxes = images.boxes if isinstance(images, CroppedFileImageSet) else None
+            for k, (rel, info) in enumerate(zip(images.paths, infos)):
                 if info.error:
                     problems.append(f"{rel} ({info.error})")
                     continue
+                if boxes is not None and boxes[k, 0] >= 0 and crop_box(boxes[k], info.size) is None:
+                    w, h = info.size
+                    problems.append(
+                        f"{rel} (bounding box {tuple(boxes[k].tolist())} outside the {w}x{h} image)"
+                    )
                 modes[info.mode] = modes.get(info.mode, 0) + 1
                 have = MODE_CHANNELS.get(info.mode)
                 if not to_rgb and have != channels:
