@@ -17,6 +17,7 @@ from pydantic import BaseModel, PositiveFloat, create_model
 from eif.data.config import DatasetConfig
 from eif.data.noise import NoiseConfig
 from eif.losses.base import LossConfig
+from eif.methods.base import MethodConfig
 from eif.models.config import ModelConfig
 from eif.settings import DEVICE, DISPLAY, RUN, Settings, parse, setting
 from eif.utils.errors import EifError
@@ -66,6 +67,8 @@ class JobBase(Settings):
     model: ModelConfig
     loss: LossConfig
     noise: NoiseConfig
+    # Attribution methods by name (conf/methods/<name>.yaml), selected with methods=[eif,if,...].
+    methods: dict[str, MethodConfig] = {}
     logger: LoggerConfig = setting(LoggerConfig(), unkeyed=RUN)
     paths: PathsConfig = setting(unkeyed=RUN)
     store: StoreConfig = setting(StoreConfig(), unkeyed=RUN)

@@ -188,4 +188,8 @@ def unkeyed_paths(model: type[BaseModel] | BaseModel, prefix: str = "") -> dict[
         value = getattr(model, name, None) if not isinstance(model, type) else None
         if isinstance(value, BaseModel):
             out.update(unkeyed_paths(value, path + "."))
+        elif isinstance(value, Mapping):  # e.g. the methods by name
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    out.update(unkeyed_paths(item, f"{path}.{key}."))
     return out

@@ -194,7 +194,7 @@ CASES: list[Case] = [
     (
         "stats without IF",
         ["stages=[stats]", "retrain.methods=[eif]"],
-        ["stats compares eif with if"],
+        ["stats.baseline=if is not among the re-trained methods"],
         None,
         {},
     ),
@@ -310,8 +310,14 @@ def test_full_disk_is_one_line_naming_the_file(tmp_path: Path) -> None:
 
 
 def _start(tmp: Path, args: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, f"paths.store_dir={tmp / 'store'}",
-           f"hydra.run.dir={tmp / 'run'}", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        *TINY,
+        f"paths.store_dir={tmp / 'store'}",
+        f"hydra.run.dir={tmp / 'run'}",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from eif.influence.results import split_by_sign
+from eif.influence.artifacts import write_analysis, write_index
 from eif.mislabel import detect, knn, relabel, survey
 from eif.report import figures, run_report
 from eif.tables.format import markdown, write_table
-from eif.utils.io import save_npz, write_bytes, write_json, write_text
+from eif.utils.io import read_json, save_npz, write_bytes, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"pairs": 2, "top_k": 5, "suggestions": 4, "class_examples": 3, "thumb_px": 64}
@@ -51,17 +51,25 @@ def _outputs(tmp: Path) -> dict[str, Path]:
         labels=test_labels,
         clean_labels=test_labels,
     )
+    eif = rng.normal(size=n)
+    eif[flipped] += 3.0
+    group_scores = {"eif": eif[None], "if": rng.normal(size=(1, n))}
+    entries = []
     for method, seed in (("eif", 1), ("if", 2)):
         scores = np.random.default_rng(seed).normal(size=(PAIRS.shape[0], n)).astype(np.float32)
         scores[:, flipped[0]] = 10.0  # the most harmful training sample of every pair is a flipped one
-        save_npz(
-            d["influence"] / f"pair_{method}.npz",
-            scores=scores,
-            d0=np.array([0.1, 0.2, 0.3]),
-            pairs=PAIRS,
-            pair_offsets=np.arange(PAIRS.shape[0] + 1),
-            **split_by_sign(scores),
+        pairs = [p[None] for p in PAIRS]
+        entries.append(
+            write_analysis(
+                d["influence"], "pair", method, scores, np.array([0.1, 0.2, 0.3]), pairs, {}, {}, 0.1
+            )
         )
+        entries.append(
+            write_analysis(
+                d["influence"], "group", method, group_scores[method], np.array([0.2]), [PAIRS], {}, {}, 0.2
+            )
+        )
+    write_index(d["influence"], entries, n, {})
     write_json(
         d["stats"] / "stats.json",
         {
@@ -91,10 +99,6 @@ def _outputs(tmp: Path) -> dict[str, Path]:
         },
     )
     write_json(d["evaluate"] / "metrics.json", {"recall@1": 0.81, "nmi": 0.62})
-    eif = rng.normal(size=n)
-    eif[flipped] += 3.0
-    save_npz(d["influence"] / "group_eif.npz", scores=eif[None])
-    save_npz(d["influence"] / "group_if.npz", scores=rng.normal(size=(1, n)))
     ranks = {"eif": detect.descending(eif), "random": detect.random_ranking(n, 0)}
     table, curves = detect.summarise(ranks, flipped, n)
     write_table(table, d["detect"], "detection")
@@ -195,8 +199,10 @@ def test_confusion_pairs_section(tmp_path: Path) -> None:
         first = re.search(rf"{m} most harmful</div>.*?<figcaption>(.*?)</figcaption>", cards[0], re.S)
         assert first is not None and first.group(1) == f"#{f} y={y} (clean {c})\ns=+10"
     # Without pair scores (or without test images) the section is left out, the rest stays.
-    for method in ("eif", "if"):
-        (out["influence"] / f"pair_{method}.npz").unlink()
+    index = read_json(out["influence"] / "influence.json")
+    write_index(
+        out["influence"], [e for e in index["analyses"] if e["kind"] != "pair"], n_train=200, methods={}
+    )
     text = run_report.build("synthetic run", "test", out, CFG, 0, _loader, _loader)
     assert "Fig. 3" not in text and "Confusion group 0" in text
 

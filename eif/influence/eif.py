@@ -39,7 +39,7 @@ GENERIC_K = 16  # confusions per (K, N, E) moved-embedding tensor on the generic
 
 
 class EifConfig(Settings):
-    """``influence.eif``: theta_max by ``max_steps`` gradient steps of size ``lr`` (stopping once
+    """``methods.eif``: theta_max by ``max_steps`` gradient steps of size ``lr`` (stopping once
     |d - d0| >= ``stop_delta``); ``num_thetas`` 2 adds theta_min, more add random orthogonal
     directions; ``normalize`` divides by ||theta - W0||_F; ``k_chunk`` confusions at a time."""
 

@@ -7,42 +7,52 @@ IF code reports the opposite sign.
 
 Structure used everywhere: with z_i = W f_i + b, grad_W L_i = g_i f_i^T (g_i = dL_i/dz_i), the
 per-sample Hessian is H_i V = (H_z,i V f_i) f_i^T (H_z,i = d^2 L_i/dz_i^2, E x E: a closed form through
-the cosines for losses with ``per_sample_cos``, else ``torch.func.hessian``; double backprop for CG),
-grad_W obj_k = G_k^T F_p,k, and score_ki = g_i^T (X_k f_i).
+the cosines for losses with ``per_sample_cos``, else ``torch.func.hessian``; the operator H + lambda I
+is :class:`eif.influence.hessian.HeadHessian`), grad_W obj_k = G_k^T F_p,k, and
+score_ki = g_i^T (X_k f_i).
+
+Every result records how well its linear system was solved: the relative residual
+|(H + lambda I) x - v| / |v| per confusion (one more product with H; cg's recurrence gives it for
+free), with lambda the damping of the system the solver converges to; LiSSA also records its
+per-sample curvatures |H_i|_2 against 2 * scale (above it the recursion is not a contraction for
+that sample).
 
 Solvers for X = H^-1 v:
 - ``lissa``: the reference recursion, one pass over the training set at batch 1 in index order:
   h_0 = v, h_t = v + (1 - damping) h_{t-1} - H_t h_{t-1} / scale, X = h_N / scale. Its fixed point
   is (H + scale * damping I)^-1 v. ``scale="auto"``: ``AUTO_SCALE_FACTOR`` times the largest
-  per-sample curvature max_i |H_i|_2 (power-iteration estimate, :func:`max_curvature`), returned in
-  ``IfResult.scale``. Run in blocks of B samples: the reads h f_j need h at the block start (one
-  GEMM) plus the rank-1 updates made earlier in the block (a B x B feature Gram); each step applies
-  the explicit H_z,j (computed for many samples in one batched call; factored as B S B^T - sigma I
-  with M + 2 columns for a cosine loss, see :func:`curvature_factors`) to the K rows;
-  the block's updates are applied with one GEMM. The decay and the +v terms are kept as two scalars
-  (h = beta * H~ + gamma * v). This is the sequential recursion, reassociated. ``step_threads``
-  (an explicit caller choice; the influence stage asks for 1) runs the steps on fewer torch threads
-  than the GEMMs, restored afterwards: a step's ~5 small products gain little from a second thread,
-  and each would wait at an OpenMP barrier for it (up to ms when the core is busy).
-- ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``. H can be
-  indefinite (the losses normalise z): CG stops with an error on negative curvature.
+  per-sample curvature max_i |H_i|_2 (power-iteration estimate,
+  :meth:`~eif.influence.hessian.HeadHessian.sample_curvature`), returned in ``IfResult.scale``.
+  Run in blocks of B samples: the reads h f_j need h at the block start (one GEMM) plus the rank-1
+  updates made earlier in the block (a B x B feature Gram); each step applies the explicit H_z,j
+  (computed for many samples in one batched call; factored as B S B^T - sigma I with M + 2 columns
+  for a cosine loss, see :func:`curvature_factors`) to the K rows; the block's updates are applied
+  with one GEMM. The decay and the +v terms are kept as two scalars (h = beta * H~ + gamma * v). This
+  is the sequential recursion, reassociated. ``step_threads`` (an explicit caller choice; the
+  influence stage asks for 1) runs the steps on fewer torch threads than the GEMMs, restored
+  afterwards: a step's ~5 small products gain little from a second thread, and each would wait at an
+  OpenMP barrier for it (up to ms when the core is busy).
+- ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``, all confusions
+  at once; ``deflate`` > 0 first runs that many Lanczos steps on H and preconditions every solve with
+  the top Ritz pairs (:mod:`eif.influence.krylov`): the shared top of the spectrum is paid for once.
+  H can be indefinite (the losses normalise z): Lanczos estimates its smallest eigenvalue, and a
+  damping that leaves H + damping I indefinite is an error, as is negative curvature met by CG.
 - ``exact``: a dense solve of (H + damping I), for small heads (E * D <= 8192).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch.func import grad, vmap
 
 from eif.influence.confusion import ConfusionBatch, distance_and_grad
 from eif.influence.task import ConfusionTask, head
 from eif.losses.base import MetricLoss
-from eif.settings import SPEED, Settings, setting
+from eif.settings import DISPLAY, SPEED, Settings, setting
 from eif.utils.errors import EifError, require
 
 EXACT_MAX_PARAMS = 8192
@@ -53,31 +63,48 @@ AUTO_SCALE_FACTOR = 2.0
 
 
 class IfConfig(Settings):
-    """``influence.if``: the solver of H x = v and its settings (see the module doc).
+    """``if`` settings: the solver of (H + lambda I) x = v and its settings (see the module doc).
 
-    ``step_threads``: torch threads for LiSSA's sequential steps (None: leave torch's setting alone;
-    the stage config sets 1, which is faster when its small products would wait at OpenMP barriers)."""
+    ``lissa``: ``scale``, ``damping`` (its fixed point has lambda = scale * damping), ``block_size``,
+    ``step_threads`` (torch threads for its sequential steps; None leaves torch's setting alone).
+    ``cg``: ``damping`` is lambda, ``cg_tol`` the relative residual to reach, ``deflate`` the Lanczos
+    steps whose top Ritz pairs precondition every solve (0: plain CG).
+    Every solver's result records the relative residual of its own linear system per confusion; a
+    median above ``warn_residual`` prints one warning line."""
 
     solver: Literal["lissa", "cg", "exact"] = "lissa"
     scale: PositiveFloat | Literal["auto"] = 500.0  # a number (the reference: 500) or "auto"
     damping: NonNegativeFloat = 0.01
     cg_tol: PositiveFloat = 1e-6
     cg_max_iter: PositiveInt = 500
+    deflate: NonNegativeInt = 0
+    warn_residual: PositiveFloat = setting(1e-2, unkeyed=DISPLAY)
     block_size: PositiveInt = setting(256, unkeyed=SPEED)
     k_chunk: PositiveInt = setting(100, unkeyed=SPEED)
     score_chunk: PositiveInt = setting(256, unkeyed=SPEED)
     step_threads: PositiveInt | None = setting(None, unkeyed=SPEED)
 
+    @property
+    def effective_damping(self) -> float | None:
+        """lambda of the system the solver converges to (None: lissa with scale=auto, not yet resolved)."""
+        if self.solver == "lissa":
+            return None if self.scale == "auto" else float(self.scale) * self.damping
+        return self.damping
+
 
 @dataclass
 class IfResult:
     """``scores`` (K, N); ``d0`` (K,); ``iterations`` (K,) solver iterations (lissa: N steps);
-    ``scale`` the LiSSA scale used (``if.scale=auto`` resolved; nan for cg and exact)."""
+    ``residual`` (K,) relative residual |(H + lambda I) x - v| / |v| of the system the solver targets;
+    ``scale`` the LiSSA scale used (``if.scale=auto`` resolved; nan otherwise); ``info`` diagnostics
+    (lambda, residual summary, Lanczos spectrum, LiSSA's per-sample curvatures against 2 * scale)."""
 
     scores: torch.Tensor
     d0: torch.Tensor
     iterations: torch.Tensor
+    residual: torch.Tensor
     scale: float = float("nan")
+    info: dict = field(default_factory=dict)
 
 
 def loss_grad_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -272,69 +299,6 @@ def _set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def max_curvature(
-    task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor, iters: int = 30
-) -> float:
-    """max_i of |H_i|_2 = |H_z,i|_2 ||f_i||^2, by power iteration on every H_z,i at once (an estimate)."""
-    t = torch.randn(1, *z.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(z)
-    lam = z.new_zeros(len(z))
-    for _ in range(iters):
-        u = hvp_z(task, z, y, t)[0]
-        lam = u.norm(dim=-1)
-        t = (u / lam.clamp_min(1e-30)[:, None])[None]
-    return float((lam * features.pow(2).sum(-1)).max())
-
-
-def _cg(
-    matvec: Callable[[torch.Tensor], torch.Tensor], v: torch.Tensor, tol: float, max_iter: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched conjugate gradients for K SPD systems; v (K, ...). Returns (x, iterations (K,))."""
-    dot = lambda a, b: (a * b).flatten(1).sum(1)  # noqa: E731
-    x = torch.zeros_like(v)
-    r = v.clone()
-    p = r.clone()
-    rs = dot(r, r)
-    target = tol**2 * rs
-    iters = torch.zeros(len(v), dtype=torch.long)
-    for _ in range(max_iter):
-        active = rs > target
-        if not bool(active.any()):
-            break
-        ap = matvec(p)
-        pap = dot(p, ap)
-        if bool((active & (pap <= 0)).any()):
-            raise EifError(
-                "if.solver=cg met negative curvature: H + damping I is not positive definite "
-                "(the loss is non-convex in W); raise if.damping or use if.solver=lissa or exact"
-            )
-        alpha = torch.where(active, rs / torch.where(active, pap, 1), 0)
-        x = x + alpha.view(-1, *[1] * (v.dim() - 1)) * p
-        r = r - alpha.view(-1, *[1] * (v.dim() - 1)) * ap
-        rs_new = dot(r, r)
-        beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(v.dtype).tiny), 0)
-        p = r + beta.view(-1, *[1] * (v.dim() - 1)) * p
-        rs = torch.where(active, rs_new, rs)
-        iters += active.long().cpu()
-    return x, iters
-
-
-def _hessian_matvec(
-    task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor, damping: float, chunk: int
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """X (K, E, D) -> (H + damping I) X with H X = mean_i (H_z,i X f_i) f_i^T, chunked over N."""
-    n = len(features)
-
-    def matvec(x: torch.Tensor) -> torch.Tensor:
-        out = damping * x
-        for s in range(0, n, chunk):
-            f = features[s : s + chunk]
-            t = torch.einsum("ked,nd->kne", x, f)
-            out = out + torch.einsum("kne,nd->ked", hvp_z(task, z[s : s + chunk], y[s : s + chunk], t), f) / n
-        return out
-
-    return matvec
-
-
 def exact_hessian(
     task: ConfusionTask, features: torch.Tensor, z: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
@@ -375,10 +339,15 @@ def classic_influence(
     cfg: IfConfig | None = None,
     progress: bool = False,
 ) -> IfResult:
-    """IF scores (K, N) for all confusions of ``batch`` with ``cfg.solver`` (see module doc)."""
+    """IF scores (K, N) for all confusions of ``batch`` with ``cfg.solver``, and how well each linear
+    system was solved (see the module doc)."""
+    from eif.influence.hessian import HeadHessian
+    from eif.influence.krylov import lanczos, pcg
+
     cfg = IfConfig() if cfg is None else cfg
     auto = cfg.scale == "auto"
     require(cfg.solver != "lissa" or cfg.damping < 1, "LiSSA needs if.damping < 1 (its decay is 1 - damping)")
+    require(cfg.solver == "lissa" or cfg.damping > 0, f"if.solver={cfg.solver} needs if.damping > 0")
     n, dim = train_features.shape
     require(
         cfg.solver != "exact" or weight.numel() <= EXACT_MAX_PARAMS,
@@ -387,23 +356,52 @@ def classic_influence(
     )
     z = head(train_features, weight, bias)
     gz = loss_grad_z(task, z, train_labels)  # (N, E)
-    h_dense, scale = None, float("nan")
+    hess = HeadHessian(task, train_features, z, train_labels)
+    info: dict = {"solver": cfg.solver}
+    scale = float("nan")
     if cfg.solver == "lissa":
-        scale = (
-            AUTO_SCALE_FACTOR * max_curvature(task, train_features, z, train_labels)
-            if auto
-            else float(cfg.scale)
-        )
+        curv = hess.sample_curvature()
+        scale = AUTO_SCALE_FACTOR * float(curv.max()) if auto else float(cfg.scale)
+        info["curvature"] = {
+            "max": float(curv.max()),
+            "median": float(curv.median()),
+            "above_2_scale": int((curv > 2 * scale).sum()),
+            "n": n,
+        }
+    lam = scale * cfg.damping if cfg.solver == "lissa" else cfg.damping
+    system = hess.with_damping(lam)
+    info["damping_effective"] = lam
+    h_dense = spectrum = None
     if cfg.solver == "exact":
-        e = weight.shape[0]
         h_dense = exact_hessian(task, train_features, z, train_labels)
-        h_dense = h_dense + cfg.damping * torch.eye(e * dim, dtype=h_dense.dtype, device=h_dense.device)
-    scores, d0s, iters = [], [], []
+        h_dense = h_dense + lam * torch.eye(weight.numel(), dtype=h_dense.dtype, device=h_dense.device)
+    elif cfg.solver == "cg" and cfg.deflate > 0:
+        spectrum = lanczos(
+            hess.matvec,
+            (weight.shape[0], dim),
+            cfg.deflate,
+            keep=cfg.deflate // 2,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        if spectrum.lowest + lam <= 0:
+            raise EifError(
+                f"H + {lam:g} I is not positive definite: H's smallest eigenvalue is about "
+                f"{spectrum.lowest:.3g}; use a damping above {-spectrum.lowest:.3g}"
+            )
+        info["spectrum"] = {
+            "lanczos_steps": spectrum.steps,
+            "kept": len(spectrum.values),
+            "highest": spectrum.highest,
+            "lowest": spectrum.lowest,
+        }
+    scores, d0s, iters, residuals = [], [], [], []
     for start in range(0, len(batch), max(1, int(cfg.k_chunk))):
         sub = batch.select(slice(start, start + int(cfg.k_chunk)))
         fp = sub.features(test_features)
         d0, g = distance_and_grad(task, head(fp, weight, bias), sub)
         g = g * sub.sign[:, None, None]  # gradient of the objective sign * d
+        v = torch.einsum("kre,krd->ked", g, fp)
         if cfg.solver == "lissa":
             x = lissa(
                 task,
@@ -421,23 +419,33 @@ def classic_influence(
             # the row sums are finite iff no entry is inf/nan (or they overflow, which is divergence too);
             # one read of X at full bandwidth, where isfinite(X) cost ~10 head passes
             if not bool(torch.isfinite(x.flatten(1).sum(1)).all()):
-                curv = max_curvature(task, train_features, z, train_labels)
-                hint = f"if.scale={AUTO_SCALE_FACTOR * curv:.0f} or if.scale=auto"
+                top = info["curvature"]["max"]
+                hint = f"if.scale={AUTO_SCALE_FACTOR * top:.0f} or if.scale=auto"
                 raise EifError(
-                    f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature "
-                    f"is about {curv:.3g}; raise if.scale (e.g. {hint}) or use if.solver=cg"
+                    f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature is about "
+                    f"{top:.3g}; raise if.scale (e.g. {hint}) or use a converged solver (if.solver=cg)"
                 )
+        if cfg.solver == "cg":
+            # from zero: the first preconditioned direction already holds the Ritz-span solution, and a
+            # warm start would cost one more product; the recurrence's residual is the true one to
+            # float32 round-off (tests/test_methods.py), so no product is spent on checking it
+            sol = pcg(system.matvec, v, lam, cfg.cg_tol, cfg.cg_max_iter, spectrum, warm_start=False)
+            x, it, res = sol.x, sol.iterations, sol.residual
         else:
-            v = torch.einsum("kre,krd->ked", g, fp)
-            if cfg.solver == "cg":
-                mv = _hessian_matvec(task, train_features, z, train_labels, cfg.damping, int(cfg.score_chunk))
-                x, it = _cg(mv, v, cfg.cg_tol, int(cfg.cg_max_iter))
-            else:
+            if cfg.solver == "exact":
                 assert h_dense is not None
                 x = torch.linalg.solve(h_dense, v.reshape(len(sub), -1).T).T.reshape(v.shape)
                 it = torch.ones(len(sub), dtype=torch.long)
-        s = _scores(x, train_features, gz, int(cfg.score_chunk))
-        scores.append(s)
+            res = system.matvec(x).sub_(v).flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1).clamp_min(1e-30)
+        scores.append(_scores(x, train_features, gz, int(cfg.score_chunk)))
         d0s.append(d0)
-        iters.append(it)
-    return IfResult(scores=torch.cat(scores), d0=torch.cat(d0s), iterations=torch.cat(iters), scale=scale)
+        iters.append(it.cpu())
+        residuals.append(res.cpu())
+    residual = torch.cat(residuals)
+    info.update(
+        residual_median=float(residual.median()),
+        residual_max=float(residual.max()),
+        iterations_median=float(torch.cat(iters).float().median()),
+        hessian_products=hess.products,
+    )
+    return IfResult(torch.cat(scores), torch.cat(d0s), torch.cat(iters), residual, scale, info)

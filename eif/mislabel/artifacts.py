@@ -1,4 +1,5 @@
-"""Reading the upstream artifacts the mislabel stages need (embed, influence), in one place."""
+"""The cached training set as the mislabel stages read it from the embed stage (influence results are read
+with :class:`eif.influence.artifacts.Influence`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eif.utils.errors import EifError, require
-from eif.utils.io import read_json
+from eif.utils.errors import require
 
 
 @dataclass(frozen=True)
@@ -38,38 +38,3 @@ def load_train(embed_dir: Path) -> TrainSet:
             z["clean_labels"].astype(np.int64),
             z["flipped"].astype(np.int64),
         )
-
-
-def load_group_scores(influence_dir: Path, group: int) -> dict[str, np.ndarray]:
-    """Influence scores (N,) of every training sample on confusion group ``group``, per method
-    (``eif``, ``if``; positive = harmful). Reads the influence stage's ``group_<method>.npz``
-    (``scores`` (G, N), row g = group g of the mine stage)."""
-    out = {}
-    for method in ("eif", "if"):
-        path = Path(influence_dir) / f"group_{method}.npz"
-        if not path.is_file():
-            continue
-        with np.load(path) as z:
-            scores = z["scores"]
-        if not 0 <= group < scores.shape[0]:
-            raise EifError(f"detect.group={group}, but the influence stage scored {scores.shape[0]} groups")
-        out[method] = scores[group].astype(np.float64)
-    require(
-        bool(out),
-        f"{influence_dir} holds no group scores: run the influence stage with "
-        "influence.kinds including group",
-    )
-    return out
-
-
-def detection_seconds(influence_dir: Path) -> dict[str, float]:
-    """Wall seconds of scoring the confusion groups, per method, as the influence stage recorded
-    them in ``influence.json`` (all groups are scored together, in one batched call per method)."""
-    path = Path(influence_dir) / "influence.json"
-    if not path.is_file():
-        return {}
-    return {
-        str(e["method"]): float(e["wall_seconds"])
-        for e in read_json(path)["analyses"]
-        if e["kind"] == "group"
-    }

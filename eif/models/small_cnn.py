@@ -19,11 +19,14 @@ def small_cnn_trunk(in_channels: int = 1, feature_dim: int = 256, width: int = 1
     max pools (images need at least 8x8 pixels). Widths are ``width``, 2x, 4x, then ``feature_dim``;
     about 3 M multiply-adds per 28x28 image."""
     return nn.Sequential(
-        *_block(in_channels, width), nn.MaxPool2d(2),       # 28 -> 14
-        *_block(width, 2 * width), nn.MaxPool2d(2),         # 14 -> 7
-        *_block(2 * width, 4 * width), nn.MaxPool2d(2),     # 7 -> 3
+        *_block(in_channels, width),
+        nn.MaxPool2d(2),  # 28 -> 14
+        *_block(width, 2 * width),
+        nn.MaxPool2d(2),  # 14 -> 7
+        *_block(2 * width, 4 * width),
+        nn.MaxPool2d(2),  # 7 -> 3
         *_block(4 * width, feature_dim),
-    )  # fmt: skip
+    )
 
 
 def build_small_cnn(

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from eif.mislabel.artifacts import load_group_scores, load_train
+from eif.influence.artifacts import Influence
+from eif.mislabel.artifacts import load_train
 from eif.report import html
 from eif.tables.format import fmt
 from eif.utils.io import read_json
@@ -37,17 +38,6 @@ def _train_caption(i: int, labels: np.ndarray, clean: np.ndarray, score: float) 
     return f"#{i} y={labels[i]}{mark}\ns={score:+.3g}"
 
 
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return dict(z)
-
-
-def _ranked(arr: dict[str, np.ndarray], name: str, k: int, top_k: int) -> np.ndarray:
-    """The first ``top_k`` of confusion k's ``harmful`` or ``helpful`` list (ranked by |score|)."""
-    off = arr[f"{name}_offsets"]
-    return arr[name][off[k] : off[k + 1]][:top_k]
-
-
 def metrics_section(evaluate_dir: Path) -> str:
     m = read_json(evaluate_dir / "metrics.json")
     return html.section("Model metrics (test classes)", html.table(pd.DataFrame([m])))
@@ -64,39 +54,39 @@ def pairs_section(
 ) -> str:
     """Paper Fig. 3: the first ``n_pairs`` mined confusion pairs, each with its two test images, d0 and,
     per method, the ``top_k`` most harmful and most helpful training images with labels and scores.
-    Reads ``pair_<method>.npz`` of the influence stage; empty when it scored no pairs."""
-    arrays = {m: _npz(p) for m in ("eif", "if") if (p := Path(influence_dir) / f"pair_{m}.npz").is_file()}
-    if not arrays:
+    Empty when the influence stage scored no pairs."""
+    influence = Influence(influence_dir)
+    analyses = [influence.get("pair", m) for m in influence.methods if influence.has("pair", m)]
+    if not analyses:
         return ""
     tr = load_train(embed_dir)
     with np.load(Path(embed_dir) / "test.npz") as z:
         test_labels = z["labels"]
-    first = next(iter(arrays.values()))
-    k_all = len(first["d0"])
+    first = analyses[0]
+    k_all = len(first.d0)
     body = [
         f"<p>The first {min(n_pairs, k_all)} of {k_all} mined confusion pairs: a test sample and its "
         "nearest test neighbour of another class. d0 = 2 - 2 cos of their embeddings. Training images "
         "ranked by influence on d (positive = harmful: pulls the pair together; negative = helpful); "
         "y is the training label, clean marks a flipped one.</p>"
     ]
-    off = first["pair_offsets"]
     for k in range(min(n_pairs, k_all)):
-        a, b = (int(x) for x in first["pairs"][off[k] : off[k + 1]][0])
+        a, b = (int(x) for x in first.pairs[k][0])
         tests = "".join(
             html.figure(html.pil_png(test_load(i), px * 3 // 2), f"{role} #{i}\nclass {test_labels[i]}")
             for i, role in ((a, "test"), (b, "1-NN"))
         )
         rows = []
-        for method, arr in arrays.items():
-            for name, css in (("harmful", "harm"), ("helpful", "help")):
+        for an in analyses:
+            for side, css in (("harmful", "harm"), ("helpful", "help")):
                 items = [
-                    (int(i), _train_caption(int(i), tr.labels, tr.clean_labels, arr["scores"][k, i]))
-                    for i in _ranked(arr, name, k, top_k)
+                    (int(i), _train_caption(int(i), tr.labels, tr.clean_labels, an.scores[k, i]))
+                    for i in an.ranked(k, side, top_k)
                 ]
                 shown = _thumbs(train_load, items, px, css) if items else "<p class=muted>none</p>"
-                rows.append(f'<div class="label">{method.upper()} most {name}</div>{shown}')
+                rows.append(f'<div class="label">{an.method.upper()} most {side}</div>{shown}')
         body.append(
-            f'<div class="card"><div class="label">pair {k}: d0 = {float(first["d0"][k]):.4f}</div>'
+            f'<div class="card"><div class="label">pair {k}: d0 = {float(first.d0[k]):.4f}</div>'
             f'<div class="grid"><div class="grid">{tests}</div><div>{"".join(rows)}</div></div>'
             "</div>"
         )
@@ -108,14 +98,15 @@ def influence_section(
 ) -> str:
     """Top-k harmful and helpful training images of the detect group, per scoring method; empty when
     the influence stage scored no groups."""
-    if not any((Path(influence_dir) / f"group_{m}.npz").is_file() for m in ("eif", "if")):
+    influence = Influence(influence_dir)
+    if "group" not in influence.kinds():
         return ""
     tr = load_train(embed_dir)
     body = [
         f"<p>Confusion group {group}: training samples ranked by their influence on the group's "
         "mean confusion distance (positive = harmful: pulls the confused classes together).</p>"
     ]
-    for method, s in load_group_scores(influence_dir, group).items():
+    for method, s in influence.group_scores(group).items():
         order = np.argsort(-s, kind="stable")
         harm = [(int(i), _train_caption(int(i), tr.labels, tr.clean_labels, s[i])) for i in order[:top_k]]
         helpf = [

@@ -21,8 +21,9 @@ import pandas as pd
 import torch
 from pydantic import NonNegativeInt, PositiveInt
 
+from eif.influence.artifacts import Influence
 from eif.mislabel import detect, knn
-from eif.mislabel.artifacts import load_group_scores, load_train
+from eif.mislabel.artifacts import load_train
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
@@ -79,7 +80,7 @@ def _compute(cfg: DetectConfig, run: Run, out: Path) -> None:
             },
         )
         return
-    scores = load_group_scores(run.input("influence"), cfg.group)
+    scores = Influence(run.input("influence")).group_scores(cfg.group)
     rankings: dict[str, np.ndarray] = {}
     for method, s in scores.items():
         rankings[method] = detect.descending(s)

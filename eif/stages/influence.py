@@ -1,20 +1,17 @@
-"""Stage ``influence``: EIF and IF scores of every training sample for the mined confusions.
+"""Stage ``influence``: every selected attribution method scores every training sample for the mined
+confusions (pairs, groups, mis-similar pairs).
 
-Reads the head (W, b) and the trained proxies from ``train``, the cached trunk features from
-``embed`` and the confusions from ``mine``; never images. Artifacts, loadable with numpy + json
-(docs/influence.md has a snippet):
-
-- ``<kind>_<method>.npz`` for kind in pair / group / missim and method in eif / if:
-  ``scores`` float32 (K, N_train), **positive = harmful**; ``harmful``/``helpful`` with
-  ``*_offsets`` (K+1,) (ranked by |score|, see :func:`eif.influence.results.split_by_sign`);
-  ``pairs`` (sum n_k, 2) test indices with ``pair_offsets`` (K+1,); ``d0`` (K,); EIF also
-  ``d_theta``, ``delta_d``, ``theta_norm``, ``steps`` (K, N_theta); IF also ``iterations`` (K,).
-- ``influence.json``: one entry per analysis (kind, method, file, K, wall seconds) and the settings.
+Reads the head (W, b) and the trained proxies from ``train``, the cached trunk features from ``embed``
+and the confusions from ``mine``; never images. The methods are the job's ``methods`` group
+(``methods=[eif,if]`` by default; docs/influence.md lists them); the artifact layout is
+:mod:`eif.influence.artifacts`. ``publish`` prints one warning line per IF variant whose linear
+solve is off its own system (median relative residual above its ``warn_residual``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,37 +19,41 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 
-from eif.influence.eif import EifConfig
-from eif.influence.ihvp import IfConfig
-from eif.settings import Settings
+from eif.influence.artifacts import Influence, write_analysis, write_index
+from eif.methods.base import MethodConfig
+from eif.settings import Settings, dump
 from eif.stages.base import Run, Stage
-from eif.utils.errors import EifError, require
-from eif.utils.io import load_torch, read_json, save_npz, write_json
+from eif.utils.errors import require
+from eif.utils.io import load_torch
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["pair", "group", "missim"]
-Method = Literal["eif", "if"]
 
 
 class InfluenceConfig(Settings):
-    """``influence``: which methods score which kinds of confusion, and their settings."""
+    """``influence``: which kinds of confusion are explained (missim: same class, far apart)."""
 
-    methods: tuple[Method, ...] = ("eif", "if")
-    # pair, group, missim (mis-similar pairs: same class, far apart)
     kinds: tuple[Kind, ...] = ("pair", "group")
-    eif: EifConfig = EifConfig()
-    if_: IfConfig = Field(IfConfig(), alias="if")
 
 
-def _settings(job: Any, env: Any) -> InfluenceConfig:
-    return job.influence
+class InfluenceSettings(Settings):
+    influence: InfluenceConfig
+    methods: dict[str, MethodConfig]
 
 
-def _confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray], float]:
-    """The pair arrays of every confusion of ``kind`` and its objective sign."""
+def _settings(job: Any, env: Any) -> InfluenceSettings:
+    return InfluenceSettings(influence=job.influence, methods=job.methods)
+
+
+def _check(job: Any) -> None:
+    require(bool(job.methods), "methods is empty: select at least one attribution method, e.g. methods=[eif]")
+
+
+def confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray], float]:
+    """The pair arrays (n_k, 2) of every confusion of ``kind`` in the mine stage's order, and the sign
+    of its objective (+1: repair pushes apart; -1 for mis-similar pairs: repair pulls together)."""
     if kind == "pair":
         return [p[None] for p in mine["pairs"]], 1.0
     if kind == "missim":
@@ -61,9 +62,11 @@ def _confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray
     return [mine["group_pairs"][a:b] for a, b in zip(off[:-1], off[1:])], 1.0
 
 
-def _load(run: Run) -> dict:
+def load_problem(run: Run) -> Any:
+    """The :class:`~eif.methods.base.AttributionProblem` of the trained head on the cached features."""
     from eif.influence.task import ConfusionTask
     from eif.losses import build_loss
+    from eif.methods.base import AttributionProblem
 
     ck = load_torch(run.input("train") / "model.pt")
     w, b = ck["model"]["head.weight"].float(), ck["model"]["head.bias"].float()
@@ -72,117 +75,121 @@ def _load(run: Run) -> dict:
     embed = run.input("embed")
     train, test = np.load(embed / "train.npz"), np.load(embed / "test.npz")
     dev = run.device
-    t = {
-        "w": w.to(dev),
-        "b": b.to(dev),
-        "task": ConfusionTask.from_loss(loss.float().to(dev).eval()),
-        "ftr": torch.from_numpy(train["features"]).float().to(dev),
-        "ytr": torch.from_numpy(train["labels"]).long().to(dev),
-        "fte": torch.from_numpy(test["features"]).float().to(dev),
-    }
-    check = t["fte"][:256] @ t["w"].T + t["b"]
+    problem = AttributionProblem(
+        task=ConfusionTask.from_loss(loss.float().to(dev).eval()),
+        train_features=torch.from_numpy(train["features"]).float().to(dev),
+        train_labels=torch.from_numpy(train["labels"]).long().to(dev),
+        weight=w.to(dev),
+        bias=b.to(dev),
+        test_features=torch.from_numpy(test["features"]).float().to(dev),
+    )
+    check = problem.test_features[:256] @ problem.weight.T + problem.bias
     ref = torch.from_numpy(test["embeddings"][:256]).float().to(dev)
     err = float((check - ref).norm() / ref.norm().clamp_min(1e-12))
     require(
         err < 1e-3,
-        f"embed/test.npz embeddings are not features @ W^T + b of the trained head "
-        f"(relative error {err:.2g}): the embed and train artifacts do not belong together",
+        f"embed/test.npz embeddings are not features @ W^T + b of the trained head (relative error "
+        f"{err:.2g}): the embed and train artifacts do not belong together",
     )
-    return t
+    return problem
 
 
-def _compute(c: InfluenceConfig, run: Run, out: Path) -> None:
-    from eif.influence import build_batch, classic_influence, empirical_influence
-    from eif.influence.results import split_by_sign
+def _compute(s: InfluenceSettings, run: Run, out: Path) -> None:
+    from eif.influence import build_batch
 
-    t = _load(run)
+    problem = load_problem(run)
     mine = dict(np.load(run.input("mine") / "mine.npz"))
     entries = []
-    for kind in c.kinds:
-        pairs, sign = _confusions(mine, str(kind))
+    for kind in s.influence.kinds:
+        pairs, sign = confusions(mine, kind)
         if not pairs:
             log.warning("influence: no %s confusions to analyse", kind)
             continue
         batch = build_batch(pairs, sign)
         batch = type(batch)(*(x.to(run.device) for x in vars(batch).values()))
-        common = {"pairs": np.concatenate(pairs), "pair_offsets": np.cumsum([0] + [len(p) for p in pairs])}
-        for method in c.methods:
+        for name, method in s.methods.items():
             t0 = time.perf_counter()
             with torch.no_grad():
-                args = (t["task"], t["ftr"], t["ytr"], t["w"], t["b"], t["fte"], batch)
-                if method == "eif":
-                    r = empirical_influence(*args, c.eif, progress=run.progress)
-                    extra = {
-                        "d_theta": r.d_theta,
-                        "delta_d": r.delta_d,
-                        "theta_norm": r.theta_norm,
-                        "steps": r.steps,
-                    }
-                else:
-                    r = classic_influence(*args, c.if_, progress=run.progress)
-                    # The LiSSA scale actually used (resolves if.scale=auto).
-                    extra = {"iterations": r.iterations, "scale": torch.tensor(float(r.scale))}
-            wall = time.perf_counter() - t0
-            scores = r.scores.float().cpu().numpy()
-            require(bool(np.isfinite(scores).all()), f"influence {method} on {kind}: non-finite scores")
-            fname = f"{kind}_{method}.npz"
-            save_npz(
-                out / fname,
-                scores=scores,
-                d0=r.d0.cpu().numpy(),
-                **split_by_sign(scores),
-                **common,
-                **{k: v.cpu().numpy() for k, v in extra.items()},
-            )
+                r = method.score(problem, batch, progress=run.progress)
+            seconds = time.perf_counter() - t0
+            arrays = {k: v.cpu().numpy() for k, v in r.arrays.items()}
             entries.append(
-                {
-                    "kind": str(kind),
-                    "method": str(method),
-                    "file": fname,
-                    "num_confusions": len(pairs),
-                    "wall_seconds": wall,
-                }
+                write_analysis(
+                    out,
+                    kind,
+                    name,
+                    r.scores.float().cpu().numpy(),
+                    r.d0.cpu().numpy(),
+                    pairs,
+                    arrays,
+                    r.info,
+                    seconds,
+                )
             )
-            log.info("influence %s on %d %s confusions: %.1f s", method, len(pairs), kind, wall)
-    if not entries:
-        raise EifError("influence: nothing to analyse (no confusions of the requested kinds)")
-    write_json(
-        out / "influence.json",
-        {
-            "analyses": entries,
-            "n_train": int(len(t["ytr"])),
-            "settings": c.model_dump(mode="json", by_alias=True),
-            "sign": "positive = harmful (the training sample makes the test error worse), negative = helpful",
-        },
-    )
+            log.info("influence %s on %d %s confusions: %.1f s", name, len(pairs), kind, seconds)
+    write_index(out, entries, problem.n_train, {n: dump(m) for n, m in s.methods.items()})
 
 
-def _publish(c: InfluenceConfig, run: Run, out: Path) -> None:
-    info = read_json(out / "influence.json")
+def residual_warning(influence: Influence) -> str | None:
+    """One line naming every analysis whose solver is off its own linear system (median relative
+    residual above its tolerance), with the figures; None when all are on."""
+    parts = []
+    for (kind, method), entry in influence.entries.items():
+        info = entry.get("info", {})
+        med, tol = info.get("residual_median"), info.get("tolerance")
+        if med is None or tol is None or med <= tol:
+            continue
+        lam = info["damping_effective"]
+        part = (
+            f"{method} on {entry['num_confusions']} {kind} confusions: (H + {lam:.3g} I) x = v solved to a "
+            f"relative residual of median {med:.3g}, max {info['residual_max']:.3g} (tolerance {tol:g})"
+        )
+        curv = info.get("curvature")
+        if curv:
+            part += (
+                f", {curv['above_2_scale']} of {curv['n']} training samples with a curvature above "
+                f"2 * scale = {2 * info['scale']:.4g} (max {curv['max']:.4g})"
+            )
+        parts.append(part)
+    if not parts:
+        return None
+    return "IF is off its own linear system: " + "; ".join(parts) + " (docs/science.md: what this means)"
+
+
+def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
+    influence = Influence(out)
     rows = []
-    for e in info["analyses"]:
-        arr = np.load(out / e["file"])
-        run.logger.summary({f"influence/{e['kind']}_{e['method']}_seconds": e["wall_seconds"]})
-        n_harm, n_help = np.diff(arr["harmful_offsets"]), np.diff(arr["helpful_offsets"])
-        for k in range(e["num_confusions"]):
+    for (kind, method), entry in influence.entries.items():
+        a = influence.get(kind, method)
+        info = entry.get("info", {})
+        run.logger.summary({f"influence/{kind}_{method}_seconds": entry["wall_seconds"]})
+        for key in ("residual_median", "residual_max"):
+            if key in info:
+                run.logger.summary({f"influence/{kind}_{method}_{key}": info[key]})
+        n_harm, n_help = np.diff(a.arrays["harmful_offsets"]), np.diff(a.arrays["helpful_offsets"])
+        for k in range(entry["num_confusions"]):
             row = {
-                "kind": e["kind"],
-                "method": e["method"],
+                "kind": kind,
+                "method": method,
                 "confusion": k,
-                "d0": float(arr["d0"][k]),
+                "d0": float(a.d0[k]),
                 "n_harmful": int(n_harm[k]),
                 "n_helpful": int(n_help[k]),
             }
-            if e["method"] == "eif":
-                row.update(delta_d=float(arr["delta_d"][k, 0]), steps=int(arr["steps"][k, 0]))
+            if "residual" in a.arrays:
+                row["residual"] = float(a.arrays["residual"][k])
             rows.append(row)
         log.info(
             "influence %s/%s: %d confusions in %.1f s",
-            e["kind"],
-            e["method"],
-            e["num_confusions"],
-            e["wall_seconds"],
+            kind,
+            method,
+            entry["num_confusions"],
+            entry["wall_seconds"],
         )
+    warning = residual_warning(influence)
+    if warning:
+        log.warning("%s", warning)
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     run.logger.table("influence/confusions", pd.DataFrame(rows))
 
 
@@ -193,4 +200,6 @@ STAGE = Stage(
     publish=_publish,
     deps=("train", "embed", "mine"),
     config=("influence", InfluenceConfig),
+    check=_check,
+    version=2,
 )

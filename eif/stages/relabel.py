@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 from pydantic import PositiveInt
 
+from eif.influence.artifacts import Influence
 from eif.mislabel import knn, relabel
-from eif.mislabel.artifacts import detection_seconds, load_group_scores, load_train
+from eif.mislabel.artifacts import load_train
 from eif.settings import Settings
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
@@ -41,7 +42,7 @@ class RelabelConfig(Settings):
     ``all``: every training sample) and ``k`` neighbours (None: the lower median class count)."""
 
     queries: Literal["harmful", "all"] = "harmful"
-    method: Literal["eif", "if"] = "eif"
+    method: str = "eif"
     k: PositiveInt | None = None
 
 
@@ -56,8 +57,8 @@ def _settings(job: Any, env: Any) -> RelabelSettings:
 
 def _check(job: Any) -> None:
     require(
-        job.relabel.method in job.influence.methods,
-        f"relabel.method={job.relabel.method} needs it in influence.methods",
+        job.relabel.method in job.methods,
+        f"relabel.method={job.relabel.method} is not among the job's methods {sorted(job.methods)}",
     )
     require("group" in job.influence.kinds, "relabel reads group influence: influence.kinds needs group")
 
@@ -66,7 +67,8 @@ def _compute(s: RelabelSettings, run: Run, out: Path) -> None:
     cfg = s.relabel
     tr = load_train(run.input("embed"))
     infl = run.input("influence")
-    scores = load_group_scores(infl, s.group)
+    influence = Influence(infl)
+    scores = influence.group_scores(s.group)
     require(
         str(cfg.method) in scores,
         f"relabel.method={cfg.method!r}, but the influence stage scored {', '.join(scores)}",
@@ -99,7 +101,7 @@ def _compute(s: RelabelSettings, run: Run, out: Path) -> None:
             "knn_seconds": knn_s,
         },
     )
-    det = detection_seconds(infl)
+    det = influence.seconds("group")
     runtime = pd.DataFrame(
         [
             {

@@ -1,21 +1,22 @@
 """Stage ``retrain``: re-weight the training set per confusion and method, re-train the head, measure Δd.
 
-For every confusion (pair or group, mined by ``mine``) and every method (EIF, IF, from ``influence``)
-the training samples get weights from the sign of their score (helpful x2, harmful x0, the rest x1
-by default; docs/protocol.md, "Re-training") and a copy of the head weight W is re-trained for one
-epoch with
-the trunk, bias and proxies frozen. All copies train together (``eif.retrain.head``). Then
-d(p; W') and d(p; W0) are measured on the original test features (paper Eq. 7-8).
+For every confusion (pair or group, mined by ``mine``) and every method (from ``influence``) the
+training samples get weights from the sign of their score (helpful x2, harmful x0, the rest x1 by
+default; docs/protocol.md, "Re-training") and a copy of the head weight W is re-trained for one
+epoch with the trunk, bias and proxies frozen. Controls (``retrain.controls``): ``drift``, one
+re-training with every weight 1, and ``random_<method>``, the method's weights of each confusion
+randomly permuted (the same counts of 0s and 2s). All copies train together (``eif.retrain.head``).
+Then d(p; W') and d(p; W0) are measured on the original test features (paper Eq. 7-8).
 
 Artifacts:
 - ``distances.npz``: per kind ``k`` in (pair, group): ``{k}_d0`` float64 (n,) (original model),
-  ``{k}_d1_{method}`` (n,) (re-trained), ``{k}_delta_{method}`` = d1 - d0 (positive = the
-  confusion moved apart, i.e. improved), in the mine stage's confusion order.
-- ``distances.csv``: the same, one row per (kind, confusion, method).
-- ``retrain.json``: number of heads, wall time of all re-trainings, features mode, device.
-The trunk features of the re-training epoch (``features=augmented``) are their own store entry
-``retrain_features/<key>/epoch.npz`` (see :class:`eif.retrain.head.EpochBatches`), shared by every
-re-training configuration of the same model.
+  ``{k}_d1_{label}`` (n,) (re-trained), ``{k}_delta_{label}`` = d1 - d0 (positive = the confusion
+  moved apart, i.e. improved), in the mine stage's confusion order; ``label`` is a method,
+  ``random_<method>`` or ``drift``.
+- ``distances.csv``: the same, one row per (kind, confusion, label).
+- ``retrain.json``: number of heads, labels, wall time of all re-trainings, features mode, device.
+The trunk features of the re-training epoch (``features=augmented``) are the ``retrain_features``
+stage, shared by every re-training configuration of the same model.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from eif.data.config import BatchConfig
+from eif.influence.artifacts import Influence
 from eif.retrain.distance import confusion_distance
 from eif.retrain.features import batches_from_indices
 from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
@@ -42,6 +44,7 @@ from eif.stages.common import load_trained
 from eif.stages.retrain_features import epoch_batches
 from eif.utils.errors import EifError, require
 from eif.utils.io import read_json, save_npz, write_json, write_text
+from eif.utils.seed import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +67,13 @@ class AdamConfig(Settings):
 class RetrainStageConfig(Settings):
     """``retrain``: re-weight per confusion and method, re-train the head W (docs/table1.md)."""
 
-    methods: tuple[Literal["eif", "if"], ...] = ("eif", "if")
+    # Methods whose scores re-weight the training set; null = every method the influence stage ran.
+    methods: tuple[str, ...] | None = None
     kinds: tuple[Literal["pair", "group"], ...] = ("pair", "group")
     weights: WeightsConfig = WeightsConfig()
+    # drift: one re-training with every weight 1 (what re-training alone does to d); random: for
+    # every confusion and method, that method's weights randomly permuted (same counts of 0s and 2s).
+    controls: tuple[Literal["drift", "random"], ...] = ("drift", "random")
     optimizer: AdamConfig = AdamConfig()
     clip_grad_value: PositiveFloat | None = 10.0
     epochs: PositiveInt = 1
@@ -79,12 +86,14 @@ class RetrainStageConfig(Settings):
 
 class RetrainSettings(Settings):
     retrain: RetrainStageConfig
+    methods: tuple[str, ...]
     seed: int
     batch: BatchConfig
 
 
 def _settings(job: Any, env: Any) -> RetrainSettings:
-    return RetrainSettings(retrain=job.retrain, seed=job.seed, batch=job.dataset.batch)
+    methods = job.retrain.methods if job.retrain.methods is not None else tuple(job.methods)
+    return RetrainSettings(retrain=job.retrain, methods=methods, seed=job.seed, batch=job.dataset.batch)
 
 
 def _deps(job: Any) -> tuple[str, ...]:
@@ -93,44 +102,54 @@ def _deps(job: Any) -> tuple[str, ...]:
 
 
 def _check(job: Any) -> None:
-    missing = set(job.retrain.methods) - set(job.influence.methods)
-    require(not missing, f"retrain.methods needs {sorted(missing)} in influence.methods")
+    missing = set(job.retrain.methods or ()) - set(job.methods)
+    require(
+        not missing,
+        f"retrain.methods names {sorted(missing)}, not among the job's methods {sorted(job.methods)}",
+    )
     missing = set(job.retrain.kinds) - set(job.influence.kinds)
     require(not missing, f"retrain.kinds needs {sorted(missing)} in influence.kinds")
 
 
 @dataclass
-class Confusions:
-    """The confusions of one kind: ``pairs[c]`` int64 (P_c, 2) test indices, ``scores[method]`` (n, N)."""
+class Head:
+    """One re-training: ``kind`` of confusion, ``label`` (a method, ``drift`` or ``random_<method>``),
+    ``confusion`` index (-1 for drift, which serves every confusion) and its sample weights (N,)."""
 
     kind: str
-    pairs: list[np.ndarray]
-    scores: dict[str, np.ndarray]
+    label: str
+    confusion: int
+    weights: torch.Tensor
 
 
-def load_confusions(influence_dir: Path, kind: str, methods: list[str]) -> Confusions:
-    """Confusions of ``kind`` (pair | group) with each method's scores, from ``<kind>_<method>.npz``.
-
-    Each file holds ``scores`` (K, N_train) (positive = harmful) and the confusions' test pairs
-    ``pairs`` (sum P_k, 2) with ``pair_offsets`` (K+1,), in the mine stage's order.
-    """
-    require(kind in ("pair", "group"), f"retrain.kinds holds pair and group only, got {kind!r}")
-    pairs: list[np.ndarray] | None = None
-    scores = {}
-    for m in methods:
-        path = influence_dir / f"{kind}_{m}.npz"
-        require(path.is_file(), f"{path} is missing: influence.methods needs {m}, influence.kinds {kind}")
-        with np.load(path) as z:
-            off, flat = z["pair_offsets"], z["pairs"].astype(np.int64)
-            these = [flat[a:b] for a, b in zip(off[:-1], off[1:])]
-            scores[m] = z["scores"].astype(np.float32)
-        if pairs is None:
-            pairs = these
-        require(
-            len(these) == len(pairs) and all(np.array_equal(a, b) for a, b in zip(these, pairs)),
-            f"{path}: the {kind}s differ from those of {methods[0]}",
-        )
-    return Confusions(kind, pairs or [], scores)
+def plan_heads(s: RetrainSettings, influence: Influence) -> tuple[list[Head], dict[str, list[np.ndarray]]]:
+    """Every re-training of the stage and the confusions (test pairs) of each kind."""
+    rc = s.retrain
+    heads: list[Head] = []
+    pairs: dict[str, list[np.ndarray]] = {}
+    for kind in rc.kinds:
+        if not influence.has(kind, s.methods[0]):
+            continue
+        for m in s.methods:
+            a = influence.get(kind, m)
+            pairs.setdefault(kind, a.pairs)
+            require(
+                len(a.pairs) == len(pairs[kind]),
+                f"influence: the {kind}s of {m} differ from {s.methods[0]}'s",
+            )
+            w = sample_weights(
+                torch.as_tensor(a.scores), rc.weights.helpful, rc.weights.harmful, rc.weights.topk
+            )
+            heads += [Head(kind, m, i, w[i]) for i in range(len(w))]
+            if "random" in rc.controls:
+                for i in range(len(w)):
+                    gen = torch.Generator().manual_seed(derive_seed(s.seed, len(kind), i, sum(map(ord, m))))
+                    heads.append(Head(kind, f"random_{m}", i, w[i][torch.randperm(len(w[i]), generator=gen)]))
+    if not heads:
+        raise EifError(f"retrain: the influence stage scored no confusions of kinds {list(rc.kinds)}")
+    if "drift" in rc.controls:
+        heads.append(Head("", "drift", -1, torch.ones_like(heads[0].weights)))
+    return heads, pairs
 
 
 def _epoch(s: RetrainSettings, run: Run) -> EpochBatches:
@@ -144,44 +163,29 @@ def _epoch(s: RetrainSettings, run: Run) -> EpochBatches:
 
 def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
     rc = s.retrain
-    methods, kinds = list(rc.methods), list(rc.kinds)
     model, loss, _ = load_trained(run.input("train"), run.device)
     loss.requires_grad_(False)
     w0, bias = model.head.weight.detach(), model.head.bias.detach()
     with np.load(run.input("embed") / "test.npz") as z:
         test_features = torch.as_tensor(z["features"], dtype=torch.float32)
-    confusions = [load_confusions(run.input("influence"), k, methods) for k in kinds]
-    heads = [(c.kind, i, m) for c in confusions for m in methods for i in range(len(c.pairs))]
-    if not heads:
-        raise EifError(f"retrain: the influence stage scored no confusions of kinds {kinds}")
+    heads, pairs = plan_heads(s, Influence(run.input("influence")))
     epoch = _epoch(s, run)
-    # Row order (kind, method, confusion), the order of ``heads``.
-    scores = torch.as_tensor(np.concatenate([c.scores[m] for c in confusions for m in methods]))
-    weights = sample_weights(scores, rc.weights.helpful, rc.weights.harmful, rc.weights.topk)
     opt = RetrainConfig(
         lr=rc.optimizer.lr, betas=rc.optimizer.betas, eps=rc.optimizer.eps, clip_grad_value=rc.clip_grad_value
     )
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     t0 = time.perf_counter()
-    w1 = retrain_heads(
-        w0,
-        bias,
-        weights,
-        epoch,
-        loss.per_sample,
-        opt,
-        run.device,
-        rc.heads_per_chunk,
-    )
+    weights = torch.stack([h.weights for h in heads])
+    w1 = retrain_heads(w0, bias, weights, epoch, loss.per_sample, opt, run.device, rc.heads_per_chunk)
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     seconds = time.perf_counter() - t0
+    labels = list(dict.fromkeys(h.label for h in heads))
     log.info(
-        "retrain: %d heads (%s x %s) re-trained together over %d batches in %.2f s",
+        "retrain: %d heads (%s) re-trained together over %d batches in %.2f s",
         len(heads),
-        "+".join(kinds),
-        "+".join(methods),
+        ", ".join(labels),
         epoch.num_batches,
         seconds,
     )
@@ -189,30 +193,27 @@ def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
     w0c, bc = w0.cpu(), bias.cpu()
     arrays: dict[str, np.ndarray] = {}
     rows = []
-    head_of = {h: j for j, h in enumerate(heads)}
-    for c in confusions:
-        d0 = np.array(
-            [float(confusion_distance(w0c, bc, test_features, torch.as_tensor(p))) for p in c.pairs]
-        )
-        arrays[f"{c.kind}_d0"] = d0
-        for m in methods:
-            # One confusion at a time: each confusion has its own pairs; the pairs of one are few.
-            d1 = np.array(
-                [
-                    float(
-                        confusion_distance(w1[head_of[(c.kind, i, m)]], bc, test_features, torch.as_tensor(p))
-                    )
-                    for i, p in enumerate(c.pairs)
-                ]
-            )
-            arrays[f"{c.kind}_d1_{m}"] = d1
-            arrays[f"{c.kind}_delta_{m}"] = d1 - d0
+    drift = next((j for j, h in enumerate(heads) if h.label == "drift"), None)
+    for kind, kind_pairs in pairs.items():
+        pt = [torch.as_tensor(p) for p in kind_pairs]
+        d0 = np.array([float(confusion_distance(w0c, bc, test_features, p)) for p in pt])
+        arrays[f"{kind}_d0"] = d0
+        by_label: dict[str, list[int]] = {}
+        for j, h in enumerate(heads):
+            if h.kind == kind:
+                by_label.setdefault(h.label, []).append(j)
+        if drift is not None:
+            by_label["drift"] = [drift] * len(pt)
+        for label, idx in by_label.items():
+            d1 = np.array([float(confusion_distance(w1[j], bc, test_features, p)) for j, p in zip(idx, pt)])
+            arrays[f"{kind}_d1_{label}"] = d1
+            arrays[f"{kind}_delta_{label}"] = d1 - d0
             rows += [
                 {
-                    "kind": c.kind,
+                    "kind": kind,
                     "confusion": i,
-                    "method": m,
-                    "num_pairs": len(c.pairs[i]),
+                    "method": label,
+                    "num_pairs": len(pt[i]),
                     "d_before": d0[i],
                     "d_after": d1[i],
                     "delta": d1[i] - d0[i],
@@ -225,8 +226,9 @@ def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
         out / "retrain.json",
         {
             "num_heads": len(heads),
-            "counts": {c.kind: len(c.pairs) for c in confusions},
-            "methods": methods,
+            "counts": {kind: len(p) for kind, p in pairs.items()},
+            "methods": list(s.methods),
+            "labels": labels,
             "features": rc.features,
             "batches": epoch.num_batches,
             "samples_per_epoch": int(len(epoch.indices)),
@@ -257,4 +259,5 @@ STAGE = Stage(
     deps=_deps,
     config=("retrain", RetrainStageConfig),
     check=_check,
+    version=2,
 )

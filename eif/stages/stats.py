@@ -22,6 +22,7 @@ from pydantic import PositiveInt
 
 from eif.settings import Settings
 from eif.stages.base import Run, Stage
+from eif.tables import robustness
 from eif.tables.format import fmt
 from eif.tables.table1 import NOT_ENOUGH, compare, job_table, summary_keys, write_tables
 from eif.utils.errors import require
@@ -33,19 +34,32 @@ KINDS = {"pair": ("pairs", "pair_sizes"), "group": ("groups", "group_sizes")}
 
 
 class StatsConfig(Settings):
-    """``stats``: Table 1's prefix sizes (t-test over the first K pairs, Wilcoxon over the first M groups)."""
+    """``stats``: Table 1 compares ``method`` with ``baseline`` (the paper: EIF against IF) by a t-test
+    over the first K pairs and a Wilcoxon test over the first M groups; the robustness table compares
+    ``method`` with every other re-trained method and each method with its controls."""
 
+    method: str = "eif"
+    baseline: str = "if"
     pair_sizes: tuple[PositiveInt, ...] = (30, 50, 70, 90, 100)
     group_sizes: tuple[PositiveInt, ...] = (10, 15, 20, 25, 30)
 
 
-def _settings(job: Any, env: Any) -> StatsConfig:
-    return job.stats
+class StatsSettings(Settings):
+    stats: StatsConfig
+    seed: int
+
+
+def _settings(job: Any, env: Any) -> StatsSettings:
+    return StatsSettings(stats=job.stats, seed=job.seed)
 
 
 def _check(job: Any) -> None:
-    methods = set(job.retrain.methods)
-    require({"eif", "if"} <= methods, f"stats compares eif with if; retrain.methods is {sorted(methods)}")
+    retrained = set(job.retrain.methods or job.methods)
+    for which in ("method", "baseline"):
+        name = getattr(job.stats, which)
+        require(
+            name in retrained, f"stats.{which}={name} is not among the re-trained methods {sorted(retrained)}"
+        )
 
 
 def job_markdown(rows: list[dict[str, Any]]) -> str:
@@ -59,23 +73,42 @@ def job_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _compute(sc: StatsConfig, run: Run, out: Path) -> None:
+def _compute(s: StatsSettings, run: Run, out: Path) -> None:
+    sc = s.stats
     rows: list[dict[str, Any]] = []
+    effects: list[dict[str, Any]] = []
+    comparisons: list[dict[str, Any]] = []
+    methods = read_json(run.input("retrain") / "retrain.json")["methods"]
     with np.load(run.input("retrain") / "distances.npz") as z:
         for kind, (name, sizes_key) in KINDS.items():
-            if f"{kind}_delta_eif" not in z:
+            if f"{kind}_delta_{sc.method}" not in z:
                 continue
-            rows += compare(name, z[f"{kind}_delta_eif"], z[f"{kind}_delta_if"], list(getattr(sc, sizes_key)))
-    write_json(out / "stats.json", {"rows": rows, "job": run.job.as_dict()})
+            main, base = z[f"{kind}_delta_{sc.method}"], z[f"{kind}_delta_{sc.baseline}"]
+            rows += compare(name, main, base, list(getattr(sc, sizes_key)))
+            prefix = f"{kind}_delta_"
+            deltas = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
+            e, c = robustness.job_rows(deltas, name, sc.method, methods, s.seed)
+            effects += e
+            comparisons += c
+    record = {
+        "rows": rows,
+        "robustness": {"effects": effects, "comparisons": comparisons},
+        "compared": [sc.method, sc.baseline],
+        "job": run.job.as_dict(),
+    }
+    write_json(out / "stats.json", record)
     write_text(out / "table1.md", job_markdown(rows))
+    write_text(out / "robustness.md", robustness.markdown(effects, comparisons))
 
 
-def _publish(sc: StatsConfig, run: Run, out: Path) -> None:
+def _publish(s: StatsSettings, run: Run, out: Path) -> None:
     record = read_json(out / "stats.json")
     record["job"] = run.job.as_dict()
     write_json(run.run_dir / "stats.json", record)
     markdown = write_tables(job_table(record, run.run_dir.name), run.run_dir)
-    print(markdown, flush=True)
+    robust = robustness.markdown(record["robustness"]["effects"], record["robustness"]["comparisons"])
+    write_text(run.run_dir / "table1_robustness.md", robust)
+    print(markdown + "\n" + robust, flush=True)
     rows = record["rows"]
     for r in rows:
         log.info(
@@ -91,6 +124,13 @@ def _publish(sc: StatsConfig, run: Run, out: Path) -> None:
     if short:
         log.warning("table1: %d of %d rows have not enough confusions", short, len(rows))
     run.logger.table("table1/stats", pd.DataFrame(rows))
+    run.logger.table("table1/robustness_effects", pd.DataFrame(record["robustness"]["effects"]))
+    run.logger.table("table1/robustness_comparisons", pd.DataFrame(record["robustness"]["comparisons"]))
+    for r in record["robustness"]["comparisons"]:
+        key = f"table1_robust/{r['kind']}/{r['a']}-vs-{r['b']}"
+        run.logger.summary(
+            {f"{key}/mean": r["mean"], **({f"{key}/pvalue": r["pvalue"]} if r["pvalue"] else {})}
+        )
 
 
 STAGE = Stage(
@@ -101,4 +141,5 @@ STAGE = Stage(
     deps=("retrain",),
     config=("stats", StatsConfig),
     check=_check,
+    version=2,
 )

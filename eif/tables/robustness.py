@@ -1,0 +1,161 @@
+"""Table 1 with controls and robustness, beside the paper's layout.
+
+Per job (stage ``stats``), on all re-trained confusions of each kind:
+
+- **effects**: for every label of the re-training (each method, ``random_<method>``, ``drift``) the
+  mean Δd with a 95% bootstrap interval over confusions, and the mean Δd net of drift (Δd minus the
+  Δd of the unweighted re-training of the same confusion) with its interval.
+- **comparisons**: ``a`` vs ``b`` for the main method against every other method (e.g. EIF against
+  each IF variant) and every method against its random control and against drift: the mean of
+  Δd_a - Δd_b, its 95% bootstrap interval, and the one-sided p-value of H1 mean Δd_a > mean Δd_b
+  (paired t-test for pairs, Wilcoxon signed-rank for groups: the paper's tests).
+
+Across a sweep's seeds (:func:`combine`): the per-seed rows plus one combined row per comparison:
+Stouffer's method on the one-sided p-values (``scipy.stats.combine_pvalues``; each seed weighs the
+same) and the mean of the per-seed effects with the range of their intervals.
+
+Intervals: ``scipy.stats.bootstrap`` (percentile, 10,000 resamples, seeded) of the mean.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from eif.tables.format import fmt
+from eif.tables.table1 import TESTS
+
+RESAMPLES = 10_000
+
+
+def mean_ci(x: np.ndarray, seed: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) with a percentile bootstrap interval of the mean; nan bounds below 2 values."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 2 or not np.any(x != x[0]):
+        m = float(x.mean()) if x.size else float("nan")
+        return m, (m if x.size > 1 else float("nan")), (m if x.size > 1 else float("nan"))
+    res = stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=RESAMPLES,
+        confidence_level=level,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(x.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def one_sided(kind: str, a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """(statistic, p) of H1 mean a > mean b: paired t-test (pairs) or Wilcoxon signed-rank (groups);
+    (None, None) when the test is degenerate (no variation, or every difference zero)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = (
+            stats.ttest_rel(a, b, alternative="greater")
+            if kind == "pairs"
+            else stats.wilcoxon(a - b, alternative="greater")
+        )
+    p, s = float(res.pvalue), float(res.statistic)
+    if not math.isfinite(p) or (kind == "groups" and not np.any(a != b)):
+        return None, None
+    return (s if math.isfinite(s) else None), p
+
+
+def job_rows(
+    deltas: Mapping[str, np.ndarray], kind: str, main: str, methods: Sequence[str], seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(effect rows, comparison rows) of one kind (``pairs`` or ``groups``) from Δd per label."""
+    drift = deltas.get("drift")
+    effects = []
+    for i, (label, d) in enumerate(deltas.items()):
+        m, lo, hi = mean_ci(d, seed + i)
+        row = {"kind": kind, "label": label, "n": len(d), "mean": m, "low": lo, "high": hi}
+        if drift is not None and label != "drift":
+            row["net_mean"], row["net_low"], row["net_high"] = mean_ci(d - drift, seed + 100 + i)
+        effects.append(row)
+    pairs = [(main, m) for m in methods if m != main]
+    pairs += [(m, f"random_{m}") for m in methods] + [(m, "drift") for m in methods]
+    comparisons = []
+    for i, (a, b) in enumerate(pairs):
+        if a not in deltas or b not in deltas or len(deltas[a]) < 2:
+            continue
+        diff = deltas[a] - deltas[b]
+        m, lo, hi = mean_ci(diff, seed + 1000 + i)
+        statistic, p = one_sided(kind, deltas[a], deltas[b])
+        comparisons.append(
+            {
+                "kind": kind,
+                "a": a,
+                "b": b,
+                "test": TESTS[kind],
+                "n": len(diff),
+                "mean": m,
+                "low": lo,
+                "high": hi,
+                "statistic": statistic,
+                "pvalue": p,
+            }
+        )
+    return effects, comparisons
+
+
+def _ci(row: Mapping[str, Any], prefix: str = "") -> str:
+    m, lo, hi = row.get(f"{prefix}mean"), row.get(f"{prefix}low"), row.get(f"{prefix}high")
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return ""
+    bounds = "" if lo is None or (isinstance(lo, float) and math.isnan(lo)) else f" [{fmt(lo)}, {fmt(hi)}]"
+    return f"{fmt(m)}{bounds}"
+
+
+def markdown(effects: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """This job's robustness tables: effects per label and the comparisons, per kind."""
+    parts = ["# Table 1, robustness: Δd with controls (95% bootstrap intervals over confusions)\n"]
+    for kind in dict.fromkeys([r["kind"] for r in effects]):
+        parts += [
+            f"\n## {kind}: mean Δd per re-training\n",
+            "| re-trained on | n | mean Δd | net of drift |",
+            "|---|---:|---|---|",
+        ]
+        parts += [
+            f"| {r['label']} | {r['n']} | {_ci(r)} | {_ci(r, 'net_')} |" for r in effects if r["kind"] == kind
+        ]
+        parts += [
+            f"\n## {kind}: comparisons (H1: mean Δd of a > of b)\n",
+            "| a | b | n | mean Δd_a − Δd_b | p-value | test |",
+            "|---|---|---:|---|---:|---|",
+        ]
+        parts += [
+            f"| {r['a']} | {r['b']} | {r['n']} | {_ci(r)} | {fmt(r['pvalue'])} | {r['test']} |"
+            for r in comparisons
+            if r["kind"] == kind
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def combine(per_job: pd.DataFrame) -> pd.DataFrame:
+    """Across jobs (seeds) of one (dataset, loss): one row per (kind, a, b) with the number of jobs,
+    the mean of their mean differences, the lowest low and highest high of their intervals, and
+    Stouffer's combined one-sided p-value (each job equal weight)."""
+    rows = []
+    keys = ["dataset", "loss", "kind", "a", "b"]
+    for key, g in per_job.groupby(keys, dropna=False, sort=False):
+        ps = pd.to_numeric(g["pvalue"], errors="coerce").dropna().clip(1e-300, 1 - 1e-16)
+        combined = float(stats.combine_pvalues(ps, method="stouffer").pvalue) if len(ps) else None
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "jobs": len(g),
+                "seeds": " ".join(str(s) for s in g["seed"]),
+                "mean": float(pd.to_numeric(g["mean"]).mean()),
+                "low": float(pd.to_numeric(g["low"]).min()),
+                "high": float(pd.to_numeric(g["high"]).max()),
+                "pvalue": combined,
+            }
+        )
+    return pd.DataFrame(rows)
