@@ -172,6 +172,7 @@ def resolve_progress(setting: bool | None) -> bool:
 
 def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
     """Run the job's stages (module doc); returns the record also written to ``run.json``."""
+    from eif.evaluation.knn import set_device as set_faiss_device
     from eif.logging.run_logger import RunLogger, build_logger
     from eif.utils.device import resolve_device
     from eif.utils.seed import seed_everything
@@ -182,6 +183,7 @@ def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
     progress = resolve_progress(job.progress)
     device, why = resolve_device(job.device)
     log.info("device: %s (%s)", device, why)
+    set_faiss_device(device)  # faiss kNN and k-means on the same GPU (cuda:N), or on the CPU
     store = ArtifactStore(job.paths.store_dir, job.store.stale_after_s, job.store.heartbeat_s)
     cache_dir = Path(job.paths.cache_dir)
     for directory, what in (

@@ -1,7 +1,17 @@
-"""Exact k-nearest neighbours and k-means with faiss (GPU when faiss and torch both see one, else CPU)."""
+"""Exact k-nearest neighbours and k-means with faiss: on the job's GPU when faiss and torch both see
+one, else on the CPU.
+
+The GPU path never fails where the CPU path works: a search whose k exceeds faiss GPU's selection limit
+(:data:`FAISS_GPU_MAX_K`) runs on a CPU index, and a GPU error (out of memory, a driver problem) is
+logged once per call and the work is redone on the CPU. Both paths are exact flat indexes, so they
+return the same neighbours (up to float round-off in the distances). The GPU is the job's device:
+:func:`set_device` pins ``cuda:N`` to GPU N and ``cpu`` to the CPU; without it, torch's current CUDA
+device is used.
+"""
 
 from __future__ import annotations
 
+import logging
 from types import ModuleType
 
 import numpy as np
@@ -9,8 +19,12 @@ import torch
 
 from eif.utils.errors import EifError, require
 
+log = logging.getLogger(__name__)
+
 QUERY_CHUNK = 8192  # query rows per faiss search call: bounds the (chunk, k) result and GPU scratch memory
-FAISS_GPU_MAX_K = 2048  # faiss GPU flat indexes return at most this many neighbours
+FAISS_GPU_MAX_K = 2048  # faiss GPU flat indexes return at most this many neighbours per query
+
+_device: torch.device | None = None  # set_device(); None = torch's current CUDA device when there is one
 
 
 def import_faiss() -> ModuleType:
@@ -19,7 +33,8 @@ def import_faiss() -> ModuleType:
         import faiss
     except ImportError as exc:
         raise EifError(
-            "faiss is not importable: pip install 'eif[cpu]' (faiss-cpu) or 'eif[gpu]' (faiss-gpu)"
+            "faiss is not importable: pip install 'eif[cpu]' (faiss-cpu), or a GPU build with "
+            "EIF_EXTRAS=gpu,dev bash scripts/setup.sh (docs/gpu.md)"
         ) from exc
     return faiss
 
@@ -31,6 +46,22 @@ def use_gpu() -> bool:
     return num_gpus > 0 and torch.cuda.is_available()
 
 
+def set_device(device: torch.device | str | None) -> None:
+    """Pin faiss to the job's device: ``cuda:N`` searches on GPU N, ``cuda`` on torch's current CUDA
+    device, ``cpu`` on the CPU; ``None`` restores the default (a GPU when one is usable)."""
+    global _device
+    _device = None if device is None else torch.device(device)
+
+
+def gpu_device() -> int | None:
+    """The GPU index faiss works on, or None for the CPU (``set_device("cpu")``, or no usable GPU)."""
+    if (_device is not None and _device.type != "cuda") or not use_gpu():
+        return None
+    if _device is not None and _device.index is not None:
+        return _device.index
+    return torch.cuda.current_device()
+
+
 def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A C-contiguous float32 (N, E) numpy copy/view of embeddings, as faiss needs."""
     if isinstance(x, torch.Tensor):
@@ -40,47 +71,34 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x
 
 
-def flat_index(dim: int, metric: str = "euclidean", gpu: bool | None = None) -> object:
-    """An exact faiss index: ``euclidean`` (squared L2 scores) or ``inner_product``; on GPU if available."""
+def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = None) -> object:
+    """An exact faiss index: ``euclidean`` (squared L2 scores) or ``inner_product``.
+
+    ``gpu``: None or True = on :func:`gpu_device` (the CPU when it is None), False = on the CPU, an int
+    = on that GPU.
+    """
     faiss = import_faiss()
     require(
         metric in ("euclidean", "inner_product"), f"metric must be euclidean or inner_product, got {metric!r}"
     )
-    gpu = use_gpu() if gpu is None else gpu
-    if gpu:
-        res = faiss.StandardGpuResources()
-        return faiss.GpuIndexFlatL2(res, dim) if metric == "euclidean" else faiss.GpuIndexFlatIP(res, dim)
-    return faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
+    device = gpu_device() if gpu is None or gpu is True else (None if gpu is False else int(gpu))
+    if device is None:
+        return faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
+    res = faiss.StandardGpuResources()
+    config = faiss.GpuIndexFlatConfig()
+    config.device = device
+    kind = faiss.GpuIndexFlatL2 if metric == "euclidean" else faiss.GpuIndexFlatIP
+    index = kind(res, dim, config)
+    # The C++ index only points at its resources; faiss's own attribute keeps them alive with it.
+    index.referenced_objects = [*getattr(index, "referenced_objects", []), res]
+    return index
 
 
-def knn(
-    query: np.ndarray | torch.Tensor,
-    reference: np.ndarray | torch.Tensor | None,
-    k: int,
-    metric: str = "euclidean",
-    exclude: np.ndarray | None = None,
+def _search(
+    index: object, q: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest rows of ``reference`` for each row of ``query``, best first.
-
-    ``reference=None`` searches ``query`` against itself and excludes each row's own index.
-    ``exclude`` (Nq,) int: a reference index to leave out per query (-1 for none); exclusion is by
-    index, not by rank position, so exact duplicates of a query are still returned as neighbours.
-    Returns ``scores`` float32 (Nq, k): Euclidean distances (not squared; ascending) for ``euclidean``,
-    inner products (descending) for ``inner_product``; and ``indices`` int64 (Nq, k) into ``reference``.
-    """
-    q = as_float32(query)
-    r = q if reference is None else as_float32(reference)
-    if reference is None:
-        exclude = np.arange(q.shape[0])
-    require(q.shape[1] == r.shape[1], f"query and reference dims differ: {q.shape[1]} vs {r.shape[1]}")
-    require(exclude is None or np.shape(exclude) == (q.shape[0],), "exclude must have one index per query")
-    n_ref = r.shape[0] - int(exclude is not None)
-    require(1 <= k <= n_ref, f"k must be in [1, {n_ref}] (reference size), got {k}")
-    gpu = use_gpu()
+    """Chunked search of ``index``; drops each query's excluded index (see :func:`knn`)."""
     k_search = k + int(exclude is not None)
-    require(not gpu or k_search <= FAISS_GPU_MAX_K, f"faiss GPU search supports k <= {FAISS_GPU_MAX_K - 1}")
-    index = flat_index(q.shape[1], metric, gpu)
-    index.add(r)
     scores = np.empty((q.shape[0], k), np.float32)
     indices = np.empty((q.shape[0], k), np.int64)
     for start in range(0, q.shape[0], QUERY_CHUNK):
@@ -99,12 +117,72 @@ def knn(
     return scores, indices
 
 
+def _gpu_failed(err: Exception, gpu: int, what: str) -> None:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    log.warning("faiss on GPU %d failed during %s (%s); redoing it on the CPU", gpu, what, first)
+
+
+def knn(
+    query: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor | None,
+    k: int,
+    metric: str = "euclidean",
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of ``reference`` for each row of ``query``, best first.
+
+    ``reference=None`` searches ``query`` against itself and excludes each row's own index.
+    ``exclude`` (Nq,) int: a reference index to leave out per query (-1 for none); exclusion is by
+    index, not by rank position, so exact duplicates of a query are still returned as neighbours.
+    Returns ``scores`` float32 (Nq, k): Euclidean distances (not squared; ascending) for ``euclidean``,
+    inner products (descending) for ``inner_product``; and ``indices`` int64 (Nq, k) into ``reference``.
+    On a GPU when one is usable and k (+1 with exclusion) is within :data:`FAISS_GPU_MAX_K`, else on
+    the CPU; the neighbours are the same either way.
+    """
+    q = as_float32(query)
+    r = q if reference is None else as_float32(reference)
+    if reference is None:
+        exclude = np.arange(q.shape[0])
+    require(q.shape[1] == r.shape[1], f"query and reference dims differ: {q.shape[1]} vs {r.shape[1]}")
+    require(exclude is None or np.shape(exclude) == (q.shape[0],), "exclude must have one index per query")
+    n_ref = r.shape[0] - int(exclude is not None)
+    require(1 <= k <= n_ref, f"k must be in [1, {n_ref}] (reference size), got {k}")
+    gpu = gpu_device()
+    if gpu is not None and k + int(exclude is not None) > FAISS_GPU_MAX_K:
+        gpu = None  # beyond faiss GPU's selection limit: the CPU index has none
+    if gpu is not None:
+        try:
+            index = flat_index(q.shape[1], metric, gpu)
+            index.add(r)
+            return _search(index, q, k, metric, exclude)
+        except RuntimeError as err:  # faiss turns C++ and CUDA errors into RuntimeError
+            _gpu_failed(err, gpu, f"a k={k} search")
+    index = flat_index(q.shape[1], metric, False)
+    index.add(r)
+    return _search(index, q, k, metric, exclude)
+
+
 def kmeans(x: np.ndarray | torch.Tensor, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
-    """Cluster rows of x (N, E) with faiss k-means (Euclidean); returns cluster ids int64 (N,)."""
+    """Cluster rows of x (N, E) with faiss k-means (Euclidean); returns cluster ids int64 (N,).
+
+    The assignment index lives on :func:`gpu_device` (one GPU, the job's), else on the CPU.
+    """
     faiss = import_faiss()
     x = as_float32(x)
     require(1 <= k <= x.shape[0], f"k-means needs 1 <= k <= N={x.shape[0]}, got k={k}")
-    km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), seed=int(seed), gpu=use_gpu(), verbose=False)
+    gpu = gpu_device()
+    if gpu is not None:
+        try:
+            return _kmeans(faiss, x, k, seed, niter, gpu)
+        except RuntimeError as err:
+            _gpu_failed(err, gpu, f"k-means with k={k}")
+    return _kmeans(faiss, x, k, seed, niter, None)
+
+
+def _kmeans(faiss: ModuleType, x: np.ndarray, k: int, seed: int, niter: int, gpu: int | None) -> np.ndarray:
+    km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), seed=int(seed), gpu=False, verbose=False)
+    if gpu is not None:
+        km.index = flat_index(x.shape[1], "euclidean", gpu)  # faiss's own gpu= option spans all GPUs
     km.train(x)
     _, assign = km.index.search(x, 1)
     return assign[:, 0].astype(np.int64)

@@ -5,16 +5,16 @@ Distances are Euclidean (not squared) on the raw, unnormalised training embeddin
 own entry is excluded; ``k`` is the lower median of the per-class counts of the (noisy) training
 labels; every neighbour votes for its label with weight ``exp(-d)``; the votes are normalised to sum
 to 1 over the ``C`` training classes and the recommendation is the argmax (the current label can
-win). faiss does the search, so nothing of size N x N is ever built.
+win). faiss does the search (:mod:`eif.evaluation.knn`), so nothing of size N x N is ever built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
+from eif.evaluation.knn import knn
 from eif.utils.errors import require
 
 
@@ -40,33 +40,22 @@ class Neighbours:
     distances: np.ndarray
 
 
-def train_neighbours(
-    embeddings: np.ndarray, k: int, queries: np.ndarray | None = None, batch_size: int = 8192
-) -> Neighbours:
+def train_neighbours(embeddings: np.ndarray, k: int, queries: np.ndarray | None = None) -> Neighbours:
     """Exact (flat L2) kNN of training points ``queries`` among all training ``embeddings`` (N, E).
 
     ``queries``: int indices into ``embeddings`` (default: all). Each query's own index is removed
-    by identity, not by position, so exact duplicates of a point still count as its neighbours.
+    by identity, not by position, so exact duplicates of a point still count as its neighbours; when
+    ties pushed it out of the k+1 results, the farthest one is dropped. The search is
+    :func:`eif.evaluation.knn.knn` (the job's GPU when usable, the CPU beyond faiss GPU's k limit).
     """
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = emb.shape[0]
     require(1 <= k < n, f"weighted kNN needs 1 <= k < N_train, got k={k}, N={n}")
     q_idx = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, dtype=np.int64)
-    index = faiss.IndexFlatL2(emb.shape[1])
-    index.add(emb)
-    all_ids, all_d = [], []
-    for start in range(0, q_idx.size, batch_size):
-        qi = q_idx[start : start + batch_size]
-        d2, ids = index.search(emb[qi], k + 1)
-        # Drop the query itself; when ties pushed it out of the k+1 results, drop the farthest one.
-        drop = ids == qi[:, None]
-        drop[~drop.any(axis=1), -1] = True
-        keep = ~drop
-        all_ids.append(ids[keep].reshape(qi.size, k))
-        all_d.append(np.sqrt(np.maximum(d2[keep], 0.0)).astype(np.float64).reshape(qi.size, k))
-    if not all_ids:
+    if q_idx.size == 0:
         return Neighbours(np.zeros((0, k), np.int64), np.zeros((0, k), np.float64))
-    return Neighbours(np.concatenate(all_ids).astype(np.int64), np.concatenate(all_d))
+    dist, ids = knn(emb[q_idx], emb, k, exclude=q_idx)
+    return Neighbours(ids.astype(np.int64), dist.astype(np.float64))
 
 
 def weighted_votes(nbrs: Neighbours, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 
 from eif.data.transforms import TransformsConfig
 from eif.settings import SPEED, Settings, setting
@@ -33,46 +33,74 @@ log = logging.getLogger(__name__)
 
 class EmbedConfig(Settings):
     """``embed``: which transform the cached features use: ``eval`` (resize + centre crop) or
-    ``influence`` (the reference's EIF/IF input: short side resized, no crop; sizes vary)."""
+    ``influence`` (the reference's EIF/IF input: short side resized, no crop; sizes vary, and images
+    of equal size are batched together), and how fast inference runs."""
 
     transform: Literal["eval", "influence"] = "eval"
     batch_size: PositiveInt = setting(256, unkeyed=SPEED)
+    # float16 autocast of the trunk on CUDA (ignored on CPU). Keyed as set: on CUDA it changes the
+    # cached features (docs/gpu.md, "Batched inference"); on a CPU it gives the float32 numbers.
+    amp: bool = False
+    channels_last: bool = setting(False, unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
+    cpu_num_workers: NonNegativeInt = setting(0, unkeyed=SPEED)
 
 
 class EmbedSettings(Settings):
     """The cached features depend on ``transforms`` (all of them: the one ``which`` names is used, and
-    keying the others too keeps the rule "every setting changes a key" simple) and the data."""
+    keying the others too keeps the rule "every setting changes a key" simple), ``amp`` and the data."""
 
     data: dict[str, str]
     which: Literal["eval", "influence"]
     transforms: TransformsConfig
+    amp: bool = False
     batch_size: PositiveInt = setting(256, unkeyed=SPEED)
+    channels_last: bool = setting(False, unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
+    cpu_num_workers: NonNegativeInt = setting(0, unkeyed=SPEED)
 
 
 def _settings(job: Any, env: Any) -> EmbedSettings:
+    e = job.embed
     return EmbedSettings(
         data=env.fingerprints("train", "test", "query", "gallery"),
-        which=job.embed.transform,
+        which=e.transform,
         transforms=job.dataset.transforms,
-        batch_size=job.embed.batch_size,
+        amp=e.amp,
+        batch_size=e.batch_size,
+        channels_last=e.channels_last,
+        num_workers=e.num_workers,
+        cpu_num_workers=e.cpu_num_workers,
     )
 
 
 def _compute(s: EmbedSettings, run: Run, out: Path) -> None:
-    from eif.training.inference import predict
+    from eif.training.inference import predict, stored_sizes, transformed_sizes
 
     model, _, _ = load_trained(run.input("train"), run.device)
     data = run.data()
     tf = s.transforms.build(s.which)
-    # Uncropped images differ in size, so the reference embeds them one at a time.
-    bs = 1 if getattr(s.transforms, s.which).name == "resize" else s.batch_size
+    geometric = getattr(s.transforms, s.which)
+    # Uncropped images differ in size (the reference embeds them one at a time): batch equal sizes.
+    variable = geometric.name in ("resize", "none")
+    workers = s.num_workers if run.device.type == "cuda" else s.cpu_num_workers
     splits = {"train": data.train, "test": data.test}
     if data.query is not None:
         splits.update(query=data.query, gallery=data.gallery)
     sizes, paths = {}, {}
     for name, ds in splits.items():
+        keys = transformed_sizes(geometric, stored_sizes(ds)) if variable else None
         feats, embs = predict(
-            model, ds.with_transform(tf), bs, run.device, desc=f"embed {name}", progress=run.progress
+            model,
+            ds.with_transform(tf),
+            s.batch_size,
+            run.device,
+            desc=f"embed {name}",
+            amp=s.amp,
+            progress=run.progress,
+            sizes=keys,
+            num_workers=workers,
+            channels_last=s.channels_last,
         )
         extra = {"flipped": np.asarray(data.noise.flipped, np.int64)} if name == "train" else {}
         save_npz(

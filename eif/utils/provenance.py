@@ -1,4 +1,4 @@
-"""What produced a result: library versions, git commit, host."""
+"""What produced a result: library versions, the faiss build, torch's CUDA stack, git commit, host."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ _PACKAGES = (
     "scikit-learn",
     "faiss-cpu",
     "faiss-gpu",
+    "faiss-gpu-cu12",
+    "faiss-gpu-cu12-cuvs",
+    "faiss-gpu-cu13-cuvs",
     "pytorch-metric-learning",
     "hydra-core",
     "omegaconf",
@@ -58,5 +61,28 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def faiss_distributions() -> list[str]:
+    """The installed distributions that provide the ``faiss`` module, e.g. ``["faiss-gpu-cu13-cuvs"]``
+    (more than one means they overwrite each other's files)."""
+    return sorted(set(metadata.packages_distributions().get("faiss", [])))
+
+
+def cuda_stack() -> dict[str, object]:
+    """torch's CUDA and cuDNN versions (None on a CPU build) and, once this process has used CUDA, the
+    current GPU's name (asking earlier would create a CUDA context just for the record)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_initialized() else None
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"torch_cuda": torch.version.cuda, "cudnn": cudnn, "gpu": gpu}
+
+
 def provenance() -> dict[str, object]:
-    return {"git_commit": git_commit(), "versions": library_versions(), "host": socket.gethostname()}
+    return {
+        "git_commit": git_commit(),
+        "versions": library_versions(),
+        "faiss": faiss_distributions(),
+        "cuda": cuda_stack(),
+        "host": socket.gethostname(),
+    }
