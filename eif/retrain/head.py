@@ -11,7 +11,7 @@ per-head losses are independent, so the gradient of their sum is each head's own
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +81,7 @@ def retrain_heads(
     cfg: RetrainConfig,
     device: torch.device | str = "cpu",
     heads_per_chunk: int | None = None,
+    snapshots: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Re-train H copies of the head weight ``w0`` (E, D), copy h with sample weights ``weights[h]``.
 
@@ -89,7 +90,8 @@ def retrain_heads(
     reference), clamps every gradient element to +-clip_grad_value (``clip_grad_value_``) and takes
     one Adam step, once per batch of ``epoch``. ``heads_per_chunk`` bounds memory (W, grad and two
     Adam moments per head); chunks run one after another, the heads inside a chunk together.
-    Returns W' (H, E, D) on the CPU.
+    Returns W' (H, E, D) on the CPU; with ``snapshots`` (numbers of steps, e.g. the ends of epochs)
+    the weights after each of them instead, (S, H, E, D).
     """
     require(weights.ndim == 2, f"weights must be (heads, train samples), got {tuple(weights.shape)}")
     n_train = weights.shape[1]
@@ -106,13 +108,17 @@ def retrain_heads(
     bias = bias.detach().to(device, torch.float32)
     n_heads = weights.shape[0]
     chunk = n_heads if heads_per_chunk is None else max(1, int(heads_per_chunk))
-    out = []
+    steps = len(ptr) - 1
+    marks = sorted(set(snapshots)) if snapshots is not None else [steps]
+    require(all(0 <= m <= steps for m in marks), f"snapshots must lie in [0, {steps}] steps, got {marks}")
+    out: list[list[torch.Tensor]] = []
     for start in range(0, n_heads, chunk):
         sw = weights[start : start + chunk].to(device, torch.float32)
         w = w0.expand(sw.shape[0], *w0.shape).clone()
         state = AdamState.zeros_like(w)
         grad = torch.empty_like(w)
-        for t in range(len(ptr) - 1):
+        taken = [w.to("cpu", copy=True)] if marks[0] == 0 else []  # copies: w is updated in place
+        for t in range(marks[-1]):
             f, y, i = feats[ptr[t] : ptr[t + 1]], labels[ptr[t] : ptr[t + 1]], index[ptr[t] : ptr[t + 1]]
             # Autograd only up to the head outputs z; dL/dW = dL/dz^T f is written into one buffer.
             z = torch.einsum("bd,hed->hbe", f, w).add_(bias).requires_grad_(True)
@@ -122,5 +128,8 @@ def retrain_heads(
             if cfg.clip_grad_value is not None:
                 grad.clamp_(-cfg.clip_grad_value, cfg.clip_grad_value)
             adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
-        out.append(w.cpu())
-    return torch.cat(out)
+            if t + 1 in marks:
+                taken.append(w.to("cpu", copy=True))
+        out.append(taken)
+    stacked = torch.stack([torch.cat(parts) for parts in zip(*out)])  # (S, H, E, D)
+    return stacked if snapshots is not None else stacked[0]

@@ -22,6 +22,7 @@ MODULES = (
     "relabel",
     "survey",
     "report",
+    "lds",
 )
 
 

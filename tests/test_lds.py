@@ -1,0 +1,151 @@
+"""The attribution benchmark: LDS against a brute-force loop (one plain re-training per subset), its
+pieces against scipy and per-head loops, and the stage end to end on Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from test_influence_eif import DT, make_problem
+
+from eif import lds
+from eif.methods.base import AttributionProblem
+from eif.methods.grad_dot import GradDot
+from eif.retrain.distance import confusion_distance, confusion_distances
+from eif.retrain.features import batches_from_indices
+from eif.retrain.head import RetrainConfig, retrain_heads
+from eif.stages.retrain_features import epoch_batches
+
+
+def test_spearman_rows_and_noise_ceiling_match_scipy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 30)), rng.normal(size=(6, 30))
+    b[2] = a[2] * 3 + 1  # a monotone relation: 1
+    ref = np.mean([stats.spearmanr(a[i], b[i]).statistic for i in range(6)])
+    assert lds.lds(a, b) == pytest.approx(ref, rel=1e-12)
+    assert lds.noise_ceiling(a, a) == pytest.approx(1.0)
+    lo, hi = lds.bootstrap_interval(a, b, 200, seed=1)
+    assert lo <= lds.lds(a, b) <= hi
+
+
+def test_subsets_and_removal_weights():
+    m = lds.subsets(40, 7, 0.25, seed=3)
+    assert m.shape == (7, 40) and (m.sum(1) == 10).all()
+    assert not (m[0] == m[1]).all() and np.array_equal(m, lds.subsets(40, 7, 0.25, seed=3))
+    scores = np.array([[0.5, -1.0, 3.0, 2.0], [1.0, 0.0, 0.0, -2.0]])
+    np.testing.assert_array_equal(lds.removal_weights(scores, 2), [[1, 1, 0, 0], [0, 0, 1, 1]])
+    # ties go to the lower index
+    rand = lds.removal_weights(scores, 2, seed=0)
+    assert (rand.sum(1) == 2).all()
+
+
+def test_many_heads_distances_and_snapshots_equal_loops():
+    pb = make_problem(seed=1, n=48, d=6, e=4, c=3)
+    ws = torch.randn(5, 4, 6, generator=torch.Generator().manual_seed(0), dtype=DT)
+    pairs = [torch.tensor([[0, 1]]), torch.tensor([[2, 3], [4, 3]]), torch.tensor([[5, 6]])]
+    batched = confusion_distances(ws, pb["b"], pb["fte"], pairs)
+    for h in range(5):
+        for k, p in enumerate(pairs):
+            assert float(batched[h, k]) == pytest.approx(
+                float(confusion_distance(ws[h], pb["b"], pb["fte"], p))
+            )
+    # snapshots after 2 and 5 steps are the weights of runs that stop there
+    labels = pb["ytr"].numpy()
+    epoch = batches_from_indices(epoch_batches(labels, _batch(), 0, 2), pb["ftr"].float().numpy(), labels)
+    loss = pb["task"].cos_loss.float()
+    weights = torch.rand(3, 48, generator=torch.Generator().manual_seed(2))
+    cfg = RetrainConfig(lr=1e-2)
+    w0, b = pb["w"].float(), pb["b"].float()
+    snaps = retrain_heads(w0, b, weights, epoch, loss.per_sample, cfg, snapshots=[2, 5])
+    for i, steps in enumerate((2, 5)):
+        short = type(epoch)(
+            epoch.features, epoch.labels, epoch.indices, epoch.aug_seeds, epoch.batch_ptr[: steps + 1]
+        )
+        torch.testing.assert_close(snaps[i], retrain_heads(w0, b, weights, short, loss.per_sample, cfg))
+
+
+def _batch():
+    from eif.data.config import BatchConfig
+
+    return BatchConfig(classes_per_batch=3, samples_per_class=4)
+
+
+def test_lds_equals_a_brute_force_loop():
+    """For every subset, a plain torch.optim.Adam re-training of one head on the subset's samples
+    (weight 0 outside it), d measured by a per-confusion loop, Spearman by scipy: the same LDS."""
+    pb = make_problem(seed=2, n=60, d=6, e=4, c=3)
+    pairs_np = [np.array([[0, 1]]), np.array([[2, 3]]), np.array([[4, 5], [6, 5]])]
+    from eif.influence import build_batch
+
+    p = AttributionProblem(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"])
+    scores = GradDot().score(p, build_batch(pairs_np, dtype=DT)).scores.numpy()
+    member = lds.subsets(60, 12, 0.5, seed=4)
+    labels = pb["ytr"].numpy()
+    epoch = batches_from_indices(epoch_batches(labels, _batch(), 7, 2), pb["ftr"].numpy(), labels)
+    loss = pb["task"].cos_loss.float()  # re-training runs in float32
+    w0, b, fte = pb["w"].float(), pb["b"].float(), pb["fte"].float()
+    cfg = RetrainConfig(lr=5e-2, clip_grad_value=None)
+    ws = retrain_heads(w0, b, torch.as_tensor(member, dtype=torch.float32), epoch, loss.per_sample, cfg)
+    pairs = [torch.as_tensor(q) for q in pairs_np]
+    measured = confusion_distances(ws, b, fte, pairs).T.numpy()
+    fast = lds.lds(lds.predictions(scores, member), measured)
+
+    brute = np.empty((3, 12))
+    for j in range(12):
+        w = w0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=5e-2)
+        for t in range(epoch.num_batches):
+            sl = slice(int(epoch.batch_ptr[t]), int(epoch.batch_ptr[t + 1]))
+            f = torch.as_tensor(epoch.features[sl], dtype=torch.float32)
+            i = torch.as_tensor(epoch.indices[sl])
+            y = torch.as_tensor(epoch.labels[sl])
+            keep = torch.as_tensor(member[j, i.numpy()], dtype=torch.float32)
+            loss_value = (keep * loss.per_sample(f @ w.T + b, y)).mean()
+            opt.zero_grad()
+            loss_value.backward()
+            opt.step()
+        for k, q in enumerate(pairs):
+            brute[k, j] = float(confusion_distance(w.detach(), b, fte, q))
+    predicted = -(scores @ member.T)
+    ref = np.mean([stats.spearmanr(predicted[k], brute[k]).statistic for k in range(3)])
+    np.testing.assert_allclose(measured, brute, rtol=1e-4, atol=1e-6)
+    assert fast == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_lds_stage_on_fashion_mnist(tmp_path: Path, fmnist_available) -> None:
+    from conftest import compose_cfg
+
+    from eif.pipeline import run_job
+
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "stages=[lds]",
+            "methods=[eif,grad_dot,random]",
+            "mine.num_pairs=15",
+            "lds.subsets=20",
+            "lds.horizons=[1,3]",
+            "lds.removal_k=[5,20]",
+            "lds.bootstrap=100",
+        ],
+    )
+    record = run_job(cfg)
+    out = Path(record["artifacts"]["lds"])
+    info = json.loads((out / "lds.json").read_text())
+    rows = {(r["kind"], r["method"], r["horizon"]): r for r in info["rows"]}
+    assert set(info["methods"]) == {"eif", "grad_dot", "random"}
+    for r in rows.values():
+        assert -1 <= r["low"] <= r["lds"] <= r["high"] <= 1 and len(r["per_seed"]) == 2
+    # informative scores predict re-training better than random ones
+    assert rows[("pair", "grad_dot", 1)]["lds"] > rows[("pair", "random", 1)]["lds"] + 0.2
+    assert {(c["kind"], c["horizon"]) for c in info["ceilings"]} >= {("pair", 1), ("pair", 3)}
+    removal = [r for r in info["removal"] if r["removed"] == "grad_dot" and r["kind"] == "pair"]
+    assert len(removal) == 2 and all("vs_random" in r for r in removal)
+    measured = np.load(out / "measured.npz")["pair"]
+    assert measured.shape == (2, 2, 15, 20)
+    assert "noise ceiling" in (out / "lds.md").read_text()
