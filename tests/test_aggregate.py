@@ -111,7 +111,7 @@ def test_not_enough_confusions_shows_as_na(tmp_path):
 
 def test_cli_on_an_empty_sweep_writes_empty_tables(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2  # neither results nor a sweep: most likely a wrong path
-    assert "holds no job results" in capsys.readouterr().out
+    assert "holds no job results" in capsys.readouterr().err
     write_text(tmp_path / "multirun.yaml", "hydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
     assert main([str(tmp_path)]) == 0  # a sweep whose jobs have not finished: empty cells
     assert (tmp_path / "table1.csv").exists() and (tmp_path / "table1.md").exists()
@@ -145,3 +145,106 @@ def test_table1_sweep_launches_six_jobs_and_aggregates(tmp_path):
     assert set(table.status) == {"missing"}  # no job ran the stats stage
     assert len(table.drop_duplicates(["dataset", "loss", "seed"])) == 6
     assert len(table) == 6 * 10  # five K and five M per job
+
+
+def test_robustness_table_combines_seeds_with_stouffer(tmp_path):
+    """Three seeds of one model: per-seed comparison rows from job_rows, the combined p equals
+    Stouffer's method on scipy's one-sided paired t-tests, and every seed gets its column."""
+    from scipy import stats
+
+    from eif.tables import robustness
+
+    sweep = tmp_path / "sweep"
+    expected = []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        d_if = rng.normal(0, 0.01, 40)
+        deltas = {"eif": d_if + 0.004 + rng.normal(0, 0.01, 40), "if": d_if, "drift": rng.normal(0, 0.01, 40)}
+        effects, comparisons = robustness.job_rows(deltas, "pairs", "eif", ["eif", "if"], seed)
+        job = sweep / str(seed)
+        (job / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create([f"seed={seed}"]), job / ".hydra" / "overrides.yaml")
+        write_json(
+            job / "stats.json",
+            {
+                "rows": [],
+                "robustness": {"effects": effects, "comparisons": comparisons},
+                "job": {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": seed, "noise": "none"},
+            },
+        )
+        expected.append(stats.ttest_rel(deltas["eif"], deltas["if"], alternative="greater").pvalue)
+    aggregate(sweep)
+    combined = pd.read_csv(sweep / "table1_robustness.csv")
+    row = combined[(combined.a == "eif") & (combined.b == "if")].iloc[0]
+    assert row.jobs == 3 and row.seeds == "0 1 2"
+    assert row.pvalue == pytest.approx(stats.combine_pvalues(expected, method="stouffer").pvalue, rel=1e-9)
+    assert (pd.read_csv(sweep / "table1_robustness_seeds.csv").seed.unique() == [0, 1, 2]).all()
+    text = (sweep / "table1_robustness.md").read_text()
+    assert "| seed 0 | seed 1 | seed 2 | combined | Stouffer p |" in text
+    assert "| eif | drift |" in text
+
+
+def test_lds_sweep_table_summarises_seeds(tmp_path):
+    """The LDS tables of a sweep: mean, sd and range over the jobs' LDS per method and horizon."""
+
+    sweep = tmp_path / "sweep"
+    values = {0: (0.6, 0.1), 1: (0.7, -0.05), 2: (0.8, 0.0)}
+    for seed, (informed, rand) in values.items():
+        job = sweep / str(seed)
+        (job / ".hydra").mkdir(parents=True)
+        (job / "artifacts" / "lds").mkdir(parents=True)
+        cfg = {"seed": seed, "dataset": {"name": "fashion_mnist"}, "loss": {"name": "proxynca_pp"}}
+        OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+        rows = [
+            {
+                "kind": "pair",
+                "method": m,
+                "horizon": 1,
+                "lds": v,
+                "low": v - 0.1,
+                "high": v + 0.1,
+                "per_seed": [v],
+            }
+            for m, v in (("eif", informed), ("random", rand))
+        ]
+        removal = [
+            {"kind": "pair", "k": 10, "removed": "random", "mean_delta": 0.0},
+            {
+                "kind": "pair",
+                "k": 10,
+                "removed": "eif",
+                "mean_delta": 1e-3,
+                "vs_random": 1e-3,
+                "pvalue": 0.01,
+            },
+        ]
+        ceilings = [{"kind": "pair", "horizon": 1, "ceiling": 0.9}]
+        write_json(
+            job / "artifacts" / "lds" / "lds.json", {"rows": rows, "ceilings": ceilings, "removal": removal}
+        )
+    assert main([str(sweep)]) == 0
+    summary = pd.read_csv(sweep / "lds_summary.csv")
+    eif = summary[summary.method == "eif"].iloc[0]
+    assert eif["mean"] == pytest.approx(0.7) and eif["sd"] == pytest.approx(0.1) and eif["jobs"] == 3
+    assert (eif["low"], eif["high"]) == (pytest.approx(0.6), pytest.approx(0.8))
+    removal = pd.read_csv(sweep / "lds_removal.csv")
+    assert removal[removal.removed == "eif"].pvalue.iloc[0] < 0.01  # three seeds at p=0.01 combine lower
+    text = (sweep / "lds.md").read_text()
+    assert "| eif | 0.700 ± 0.100 [0.600, 0.800] |" in text and "noise ceiling" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "stage", "methods"),
+    [
+        ("table1_fmnist", "stats", ["eif", "if", "if_converged", "if_converged_low"]),
+        ("lds", "lds", ["eif", "if", "if_converged", "grad_dot", "grad_cos", "representer", "random"]),
+    ],
+)
+def test_fashion_mnist_sweeps_compose_their_experiment(name, stage, methods):
+    """The 5-seed sweeps in docs/science.md pick their experiment (methods, stages) and five seeds."""
+    cmd = [sys.executable, "launch.py", "--config-dir", "sweeps", "--config-name", name, "--cfg", "all"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    cfg = OmegaConf.create(res.stdout)
+    assert list(cfg.methods) == methods and cfg.stages[-1] == stage
+    assert cfg.hydra.sweeper.params.seed == "range(5)"

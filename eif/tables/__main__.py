@@ -18,21 +18,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {sweep} is not a directory", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from eif.tables import mislabel, table1
+    from eif.tables import lds, mislabel, table1
 
     written = []
     if (
         any(sweep.glob("*/stats.json"))
         or (sweep / "multirun.yaml").is_file()
         and not any(sweep.glob("*/artifacts/relabel/relabel.json"))
+        and not any(sweep.glob("*/artifacts/lds/lds.json"))
     ):
         table1.aggregate(sweep)
         written.append(sweep / "table1.md")
+    if any(sweep.glob("*/artifacts/lds/lds.json")):
+        lds.aggregate(sweep)
+        written.append(sweep / "lds.md")
     if any(sweep.glob("*/artifacts/relabel/relabel.json")):
         mislabel.aggregate(sweep)
         written += [sweep / "table2.md", sweep / "table3.md", sweep / "index.html"]
     if not written:
-        print(f"error: {sweep} holds no job results (no */stats.json or */artifacts/relabel/relabel.json)")
+        found = "*/stats.json, */artifacts/relabel/relabel.json or */artifacts/lds/lds.json"
+        print(f"error: {sweep} holds no job results (no {found})", file=sys.stderr)
         return 2
     for path in written:
         print(path)

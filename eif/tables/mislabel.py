@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from eif.report import html
 from eif.tables.format import write_table
-from eif.tables.sweep import SweepTablesCallback, expected_jobs
+from eif.tables.sweep import SweepTablesCallback, config_identity, expected_jobs
 from eif.utils.io import read_json, write_text
 
 log = logging.getLogger(__name__)
 IDENT = ("dataset", "loss", "noise", "seed")
-
-
-def _job_identity(job_dir: Path) -> dict[str, Any]:
-    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    return {
-        "dataset": cfg.dataset.name,
-        "loss": cfg.loss.name,
-        "noise": cfg.noise.name,
-        "seed": int(cfg.seed),
-    }
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -43,7 +31,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     for rj in sorted(sweep_dir.glob("*/artifacts/relabel/relabel.json")):
         job = rj.parents[2]
         try:
-            ident, info = _job_identity(job), read_json(rj)
+            ident, info = config_identity(job, IDENT), read_json(rj)
             runtime = pd.read_csv(rj.parent / "runtime.csv")
         except (OSError, ValueError, KeyError) as err:
             log.warning("sweep: skipping unreadable job %s (%s)", job, err)

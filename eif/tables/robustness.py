@@ -19,9 +19,12 @@ Intervals: ``scipy.stats.bootstrap`` (percentile, 10,000 resamples, seeded) of t
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,11 @@ import pandas as pd
 from scipy import stats
 
 from eif.tables.format import fmt
-from eif.tables.table1 import TESTS
+from eif.tables.sweep import job_overrides
+from eif.tables.table1 import TESTS, job_identity
+from eif.utils.io import read_json, write_text
+
+log = logging.getLogger(__name__)
 
 RESAMPLES = 10_000
 
@@ -159,3 +166,67 @@ def combine(per_job: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def collect(sweep_dir: Path) -> pd.DataFrame:
+    """Every job's comparison rows (``stats.json`` in its run dir) with its dataset, loss and seed."""
+    frames = []
+    for stats_file in sorted(Path(sweep_dir).glob("*/stats.json")):
+        try:
+            record = read_json(stats_file)
+        except (OSError, ValueError) as err:
+            log.warning("robustness: skipping unreadable %s (%s)", stats_file, err)
+            continue
+        ident = {**job_identity(job_overrides(stats_file.parent)), **record.get("job", {})}
+        rows = record.get("robustness", {}).get("comparisons", [])
+        frames.append(
+            pd.DataFrame([{**{k: ident.get(k) for k in ("dataset", "loss", "seed")}, **r} for r in rows])
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def sweep_markdown(per_job: pd.DataFrame, combined: pd.DataFrame) -> str:
+    """Per (dataset, loss, kind): one line per comparison with each seed's mean difference and p-value,
+    then the combined row."""
+    parts = [
+        "# Table 1, robustness across seeds (H1: mean Δd of a > of b)\n",
+        "Per seed: mean Δd_a − Δd_b [95% bootstrap interval], one-sided p. Combined: the mean of the "
+        "seeds' means, the widest of their intervals, Stouffer's p.\n",
+    ]
+    for (dataset, loss, kind), g in combined.groupby(["dataset", "loss", "kind"], sort=False, dropna=False):
+        seeds = sorted(
+            per_job.loc[(per_job.dataset == dataset) & (per_job.loss == loss), "seed"].dropna().unique()
+        )
+        parts += [
+            f"\n## {dataset}, {loss}: {kind}\n",
+            "| a | b | " + " | ".join(f"seed {int(s)}" for s in seeds) + " | combined | Stouffer p |",
+            "|---|---|" + "---|" * len(seeds) + "---|---:|",
+        ]
+        for r in g.itertuples():
+            sel = per_job[
+                (per_job.dataset == dataset)
+                & (per_job.loss == loss)
+                & (per_job.kind == kind)
+                & (per_job.a == r.a)
+                & (per_job.b == r.b)
+            ]
+            by = {row["seed"]: row for row in sel.to_dict("records")}
+            cells = [f"{_ci(by[s])}, p {fmt(by[s]['pvalue'])}" if s in by else "" for s in seeds]
+            parts.append(
+                f"| {r.a} | {r.b} | " + " | ".join(cells) + f" | {_ci(r._asdict())} | {fmt(r.pvalue)} |"
+            )
+    return "\n".join(parts) + "\n"
+
+
+def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """Write table1_robustness{,_seeds}.csv and table1_robustness.md into ``sweep_dir``; returns the
+    combined table (empty when no job has finished)."""
+    sweep_dir = Path(sweep_dir)
+    per_job = collect(sweep_dir)
+    if per_job.empty:
+        return per_job
+    combined = combine(per_job)
+    write_text(sweep_dir / "table1_robustness_seeds.csv", per_job.to_csv(index=False))
+    write_text(sweep_dir / "table1_robustness.csv", combined.to_csv(index=False))
+    write_text(sweep_dir / "table1_robustness.md", sweep_markdown(per_job, combined))
+    return combined

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,13 @@ def job_overrides(job_dir: Path) -> dict[str, str]:
     return out
 
 
+def config_identity(job_dir: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """A job's ``dataset``, ``loss``, ``noise`` (their ``name``) and ``seed``, as far as ``keys`` asks,
+    from the config Hydra saved in its run dir."""
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    return {k: int(cfg.seed) if k == "seed" else str(cfg[k].name) for k in keys}
+
+
 def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame, name: str) -> None:
     """Log an aggregated long table as a short W&B run of its own (group ``name``) in the sweep dir."""
     lcfg = cfg.get("logger")
@@ -74,7 +81,8 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame, name: st
         settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
     )
     try:
-        run.log({f"{name}/aggregate": wandb.Table(dataframe=table.astype({"seed": "float"}))})
+        frame = table.astype({"seed": "float"}) if "seed" in table else table
+        run.log({f"{name}/aggregate": wandb.Table(dataframe=frame)})
     finally:
         run.finish()
 

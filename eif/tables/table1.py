@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
 from eif.tables.format import fmt
-from eif.tables.sweep import SweepTablesCallback, expected_jobs, job_overrides
+from eif.tables.sweep import SweepTablesCallback, expected_jobs, job_overrides, log_to_wandb
 from eif.utils.errors import require
 from eif.utils.io import read_json, write_text
 
@@ -129,7 +129,7 @@ COLUMNS = [
 MODEL_KEY = "table1_model"  # sweep option named <dataset>-<loss>-<seed> (sweeps/table1_model/)
 
 
-def _identity(overrides: dict[str, str]) -> dict[str, Any]:
+def job_identity(overrides: dict[str, str]) -> dict[str, Any]:
     """(dataset, loss, seed) of a job from its sweep overrides, as far as they say."""
     ident: dict[str, Any] = {k: overrides.get(k) for k in ("dataset", "loss", "seed")}
     if MODEL_KEY in overrides:
@@ -172,7 +172,7 @@ def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.Da
         if any(ov.items() <= o.items() for o in seen):
             continue
         started = [name for name, o in job_dirs if ov.items() <= o.items()]
-        ident = {**_identity(ov), "status": "missing", "job": started[0] if started else ""}
+        ident = {**job_identity(ov), "status": "missing", "job": started[0] if started else ""}
         missing += [{**ident, "kind": kind, "n": n} for kind, ns in sizes.items() for n in ns]
     table = pd.concat([found, pd.DataFrame(missing, columns=COLUMNS)], ignore_index=True)
     return table.astype({"n": int})
@@ -292,10 +292,14 @@ def job_table(record: dict[str, Any], job: str) -> pd.DataFrame:
 
 
 def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """Write table1.{csv,md,tex} into ``sweep_dir``; returns the long table."""
+    """Write table1.{csv,md,tex} and the robustness tables across seeds (table1_robustness.{csv,md},
+    :func:`eif.tables.robustness.aggregate`) into ``sweep_dir``; returns the long table."""
+    from eif.tables import robustness  # it builds on this module
+
     sweep_dir = Path(sweep_dir)
     table = collect(sweep_dir)
     write_tables(table, sweep_dir)
+    robustness.aggregate(sweep_dir)
     jobs = table.drop_duplicates(["dataset", "loss", "seed"])
     log.info(
         "aggregate: %d jobs (%d missing) -> %s",
@@ -307,7 +311,17 @@ def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 class Table1Callback(SweepTablesCallback):
-    """Hydra callback (``sweeps/table1_common.yaml``): Table 1 after every job and when the sweep ends."""
+    """Hydra callback (``sweeps/table1_common.yaml``): Table 1 and its robustness tables after every job
+    and when the sweep ends; both go to W&B at the end."""
 
     build = staticmethod(aggregate)
     name = "table1"
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        super().on_multirun_end(config, **kwargs)
+        path = Path(config.hydra.sweep.dir) / "table1_robustness.csv"
+        if path.is_file():
+            try:
+                log_to_wandb(config, path.parent, pd.read_csv(path), "table1_robustness")
+            except Exception as err:  # noqa: BLE001 - the files are written; W&B is extra
+                log.warning("logging the table1_robustness table to W&B failed: %s", err)
