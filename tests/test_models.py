@@ -159,6 +159,12 @@ def test_reference_checkpoint_mismatch_is_one_clear_error(tmp_path):
         load_reference_checkpoint(
             model_path, proxy_path, build_model(RESNET_CFG), build_loss(PNCA_CFG, 5, 32)
         )
+    from eif.losses.pml import ArcFaceConfig
+
+    with pytest.raises(EifError, match="loss ArcFace.* has none"):  # no proxies to load into
+        load_reference_checkpoint(
+            model_path, proxy_path, build_model(RESNET_CFG), ArcFaceConfig().build(3, 32)
+        )
     wrong = tmp_path / "wrong.pth"
     save_torch(wrong, {"module.features.weight": torch.zeros(2)})
     with pytest.raises(EifError, match="unexpected keys"):

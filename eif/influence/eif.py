@@ -7,7 +7,7 @@ theta_min (descent) and then random directions in the confusion's feature span, 
 the Frobenius inner product) to the earlier ones and on the sphere of radius ||theta_max - W0||_F.
 
 Score of training sample i: mean over theta of dL_i * sign * dd (divided by ||theta - W0||_F when
-``normalize``), dL_i the change of its per-sample training loss (proxies and bias fixed).
+``normalize``), dL_i the change of its per-sample training loss (loss parameters and bias fixed).
 **Positive = harmful**: the sample's loss rises when the confusion is repaired (reference sign).
 
 Low-rank structure: grad_W d_k = G_k^T F_p,k with F_p,k (r, D) the confusion's member features, so
@@ -15,10 +15,11 @@ every displacement is W - W0 = A F_p with A (E, r). The ascent, d, the stopping 
 ||W - W0||_F^2 = tr(A (F_p F_p^T) A^T) live in r-space, and every training embedding moves by
 (F_train F_p^T) A^T: one (N, D) x (D, sum r) matmul per chunk of confusions.
 
-When the loss depends on z only through cos(z, p^_m) (``task.cos_loss``), the moved embeddings
+When the loss has the cosine form (``task.cos_loss``: it depends on z only through cos(z, p^_m), p^_m
+its M unit ``cosine_targets()``, e.g. unit proxies), the moved embeddings
 z'_ik = z_i + P_ik A_k^T (P = F_train F_p^T, (N, K, r)) are never formed: z'.p^_m =
 (Z P^^T)_im + P_ik (A_k^T P^^T)_:m and |z'|^2 = |z_i|^2 + 2 P_ik (A_k^T z_i) + P_ik (A_k^T A_k) P_ik^T,
-O(N r (C + r)) per confusion plus one (N, E) x (E, K r) product, instead of O(N E C) on (K, N, E).
+O(N r (M + r)) per confusion plus one (N, E) x (E, K r) product, instead of O(N E M) on (K, N, E).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _thetas(
 
 @dataclass(frozen=True)
 class _CosPieces:
-    """The unmoved training embeddings in cosine form: unit proxies ``pu`` (M, E), ``z`` (N, E),
+    """The unmoved training embeddings in cosine form: cosine targets ``pu`` (M, E), ``z`` (N, E),
     ``zp`` = Z P^^T (N, M), ``zsq`` = |z_i|^2 (N,), labels ``y`` (N,), losses ``loss0`` (N,)."""
 
     loss: MetricLoss
@@ -144,7 +145,7 @@ class _CosPieces:
 
     @staticmethod
     def build(loss: MetricLoss, z: torch.Tensor, y: torch.Tensor) -> _CosPieces:
-        pu = loss.unit_proxies()
+        pu = loss.cosine_targets()
         zp = z @ pu.T
         zsq = z.pow(2).sum(-1)
         return _CosPieces(loss, pu, z, zp, zsq, y, loss.per_sample_cos(zp / _safe_norm(zsq)[:, None], y))

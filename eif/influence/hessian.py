@@ -42,7 +42,7 @@ class HeadHessian:
         self.n, self.dim = features.shape
         self.e = z.shape[1]
         loss = task.cos_loss
-        self.pu = loss.unit_proxies() if loss is not None else None  # (M, E)
+        self.pu = loss.cosine_targets() if loss is not None else None  # (M, E)
         m = 0 if self.pu is None else self.pu.shape[0]
         self.factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if loss is not None and self.n * (m + 2) ** 2 <= cache_floats:
@@ -79,7 +79,7 @@ class HeadHessian:
         else:
             uq, core, sigma = curvature_factors(self.task.cos_loss, zc, yc)
         m = self.pu.shape[0]
-        y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): proxies, then u and q
+        y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): targets, then u and q
         ys = torch.bmm(y, core.mT)  # S B^T t
         out = torch.bmm(ys[..., m:], uq.mT)
         out += ys[..., :m] @ self.pu

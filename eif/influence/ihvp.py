@@ -7,7 +7,7 @@ IF code reports the opposite sign.
 
 Structure used everywhere: with z_i = W f_i + b, grad_W L_i = g_i f_i^T (g_i = dL_i/dz_i), the
 per-sample Hessian is H_i V = (H_z,i V f_i) f_i^T (H_z,i = d^2 L_i/dz_i^2, E x E: a closed form through
-the cosines for losses with ``per_sample_cos``, else ``torch.func.hessian``; the operator H + lambda I
+the cosines for losses with the cosine form, else ``torch.func.hessian``; the operator H + lambda I
 is :class:`eif.influence.hessian.HeadHessian`), grad_W obj_k = G_k^T F_p,k, and
 score_ki = g_i^T (X_k f_i).
 
@@ -115,8 +115,9 @@ def loss_grad_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor) -> torch.
 def hvp_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """H_z,i t_ki for every i and k: z (N, E), y (N,), tangents t (K, N, E) -> (K, N, E).
 
-    Double backprop on K independent copies of z (the losses are per-sample with fixed proxies, so
-    copy (k, i) only sees its own row): two autograd calls, no per-k transform overhead.
+    Double backprop on K independent copies of z (the losses are per-sample and batch-independent with
+    fixed parameters, so copy (k, i) only sees its own row): two autograd calls, no per-k transform
+    overhead.
     """
     with torch.enable_grad():
         zk = z.detach().expand(t.shape).clone().requires_grad_(True)
@@ -131,14 +132,15 @@ def curvature_factors(
     """H_z,i = B_i S_i B_i^T - sigma_i I for a loss with a cosine form: z (b, E), y (b,) ->
     (uq (b, E, 2), S (b, M+2, M+2), sigma (b,)), with B_i = [P^^T | u_i | q_i] (E, M+2).
 
-    c = P^ u, u = z/|z|, l(c) the per-sample loss in cosines, g = dl/dc, H_c = d^2 l/dc^2 (M, M)
-    (``torch.func.hessian`` in M dims), q = P^^T g, s = g.c, Pi = I - u u^T. The chain rule through c
-    with d^2 c_m/dz^2 = (3 c_m u u^T - c_m I - p_m u^T - u p_m^T) / |z|^2 gives
+    P^ (M, E) the loss's unit ``cosine_targets()``, c = P^ u, u = z/|z|, l(c) the per-sample loss in
+    cosines, g = dl/dc, H_c = d^2 l/dc^2 (M, M) (``torch.func.hessian`` in M dims), q = P^^T g,
+    s = g.c, Pi = I - u u^T. The chain rule through c with
+    d^2 c_m/dz^2 = (3 c_m u u^T - c_m I - p_m u^T - u p_m^T) / |z|^2 gives
         H_z = (Pi P^^T H_c P^ Pi - q u^T - u q^T + 3 s u u^T - s I) / |z|^2,
     and Pi P^^T = P^^T - u c^T puts it on the basis B: S = [[H_c, -H_c c, 0], [-c^T H_c, c^T H_c c + 3 s,
     -1], [0, -1, 0]] / |z|^2, sigma = s / |z|^2. O(M^2) per sample.
     """
-    pu = loss.unit_proxies()  # (M, E)
+    pu = loss.cosine_targets()  # (M, E)
     m = pu.shape[0]
     ell = lambda cc, yy: loss.per_sample_cos(cc[None], yy[None])[0]  # noqa: E731
     inv_r2 = 1.0 / z.pow(2).sum(-1)
@@ -172,7 +174,7 @@ def curvature_z(
         for s0 in range(0, b, step):
             out[s0 : s0 + step] = vmap(torch.func.hessian(per))(z[s0 : s0 + step], y[s0 : s0 + step])
         return out
-    pt = loss.unit_proxies().T  # (E, M)
+    pt = loss.cosine_targets().T  # (E, M)
     step = max(1, (1 << 24) // (e * (pt.shape[1] + 2)))
     for s0 in range(0, b, step):
         uq, core, sigma = curvature_factors(loss, z[s0 : s0 + step], y[s0 : s0 + step])
@@ -228,12 +230,13 @@ def lissa(
     # decay[j, i] = c^(j-1-i) for i < j, else 0: how u_i reaches step j inside a block
     decay = torch.tril(c ** (idx[:bs, None] - 1 - idx[None, :bs]).clamp_min(0), diagonal=-1).to(z)
     loss = task.cos_loss
-    m = -1 if loss is None else loss.proxies.shape[0]
+    targets = None if loss is None else loss.cosine_targets()  # (M, E)
+    m = -1 if targets is None else targets.shape[0]
     lowrank = loss is not None and (m + 2 < e // 2 if factored is None else factored)
     if lowrank:
-        assert loss is not None
+        assert loss is not None and targets is not None
         basis = z.new_empty(hchunk, e, m + 2)  # B_j = [P^^T | u_j | q_j]
-        basis[:, :, :m] = loss.unit_proxies().T
+        basis[:, :, :m] = targets.T
         y_buf, ys_buf = z.new_empty(k, m + 2), z.new_empty(k, m + 2)
     else:
         hz = z.new_empty(hchunk, e, e)

@@ -2,7 +2,9 @@
 
 Following kronfluence's ``Task``, the influence code only talks to a task and to tensors (trunk
 features ``F`` (N, D), head weight ``W`` (E, D), bias ``b`` (E,)); never to datasets or images.
-Only ``W`` is perturbed; ``b`` and the loss's proxies stay fixed (docs/protocol.md, EIF and IF).
+Only ``W`` is perturbed; ``b`` and the loss's parameters stay fixed (docs/protocol.md, EIF and IF).
+The loss is seen only through its contract (:class:`~eif.losses.base.MetricLoss`, docs/losses.md):
+``per_sample`` and, when it has one, the cosine form (``cosine_targets``, ``per_sample_cos``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from eif.losses.base import MetricLoss
+from eif.losses.base import MetricLoss, require_batch_independent
 
 
 def normalized_sq_distance(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
@@ -25,9 +27,10 @@ def normalized_sq_distance(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor
 class ConfusionTask:
     """``train_loss(z (..., N, E), y (N,)) -> (..., N)`` per-sample training losses (pure, usable under
     ``torch.func``); ``measurement(z_a, z_b) -> d`` the test-pair distance, (..., E) x2 -> (...).
-    ``cos_loss``: the same loss when it depends on z only through cosines to its proxies
-    (``train_loss(z, y) == cos_loss.per_sample_cos(cos_loss.cosines(z), y)``), else ``None``; EIF and
-    IF then use closed forms through the cosines instead of the generic autograd paths."""
+    ``cos_loss``: the same loss when it has the cosine form, i.e. depends on z only through the cosines
+    to its ``cosine_targets()`` (M, E) (``train_loss(z, y) == cos_loss.per_sample_cos(cos_loss.cosines(z),
+    y)``), else ``None``; EIF and IF then use closed forms through the cosines instead of the generic
+    autograd paths. Both must be per-sample and batch-independent (the loss contract)."""
 
     train_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     measurement: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=normalized_sq_distance)
@@ -35,7 +38,9 @@ class ConfusionTask:
 
     @staticmethod
     def from_loss(loss: MetricLoss) -> ConfusionTask:
-        """The task of a trained :class:`MetricLoss`, its proxies frozen (no gradient flows to them)."""
+        """The task of a trained :class:`MetricLoss`, its parameters frozen (no gradient flows to them);
+        a batch-dependent loss is one :class:`~eif.utils.errors.EifError` line."""
+        require_batch_independent(loss)
         loss.requires_grad_(False)
         return ConfusionTask(train_loss=loss.per_sample, cos_loss=loss if loss.has_cos_form() else None)
 

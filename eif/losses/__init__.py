@@ -1,16 +1,29 @@
-"""Proxy-based metric-learning losses with per-sample values and weights."""
+"""Metric-learning losses behind one contract (:mod:`eif.losses.base`, docs/losses.md): per-sample,
+batch-independent losses with per-sample weights; proxies and the cosine form are optional."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from eif.losses.base import LossConfig, MetricLoss
+from eif.losses.base import LossConfig, MetricLoss, ProxyLoss
+from eif.losses.pml import ArcFaceLoss, CosFaceLoss, NormalizedSoftmaxLoss, ProxyNCALoss
 from eif.losses.proxynca_pp import ProxyNCAPP
 from eif.losses.softtriple import SoftTriple
 from eif.settings import parse
 from eif.utils.errors import require
 
-__all__ = ["LossConfig", "MetricLoss", "ProxyNCAPP", "SoftTriple", "build_loss"]
+__all__ = [
+    "ArcFaceLoss",
+    "CosFaceLoss",
+    "LossConfig",
+    "MetricLoss",
+    "NormalizedSoftmaxLoss",
+    "ProxyLoss",
+    "ProxyNCALoss",
+    "ProxyNCAPP",
+    "SoftTriple",
+    "build_loss",
+]
 
 
 def build_loss(node: Any, num_classes: int, embedding_size: int) -> MetricLoss:

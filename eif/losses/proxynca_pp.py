@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import PositiveFloat
 from torch import nn
 
-from eif.losses.base import LossConfig, MetricLoss
+from eif.losses.base import LossConfig, ProxyLoss, label_nll
 from eif.settings import DISPLAY, setting
 
 
-class ProxyNCAPP(MetricLoss):
+class ProxyNCAPP(ProxyLoss):
     """L_i = -log softmax_c(-D_ic)[y_i], D_ic = ||s x_i/|x_i| - s p_c/|p_c| ||^2 = 2 s^2 (1 - cos(x_i, p_c)).
 
     The softmax runs over all C proxies (the positive included); no label smoothing. Scale s=3 is a
@@ -19,7 +18,7 @@ class ProxyNCAPP(MetricLoss):
     """
 
     def __init__(self, num_classes: int, embedding_size: int, scale: float = 3.0) -> None:
-        super().__init__(num_classes, embedding_size, centers_per_class=1)
+        super().__init__(num_classes, embedding_size)
         self.scale = float(scale)
         self.proxies = nn.Parameter(torch.randn(num_classes, embedding_size) / 8)
 
@@ -30,8 +29,7 @@ class ProxyNCAPP(MetricLoss):
     def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # -D = 2 s^2 cos - 2 s^2, and log_softmax ignores the constant: two fewer passes over (..., B, C);
         # the label's entry by gather, not a one-hot product (a multiply and a sum over (..., B, C) fewer)
-        logp = F.log_softmax((2 * self.scale**2) * cos, dim=-1)
-        return -logp.gather(-1, y.expand(logp.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        return label_nll((2 * self.scale**2) * cos, y)
 
 
 class ProxyNCAPPConfig(LossConfig):

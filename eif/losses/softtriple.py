@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
-from eif.losses.base import LossConfig, MetricLoss, class_mask
+from eif.losses.base import LossConfig, ProxyLoss, class_mask
 from eif.settings import DISPLAY, setting
 
 
-class SoftTriple(MetricLoss):
+class SoftTriple(ProxyLoss):
     """L_i = -log softmax_c(la * (S_ic - margin [c = y_i]))[y_i],
     S_ic = sum_k softmax_k(s_ick / gamma) s_ick, s_ick = cos(x_i, p_ck).
 
@@ -30,7 +30,8 @@ class SoftTriple(MetricLoss):
         margin: float = 0.01,
         centers_per_class: int = 1,
     ) -> None:
-        super().__init__(num_classes, embedding_size, centers_per_class)
+        super().__init__(num_classes, embedding_size)
+        self.centers_per_class = int(centers_per_class)
         self.la = float(la)
         self.gamma = float(gamma)
         self.tau = float(tau)

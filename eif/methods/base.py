@@ -3,8 +3,8 @@
 Following kronfluence's ``Task`` idea, a method sees an :class:`AttributionProblem` (a per-sample
 training loss and a measurement through :class:`~eif.influence.task.ConfusionTask`, cached trunk
 features, the trained head) and a :class:`~eif.influence.confusion.ConfusionBatch`; never data sets,
-images or proxies. It returns a score for every (confusion, training sample): **positive = harmful**
-(the sample makes the confusion worse: for a pair it pulls the two test samples together),
+images or loss parameters. It returns a score for every (confusion, training sample): **positive =
+harmful** (the sample makes the confusion worse: for a pair it pulls the two test samples together),
 negative = helpful, for every method alike.
 
 A method is one file in ``eif/methods/`` (a settings class with ``score``) plus one YAML in

@@ -6,7 +6,7 @@ minimiser: they normalise z, so with the bias fixed the loss barely depends on t
 the penalty drives W towards 0 (the refit collapses; ``tests/test_methods.py`` shows it). So the
 penalty is anchored at the trained head instead:
 
-    W* = argmin_W mean_i L_i(W) + lambda |W - W0|_F^2      (bias and proxies fixed, L-BFGS from W0)
+    W* = argmin_W mean_i L_i(W) + lambda |W - W0|_F^2      (bias and loss parameters fixed, L-BFGS from W0)
 
 and stationarity gives W* = W0 + sum_i alpha_i f_i^T with alpha_i = -g*_i / (2 lambda N), g*_i the
 loss gradient in z at W*: every embedding is the trained one plus training-sample terms,

@@ -105,6 +105,13 @@ def load_reference_checkpoint(
     """Load a reference model checkpoint into ``model`` and its ``proxy.pth`` into ``loss.proxies``."""
     if (loss is None) != (proxy_path is None):
         raise EifError("give both the loss and the reference proxy.pth, or neither")
+    from eif.losses.base import ProxyLoss
+
+    if loss is not None and not isinstance(loss, ProxyLoss):
+        raise EifError(
+            f"the reference's proxy.pth holds proxies, but loss {type(loss).__name__} has none: "
+            "use loss=proxynca_pp or loss=softtriple with a reference checkpoint"
+        )
     load_reference_model(model, model_path)
     if loss is not None and proxy_path is not None:
         load_reference_proxies(loss.proxies, proxy_path)
