@@ -45,6 +45,7 @@ DATASETS: dict[str, tuple[Any, list[str]]] = {
 HINTS = {
     "dataset.train_classes": [["ant", "bee"], [1, 2, 3, 4, 0]],
     "dataset.test_classes": [["fox", "eel"], [5, 6, 7, 8]],
+    "retrain.methods": [["eif"], ["if"]],
 }
 # Leaves with no other valid value in a composition, and why (the test cannot vary them alone).
 FIXED = {
@@ -81,14 +82,14 @@ def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def candidates(path: str, value: Any) -> list[Any]:
+def candidates(path: str, value: Any, hints: dict[str, list[Any]]) -> list[Any]:
     """Other values for a leaf, most plausible first."""
-    return [c for c in _candidates(path, value) if c != value]
+    return [c for c in _candidates(path, value, hints) if c != value]
 
 
-def _candidates(path: str, value: Any) -> list[Any]:
-    if path in HINTS:
-        return HINTS[path]
+def _candidates(path: str, value: Any, hints: dict[str, list[Any]]) -> list[Any]:
+    if path in hints:
+        return hints[path]
     if isinstance(value, bool):
         return [not value]
     if isinstance(value, int):
@@ -133,6 +134,9 @@ def test_every_config_leaf_changes_a_key_or_is_declared_unkeyed(
     base = plan_keys(cfg, cache_dir=cache)
     unkeyed = unkeyed_paths(load_job(cfg, check_stages=False))
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    review = tmp_path / "review.csv"  # clean.labels must name a file
+    write_text(review, "id,old_label_id,new_label_id,decision\n")
+    hints = {**HINTS, "clean.labels": [str(review)]}
     checked, fixed, silent = [], [], []
     for path, value in leaves(resolved):
         if declared(path, unkeyed) or path.endswith("_target_"):
@@ -141,7 +145,7 @@ def test_every_config_leaf_changes_a_key_or_is_declared_unkeyed(
         if path.startswith("dataset.transforms.") and path.endswith(".name"):  # a step comes with its fields
             target = path.rsplit(".", 1)[0]
             value = {"name": value}
-        for candidate in candidates(target, value):
+        for candidate in candidates(target, value, hints):
             trial = cfg.copy()
             with open_dict(trial):
                 OmegaConf.update(trial, target, candidate, merge=False)

@@ -23,6 +23,7 @@ MODULES = (
     "survey",
     "report",
     "lds",
+    "clean",
 )
 
 

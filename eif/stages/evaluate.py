@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import PositiveInt
 
 from eif.data.transforms import Geometric, Normalization, compose
@@ -61,12 +62,12 @@ def _check_data(job: Any, data: Any) -> None:
         )
 
 
-def _compute(s: EvaluateSettings, run: Run, out: Path) -> None:
+def test_metrics(model: torch.nn.Module, data: Any, s: EvaluateSettings, run: Run) -> dict[str, float]:
+    """Recall@K, NMI and MAP@R of ``model`` on the test classes of ``data`` (a DataBundle); the
+    ``clean`` stage measures its re-trained models through this too."""
     from eif.evaluation.metrics import evaluate_embeddings, evaluate_query_gallery
     from eif.training.inference import predict
 
-    model, _, _ = load_trained(run.input("train"), run.device)
-    data = run.data()
     tf = compose(s.normalization, s.transform)
     e = s.evaluate
     ks = list(e.recall_at)
@@ -77,10 +78,13 @@ def _compute(s: EvaluateSettings, run: Run, out: Path) -> None:
 
     if data.query is not None and data.gallery is not None:
         q, g = embeddings(data.query, "embed query"), embeddings(data.gallery, "embed gallery")
-        metrics = evaluate_query_gallery(q, data.query.labels, g, data.gallery.labels, ks, **opts)
-    else:
-        metrics = evaluate_embeddings(embeddings(data.test, "embed test"), data.test.labels, ks, **opts)
-    write_json(out / "metrics.json", metrics)
+        return evaluate_query_gallery(q, data.query.labels, g, data.gallery.labels, ks, **opts)
+    return evaluate_embeddings(embeddings(data.test, "embed test"), data.test.labels, ks, **opts)
+
+
+def _compute(s: EvaluateSettings, run: Run, out: Path) -> None:
+    model, _, _ = load_trained(run.input("train"), run.device)
+    write_json(out / "metrics.json", test_metrics(model, run.data(), s, run))
 
 
 def _publish(s: EvaluateSettings, run: Run, out: Path) -> None:

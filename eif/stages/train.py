@@ -21,7 +21,7 @@ from eif.data.noise import NoiseConfig
 from eif.data.transforms import Geometric, Normalization, compose
 from eif.losses.base import LossConfig
 from eif.models.config import ModelConfig, ReferenceCheckpoint
-from eif.settings import Settings
+from eif.settings import Settings, has_auto
 from eif.stages.base import Run, Stage
 from eif.training.trainer import TrainConfig
 from eif.utils.errors import EifError
@@ -71,11 +71,14 @@ def _settings(job: Any, env: Any) -> TrainSettings:
 
 def _check(job: Any) -> None:
     t, m, tf = job.train, job.model, job.dataset.transforms
-    if m.checkpoint is None and t.warmup_epochs >= t.epochs:
+    if m.checkpoint is None and m.trunk_trains and t.warmup_epochs >= t.epochs:
         raise EifError(
             f"train.warmup_epochs={t.warmup_epochs} must be smaller than train.epochs={t.epochs}: "
             "warm-up freezes the trunk, so the trunk would never train"
         )
+    # auto values are checked once resolved (eif.data.auto re-runs this); None: not images
+    if has_auto(m) or has_auto(tf) or tf.channels is None:
+        return
     if m.in_channels != tf.channels:
         fix = (
             "dataset.transforms.to_rgb=true with 3-entry mean/std"
@@ -135,7 +138,10 @@ def import_checkpoint(spec: str | ReferenceCheckpoint, model: Any, loss: Any, nu
             f"model.checkpoint {path} was trained with {ck.get('num_classes')} classes, "
             f"this config has {num_classes}"
         )
-    for what, module, state in (("model", model, ck["model"]), ("loss", loss, ck["loss"])):
+    for what, module, state in (
+        ("model", model, model.importable_state(ck["model"])),
+        ("loss", loss, ck["loss"]),
+    ):
         problem = state_mismatch(module, state)
         if problem:
             raise EifError(f"model.checkpoint {path} does not match the configured {what}: {problem}")
@@ -143,37 +149,47 @@ def import_checkpoint(spec: str | ReferenceCheckpoint, model: Any, loss: Any, nu
     return list(ck.get("history", []))
 
 
-def _compute(s: TrainSettings, run: Run, out: Path) -> None:
+def fit(
+    s: TrainSettings, train_set: Any, num_classes: int, run: Run, ckpt_dir: Path
+) -> tuple[torch.nn.Module, torch.nn.Module, list[dict[str, Any]]]:
+    """Train a fresh model and loss on ``train_set`` (an ImageSet, eval transform; the augmentation of
+    ``s`` is applied here) with the recipe and seed of ``s``; resumes from ``ckpt_dir``. Returns (model,
+    loss, per-epoch history). The ``clean`` stage re-trains on corrected labels through this too."""
     from eif.training.trainer import Trainer
 
-    data = run.data()
     seed_everything(s.seed)
     model = s.model.build(pretrained=s.model.pretrained and s.init is None)
-    loss = s.loss.build(data.num_train_classes, s.model.embedding_size)
+    loss = s.loss.build(num_classes, s.model.embedding_size)
+    trainer = Trainer(
+        model,
+        loss,
+        train_set.with_transform(compose(s.normalization, s.augment)),
+        s.train,
+        s.batch,
+        s.seed,
+        run.device,
+        ckpt_dir,
+        run.logger,
+        run.progress,
+    )
+    history = trainer.fit()
+    if history is None:
+        raise InterruptedError("training was stopped by a signal; its checkpoint is saved for the next run")
+    return model, loss, history
+
+
+def _compute(s: TrainSettings, run: Run, out: Path) -> None:
+    data = run.data()
     device, precision = run.device.type, "amp" if run.device.type == "cuda" and s.train.amp else "fp32"
     if s.model.checkpoint is not None:
+        seed_everything(s.seed)
+        model = s.model.build(pretrained=s.model.pretrained and s.init is None)
+        loss = s.loss.build(data.num_train_classes, s.model.embedding_size)
         history = import_checkpoint(s.model.checkpoint, model, loss, data.num_train_classes)
         device, precision = "imported", "imported"
         log.info("imported model from %s (no training)", s.model.checkpoint)
     else:
-        train_set = data.train.with_transform(compose(s.normalization, s.augment))
-        trainer = Trainer(
-            model,
-            loss,
-            train_set,
-            s.train,
-            s.batch,
-            s.seed,
-            run.device,
-            out / "ckpt",
-            run.logger,
-            run.progress,
-        )
-        history = trainer.fit()
-        if history is None:
-            raise InterruptedError(
-                "training was stopped by a signal; its checkpoint is saved for the next run"
-            )
+        model, loss, history = fit(s, data.train, data.num_train_classes, run, out / "ckpt")
     model.cpu()
     loss.cpu()
     save_torch(
