@@ -11,8 +11,8 @@ counterfactuals by the hundred.
 - :func:`subsets`: M random alpha-subsets of the N training samples, shared by all confusions.
 - :func:`lds`: the mean Spearman over confusions, and :func:`bootstrap_interval` its interval when
   both subsets and confusions are resampled.
-- :func:`noise_ceiling`: the same correlation between the d measured with two batch orders: how
-  well any prediction could do.
+- :func:`noise_ceiling`: how well any prediction could do, given how much the measured d depends on
+  the batch order.
 - :func:`removal_weights`: drop each confusion's top-k harmful samples (or k random ones).
 
 Spearman correlations are Pearson correlations of ranks (``scipy.stats.rankdata``), vectorised over
@@ -71,9 +71,16 @@ def bootstrap_interval(
     return float(lo), float(hi)
 
 
-def noise_ceiling(measured_a: np.ndarray, measured_b: np.ndarray) -> float:
-    """Mean Spearman over confusions between the d measured with two batch orders on the same subsets."""
-    return lds(measured_a, measured_b)
+def noise_ceiling(between_orders: float, orders: int) -> float:
+    """The highest LDS that the batch-order noise of the measured d allows.
+
+    ``between_orders`` r is the LDS-style correlation between the d measured with two batch orders
+    on the same subsets; the target is d averaged over ``orders`` (S) orders. Treating the orders as
+    parallel measurements of the order-free d, the target's reliability is S r / (1 + (S - 1) r)
+    (Spearman-Brown), and no prediction correlates with it better than the square root of that
+    (the attenuation bound). A ceiling, not a guarantee: ranks only approximately follow it."""
+    r = max(float(between_orders), 0.0)
+    return float(np.sqrt(orders * r / (1 + (orders - 1) * r))) if r > 0 else 0.0
 
 
 def removal_weights(scores: np.ndarray, k: int, seed: int | None = None) -> np.ndarray:

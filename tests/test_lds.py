@@ -27,7 +27,18 @@ def test_spearman_rows_and_noise_ceiling_match_scipy():
     b[2] = a[2] * 3 + 1  # a monotone relation: 1
     ref = np.mean([stats.spearmanr(a[i], b[i]).statistic for i in range(6)])
     assert lds.lds(a, b) == pytest.approx(ref, rel=1e-12)
-    assert lds.noise_ceiling(a, a) == pytest.approx(1.0)
+    assert lds.noise_ceiling(1.0, 2) == pytest.approx(1.0) and lds.noise_ceiling(-0.1, 2) == 0.0
+    assert lds.noise_ceiling(0.84, 1) == pytest.approx(0.84**0.5)
+
+
+def test_noise_ceiling_is_what_the_true_d_reaches():
+    """Parallel noisy measurements of a true d: the truth's LDS against their mean is the ceiling."""
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(200, 400))
+    a, b = (truth + rng.normal(scale=0.7, size=truth.shape) for _ in range(2))
+    r = lds.lds(a, b)
+    assert lds.lds(truth, (a + b) / 2) == pytest.approx(lds.noise_ceiling(r, 2), abs=0.01)
+    assert lds.lds(truth, a) == pytest.approx(lds.noise_ceiling(r, 1), abs=0.01)
     lo, hi = lds.bootstrap_interval(a, b, 200, seed=1)
     assert lo <= lds.lds(a, b) <= hi
 

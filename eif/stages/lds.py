@@ -8,9 +8,10 @@ on a changed training set does to a confusion (docs/science.md, "Attribution ben
 3. d of every confusion under every re-trained head, averaged over the batch-order seeds.
 4. Per method, kind and horizon: the LDS (mean Spearman over confusions between -sum of scores over
    the subset and the measured d) with a bootstrap interval over subsets and confusions; the noise
-   ceiling (the same correlation between the two batch orders).
+   ceiling (:func:`eif.lds.noise_ceiling` of the correlation between the batch orders).
 5. Removal: each confusion re-trained without its k most harmful samples by each method, against
-   without k random ones: Δd = d - d0 (larger = better separated).
+   without k random ones (the control, which stands in for the ``random`` method): Δd = d - d0
+   (larger = better separated).
 
 Re-training uses the cached eval-transform features (the embed stage): several epochs of augmented
 trunk passes would dominate the cost and the ranking question does not need augmentation.
@@ -41,7 +42,7 @@ from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
 from eif.stages.common import load_trained
 from eif.stages.retrain_features import epoch_batches
-from eif.tables.format import write_table
+from eif.tables.format import fmt, write_table
 from eif.tables.robustness import mean_ci, one_sided
 from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_json, write_text
@@ -129,11 +130,13 @@ def _compute(s: LdsSettings, run: Run, out: Path) -> None:
         target = measured[k].mean(0)  # (horizons, K, M): averaged over batch orders
         for hi, h in enumerate(cfg.horizons):
             if len(cfg.batch_seeds) > 1:
+                r = lds.lds(measured[k][0, hi], measured[k][1, hi])
                 ceilings.append(
                     {
                         "kind": k,
                         "horizon": h,
-                        "ceiling": lds.noise_ceiling(measured[k][0, hi], measured[k][1, hi]),
+                        "between_orders": r,
+                        "ceiling": lds.noise_ceiling(r, len(cfg.batch_seeds)),
                     }
                 )
             for mi, m in enumerate(methods):
@@ -199,12 +202,14 @@ def _removal(
     for kind in kinds:
         d0 = confusion_distances(w0.cpu()[None], bias.cpu(), test, pairs[kind])[0].numpy()
         kk = len(pairs[kind])
-        labels_ = ["random"] + methods
+        # the control removes k random samples; the ``random`` method's top k would be the same thing
+        scored = [m for m in methods if m != "random"]
+        labels_ = ["random"] + scored
         weights = []
         for k in cfg.removal_k:
             scores = influence.get(kind, methods[0]).scores
             weights.append(lds.removal_weights(scores, k, seed=s.seed + k))
-            weights += [lds.removal_weights(influence.get(kind, m).scores, k) for m in methods]
+            weights += [lds.removal_weights(influence.get(kind, m).scores, k) for m in scored]
         w = torch.as_tensor(np.concatenate(weights))  # (|k| * (1 + methods) * K, N)
         ws = retrain_heads(w0, bias, w, epoch, loss.per_sample, s.optimizer, device, cfg.heads_per_chunk)
         delta = np.empty(len(w))
@@ -242,7 +247,9 @@ def markdown(
     parts = [
         "# Attribution benchmark\n",
         "LDS: mean Spearman over confusions between predicted and re-trained d (95% bootstrap interval "
-        "over subsets and confusions). Noise ceiling: the same between two batch orders.\n",
+        "over subsets and confusions). Noise ceiling: the highest LDS the batch-order noise of the "
+        "measured d allows (from the correlation r between two batch orders: sqrt(S r / (1 + (S - 1) r)) "
+        "for d averaged over S orders).\n",
     ]
     for kind in dict.fromkeys(r["kind"] for r in rows):
         horizons = sorted({r["horizon"] for r in rows if r["kind"] == kind})
@@ -271,15 +278,9 @@ def markdown(
         ]
         for r in removal:
             p = r.get("pvalue")
-            parts.append(
-                f"| {r['kind']} | {r['k']} | {r['removed']} | {r['mean_delta']:.2e} | "
-                + (
-                    _cell(r["vs_random"], r["low"], r["high"]).replace("0.000", "0")
-                    if "vs_random" in r
-                    else ""
-                )
-                + f" | {'' if p is None else f'{p:.2e}'} |"
-            )
+            gain = f"{fmt(r['vs_random'])} [{fmt(r['low'])}, {fmt(r['high'])}]" if "vs_random" in r else ""
+            head = f"| {r['kind']} | {r['k']} | {r['removed']} | {fmt(r['mean_delta'])}"
+            parts.append(f"{head} | {gain} | {'' if p is None else fmt(p)} |")
     return "\n".join(parts) + "\n"
 
 
