@@ -3,9 +3,10 @@
 1. :func:`~eif.config.load_job`: every config value typed and range-checked, stage names, the
    cross-setting checks of every stage that will run.
 2. Paths: the store, cache and run dirs must be writable.
-3. :class:`Env` reads the data set, fingerprints every split and decodes every image (cached), and
-   reports *all* unusable images in one line; then batch composition against the classes, and each
-   stage's checks against the data (``Stage.check_data``).
+3. :class:`Env` reads the data set, picks the settings left ``auto`` from it (:mod:`eif.data.auto`),
+   fingerprints every split and decodes every image (cached), and reports *all* unusable images in
+   one line; then batch composition against the classes, and each stage's checks against the data
+   (``Stage.check_data``).
 4. :func:`make_plan`: every stage's typed settings and store key.
 5. The model is built and fed one image of each transform it will see (channels, sizes).
 6. The stages run; outputs are computed at most once (:class:`~eif.utils.store.ArtifactStore`).
@@ -31,7 +32,7 @@ from eif.config import load_job
 from eif.settings import Settings, keyed
 from eif.stages import closure, registry
 from eif.stages.base import Job, Run, Stage
-from eif.utils import preempt
+from eif.utils import console, preempt
 from eif.utils.errors import EifError
 from eif.utils.io import LockLost, write_json
 from eif.utils.provenance import provenance
@@ -46,18 +47,42 @@ MODEL_STAGES = ("train", "evaluate", "embed", "retrain_features")  # stages that
 class Env:
     """The job's inputs as stage settings see them: data fingerprints and file digests.
 
-    The data set is read and checked on first use; every problem with its images is one error."""
+    ``job`` is the given job with every ``auto`` setting picked from the data (:mod:`eif.data.auto`);
+    the data set is read and checked on first use; every problem with its images is one error."""
 
     def __init__(self, job: Any, cache_dir: Path | None, progress: bool = False) -> None:
-        self.job = job
+        self.given = job
         self.cache_dir = cache_dir
         self.progress = progress
+        self.resolved: dict[str, Any] = {}
+        self._indexes: dict[Path, Any] = {}
+
+    @cached_property
+    def splits(self) -> Any:
+        """The data set's splits as read (no transforms, clean labels)."""
+        return self.given.dataset.load()
+
+    @cached_property
+    def job(self) -> Any:
+        """The given job with its ``auto`` settings resolved (the given job when it has none)."""
+        from eif.data.auto import resolve_job
+
+        job, self.resolved = resolve_job(self.given, self)
+        return job
+
+    def file_index(self, images: Any) -> Any:
+        """The cached per-file image index of a file image set's root."""
+        from eif.data.fingerprint import FileIndex
+
+        if images.root not in self._indexes:
+            self._indexes[images.root] = FileIndex(images.root, self.cache_dir)
+        return self._indexes[images.root]
 
     @cached_property
     def bundle(self) -> Any:
         from eif.data.build import load_data
 
-        return load_data(self.job.dataset, self.job.noise, self.job.seed)
+        return load_data(self.job.dataset, self.job.noise, self.job.seed, self.splits)
 
     @cached_property
     def data_check(self) -> Any:
@@ -193,6 +218,7 @@ def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
     ):
         _writable(directory, what)
     env = Env(job, cache_dir, progress)
+    job = env.job
     plan = make_plan(job, env)
     for stage in plan.stages:
         if stage.check_data is not None:
@@ -231,6 +257,7 @@ def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
             "device": {"name": str(device), "why": why},
             "job": ident.as_dict(),
             "config": _config_record(cfg, job),
+            "resolved": env.resolved,
             **provenance(),
         }
         write_json(run_dir / "run.json", record)
@@ -272,13 +299,12 @@ def run_job_cli(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fail(message: str, code: int) -> None:
-    log.error("%s", message)
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    console.error(log, message)
     sys.exit(code)
 
 
 def plan_keys(cfg: Any, names: Any = None, cache_dir: Path | None = None) -> dict[str, str]:
     """Store keys of ``names`` (default: every registered stage) for a composed config, without
     running anything (used by tests and to inspect where a result lives)."""
-    job = load_job(cfg, check_stages=False)
-    return make_plan(job, Env(job, cache_dir), list(registry()) if names is None else names).keys
+    env = Env(load_job(cfg, check_stages=False), cache_dir)
+    return make_plan(env.job, env, list(registry()) if names is None else names).keys

@@ -14,17 +14,27 @@ module adds what a store key needs on top of it:
   (a loss, a model, a data set). A new loss or data set is one file plus one YAML, no if/else.
 - :func:`parse` turns a pydantic ``ValidationError`` into one readable :class:`EifError` line that
   names the config key, e.g. ``train.epochs: expected an integer, got 'abc'``.
+- ``OrAuto[T]`` fields also accept ``auto``: a value eif picks from the data when a job runs
+  (:mod:`eif.data.auto`), before any stage settings are built, so store keys hold the picked value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WrapSerializer,
+    WrapValidator,
+    model_validator,
+)
 
 import eif.resolvers  # noqa: F401 - configs use its resolvers; they must exist before any resolution
 from eif.utils.errors import EifError
@@ -37,6 +47,45 @@ LOCATION = "location: where inputs live; their content is fingerprinted into the
 DEVICE = "device: results are reused across devices; a training checkpoint refuses a cross-device resume"
 
 S = TypeVar("S", bound="Settings")
+T = TypeVar("T")
+
+AUTO = "auto"
+
+
+def _auto_or_validate(value: Any, handler: Any) -> Any:
+    return AUTO if isinstance(value, str) and value == AUTO else handler(value)
+
+
+def _auto_or_serialize(value: Any, handler: Any) -> Any:
+    return AUTO if isinstance(value, str) and value == AUTO else handler(value)
+
+
+# A setting that is ``auto`` or a ``T``; ``auto`` is replaced by a value picked from the data when a
+# job runs (:mod:`eif.data.auto`), so no stage ever sees it.
+OrAuto = Annotated[T, WrapValidator(_auto_or_validate), WrapSerializer(_auto_or_serialize)]
+
+
+def accepts_auto(model: type[BaseModel], name: str) -> bool:
+    """Whether field ``name`` of ``model`` is declared ``OrAuto``."""
+    return any(
+        isinstance(m, WrapValidator) and m.func is _auto_or_validate
+        for m in model.model_fields[name].metadata
+    )
+
+
+def has_auto(value: Any) -> bool:
+    """Whether ``value`` (settings, or a tuple or mapping of them) holds an unresolved ``auto`` setting."""
+    if isinstance(value, BaseModel):
+        cls = type(value)
+        return any(
+            (accepts_auto(cls, name) and getattr(value, name) == AUTO) or has_auto(getattr(value, name))
+            for name in cls.model_fields
+        )
+    if isinstance(value, (list, tuple)):
+        return any(has_auto(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(has_auto(v) for v in value.values())
+    return False
 
 
 def setting(default: Any = ..., *, unkeyed: str | None = None, **constraints: Any) -> Any:

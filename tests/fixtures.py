@@ -245,3 +245,46 @@ def make_oml_csv(
         "box": np.asarray(boxes, dtype=np.int64),
         "category": table["category"].to_numpy(str) if category else np.asarray([""] * len(rows)),
     }
+
+
+def make_features(
+    root: Path, dim: int = 8, train_classes: int = 4, test_classes: int = 3, per_class: int = 6, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``root/features.npz`` in the ``dataset=features`` layout: Gaussian blobs of ``dim`` floats per class
+    (train labels ``0..train_classes-1``, test labels after them), image paths and class names.
+
+    Returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(train_classes + test_classes, dim)) * 2
+    arrays: dict[str, np.ndarray] = {}
+    for split, classes in (
+        ("train", range(train_classes)),
+        ("test", range(train_classes, train_classes + test_classes)),
+    ):
+        labels = np.repeat(np.asarray(list(classes), dtype=np.int64), per_class)
+        arrays[f"{split}_features"] = (centres[labels] + rng.normal(size=(labels.size, dim))).astype(
+            np.float32
+        )
+        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_paths"] = np.asarray([f"c{c}/{split}_{k:03d}.jpg" for k, c in enumerate(labels)])
+    arrays["class_names"] = np.asarray([f"class {c}" for c in range(train_classes + test_classes)])
+    Path(root).mkdir(parents=True, exist_ok=True)
+    np.savez(Path(root) / "features.npz", **arrays)
+    return arrays
+
+
+def make_gray_folder(
+    root: Path, classes: tuple[str, ...] = ("ant", "bee", "cat", "dog", "eel", "fox"), per_class: int = 30
+) -> dict[str, int]:
+    """``root/<class>/<k>.png``: ``per_class`` 28x28 grayscale PNGs per class, random noise around a faint
+    class-specific horizontal band, so that a small CNN learns the classes but confuses some images."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        for k in range(per_class):
+            pixels = rng.integers(0, 200, size=(28, 28))
+            pixels[4 * c : 4 * c + 6, :] += 50
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            write_bytes(Path(root) / name / f"{k:03d}.png", buf.getvalue())
+    return {name: per_class for name in classes}

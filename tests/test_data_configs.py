@@ -10,8 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from eif.config import load_job
 from eif.data import build_data
 from eif.data.fashion_mnist import find_files
+from eif.pipeline import Env
 from tests.fixtures import make_cars, make_cub, make_imagefolder, make_inshop
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -29,7 +31,6 @@ def _compose(overrides: list[str]) -> DictConfig:
         ("cub", make_cub, 100, 199, 200),
         ("cars", make_cars, 98, 147, 147),
         ("inshop", make_inshop, 12, 24, 27),
-        ("imagefolder", make_imagefolder, 3, 9, 9),
     ],
 )
 def test_paper_dataset_configs(
@@ -37,8 +38,7 @@ def test_paper_dataset_configs(
 ) -> None:
     cfg = _compose([f"dataset={name}", "noise=p10"])
     assert cfg.model.name == "resnet50" and cfg.dataset.name == name
-    rule = "uniform" if name == "imagefolder" else "shift"
-    assert cfg.dataset.noise_rule == rule and cfg.noise.rule == rule
+    assert cfg.dataset.noise_rule == "shift" and cfg.noise.rule == "shift"
     assert cfg.dataset.transforms.eval == {"name": "resize_center_crop", "resize": 288, "crop": 256}
     maker(tmp_path)
     with open_dict(cfg):
@@ -66,3 +66,31 @@ def test_fashion_mnist_default(tmp_path: Path) -> None:
     assert (len(b.train), len(b.test), b.num_train_classes) == (100, 100, 5)
     np.testing.assert_array_equal(np.bincount(b.train.labels), [20] * 5)
     assert b.train[0][0].shape == (1, 28, 28)
+
+
+def test_imagefolder_config_is_auto_and_picks_from_the_images(tmp_path: Path) -> None:
+    """dataset=imagefolder keeps the default small CNN and leaves channels, normalisation, sizes and the
+    batch to the data: the fixture mixes RGB, RGBA and grayscale images of 8x8 to 16x12 pixels, 3 train
+    classes of 3 images."""
+    cfg = _compose(["dataset=imagefolder", "noise=p10"])
+    assert cfg.model.name == "small_cnn" and cfg.model.in_channels == "auto"
+    assert cfg.dataset.noise_rule == "uniform" and cfg.noise.rule == "uniform"
+    assert {k: cfg.dataset.transforms[k] for k in ("to_rgb", "mean", "eval")} == dict.fromkeys(
+        ("to_rgb", "mean", "eval"), "auto"
+    )
+    make_imagefolder(tmp_path / "data")
+    with open_dict(cfg):
+        cfg.dataset.root = str(tmp_path / "data")
+        cfg.paths.output_dir = str(tmp_path / "run")
+    env = Env(load_job(cfg), tmp_path / "cache")
+    job = env.job
+    tf, batch = job.dataset.transforms, job.dataset.batch
+    assert tf.to_rgb is True and len(tf.mean) == len(tf.std) == 3 and job.model.in_channels == 3
+    assert tf.eval.name == "resize_center_crop" and tf.eval.crop == 8  # the median short side (all 8 high)
+    assert (batch.classes_per_batch, batch.samples_per_class) == (3, 2)
+    assert env.resolved["dataset.transforms.to_rgb"] is True
+    b = env.bundle
+    assert (b.num_train_classes, len(b.train), len(b.test)) == (3, 9, 9)
+    assert b.train_class_names == ["ant", "bee", "cat"] and b.test_class_names == ["dog", "eel", "fox"]
+    assert b.noise.flipped.size == int(0.1 * 9)
+    assert b.train[0][0].shape == (3, 8, 8)

@@ -19,23 +19,32 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 from eif.config import load_job
-from eif.pipeline import plan_keys, run_job
-from eif.settings import unkeyed_paths
+from eif.pipeline import Env, plan_keys, run_job
+from eif.settings import dump, unkeyed_paths
 from eif.utils.errors import EifError
 from eif.utils.io import write_text
 from tests.conftest import ROOT, compose_cfg
-from tests.fixtures import make_cars, make_cub, make_imagefolder, make_inshop, make_oml_csv, write_image
+from tests.fixtures import (
+    make_cars,
+    make_cub,
+    make_features,
+    make_imagefolder,
+    make_inshop,
+    make_oml_csv,
+    write_image,
+)
 
-# Per data set: fixture writer and the overrides that let the fixture's few classes form batches.
+# Per data set (``<dataset>`` or ``<dataset>+<model>``): fixture writer and the overrides that let
+# the fixture's few classes form batches (``{root}``: the fixture's directory).
 DATASETS: dict[str, tuple[Any, list[str]]] = {
     "fashion_mnist": (None, []),
     "cub": (make_cub, []),
     "cars": (make_cars, []),
     "inshop": (make_inshop, ["dataset.batch.classes_per_batch=4", "dataset.batch.samples_per_class=2"]),
-    "imagefolder": (
-        make_imagefolder,
-        ["dataset.batch.classes_per_batch=2", "dataset.batch.samples_per_class=2"],
-    ),
+    "imagefolder": (make_imagefolder, []),
+    "imagefolder+torchvision": (make_imagefolder, ["model=torchvision"]),
+    "imagefolder+timm": (make_imagefolder, ["model=timm"]),
+    "features": (make_features, ["dataset.path={root}/features.npz"]),
     "dataframe": (
         make_oml_csv,
         ["dataset.batch.classes_per_batch=2", "dataset.batch.samples_per_class=2"],
@@ -46,12 +55,26 @@ HINTS = {
     "dataset.train_classes": [["ant", "bee"], [1, 2, 3, 4, 0]],
     "dataset.test_classes": [["fox", "eel"], [5, 6, 7, 8]],
     "retrain.methods": [["eif"], ["if"]],
+    "model.arch": ["resnet34"],
+}
+# Values for a leaf that is `auto`; the one it resolves to is skipped (it gives the same key by design).
+AUTO_HINTS = {
+    "model.in_channels": [1, 3],
+    "model.feature_dim": [8, 16, 512],
+    "dataset.transforms.to_rgb": [True, False],
+    "dataset.transforms.mean": [[0.5], [0.5, 0.5, 0.5]],
+    "dataset.transforms.std": [[0.25], [0.25, 0.25, 0.25]],
+    "dataset.transforms.train": [{"name": "random_resized_crop", "size": 12}, {"name": "none"}],
+    "dataset.transforms.eval": [{"name": "resize_center_crop", "resize": 12, "crop": 12}, {"name": "none"}],
+    "dataset.transforms.influence": [{"name": "resize", "resize": 12}, {"name": "none"}],
+    "dataset.batch.classes_per_batch": [2, 3],
+    "dataset.batch.samples_per_class": [1, 2, 3],
 }
 # Leaves with no other valid value in a composition, and why (the test cannot vary them alone).
 FIXED = {
-    "model.pretrained": "small_cnn has no pretrained weights",
-    "model.in_channels": "resnet50 with ImageNet weights takes 3 channels",
-    "model.feature_dim": "resnet50's trunk gives 2048 features",
+    "model.pretrained": "small_cnn and features_head have no pretrained weights",
+    "model.in_channels": "the data's channels (resnet50 with ImageNet weights: 3; features: D)",
+    "model.feature_dim": "resnet50's and torchvision's trunks fix it; features_head: the vectors' D",
     "dataset.transforms.to_rgb": "the fixtures mix grayscale and RGB images: only RGB conversion fits",
 }
 WORDS = (
@@ -62,12 +85,19 @@ WORDS = (
 
 def _compose(name: str, root: Path | None, extra: list[str]) -> Any:
     GlobalHydra.instance().clear()
-    overrides = [f"dataset={name}", *extra] + ([f"dataset.root={root}"] if root else [])
+    overrides = [f"dataset={name.partition('+')[0]}", *(e.format(root=root) for e in extra)]
+    overrides += [f"dataset.root={root}"] if root else []
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("config", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(root or ".")
     return cfg
+
+
+def _at(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        tree = tree[part]
+    return tree
 
 
 def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -82,9 +112,21 @@ def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def candidates(path: str, value: Any, hints: dict[str, list[Any]]) -> list[Any]:
-    """Other values for a leaf, most plausible first."""
+def candidates(path: str, value: Any, hints: dict[str, list[Any]], picked: Any) -> list[Any]:
+    """Other values for a leaf, most plausible first; for an ``auto`` leaf, values other than the one
+    it resolved to (``picked``: the resolved job)."""
+    if value == "auto":
+        assert path in AUTO_HINTS, f"{path} is auto, but AUTO_HINTS has no values for it"
+        was = _at(picked, path)
+        return [c for c in AUTO_HINTS[path] if not _same(c, was)]
     return [c for c in _candidates(path, value, hints) if c != value]
+
+
+def _same(candidate: Any, resolved: Any) -> bool:
+    """A candidate equals a resolved value (a transform step: the fields it gives)."""
+    if isinstance(candidate, dict) and isinstance(resolved, dict):
+        return candidate.items() <= resolved.items()
+    return candidate == resolved
 
 
 def _candidates(path: str, value: Any, hints: dict[str, list[Any]]) -> list[Any]:
@@ -124,6 +166,8 @@ def declared(path: str, unkeyed: dict[str, str]) -> bool:
 def test_every_config_leaf_changes_a_key_or_is_declared_unkeyed(
     name: str, tmp_path: Path, fmnist_if_needed: None
 ) -> None:
+    if name.endswith("+timm"):
+        pytest.importorskip("timm", reason="timm is not installed (pip install 'eif[timm]')")
     maker, extra = DATASETS[name]
     root = None
     if maker is not None:
@@ -132,11 +176,17 @@ def test_every_config_leaf_changes_a_key_or_is_declared_unkeyed(
     cfg = _compose(name, root, extra)
     cache = tmp_path / "cache"
     base = plan_keys(cfg, cache_dir=cache)
-    unkeyed = unkeyed_paths(load_job(cfg, check_stages=False))
+    job = load_job(cfg, check_stages=False)
+    unkeyed = unkeyed_paths(job)
+    picked = dump(Env(job, cache).job)  # the values the auto leaves resolve to
     resolved = OmegaConf.to_container(cfg, resolve=True)
     review = tmp_path / "review.csv"  # clean.labels must name a file
     write_text(review, "id,old_label_id,new_label_id,decision\n")
-    hints = {**HINTS, "clean.labels": [str(review)]}
+    weights = (
+        tmp_path / "weights.pth"
+    )  # model.weights (torchvision, timm) must name a file; its content is hashed
+    write_text(weights, "")
+    hints = {**HINTS, "clean.labels": [str(review)], "model.weights": [str(weights)]}
     checked, fixed, silent = [], [], []
     for path, value in leaves(resolved):
         if declared(path, unkeyed) or path.endswith("_target_"):
@@ -145,7 +195,7 @@ def test_every_config_leaf_changes_a_key_or_is_declared_unkeyed(
         if path.startswith("dataset.transforms.") and path.endswith(".name"):  # a step comes with its fields
             target = path.rsplit(".", 1)[0]
             value = {"name": value}
-        for candidate in candidates(target, value, hints):
+        for candidate in candidates(target, value, hints, picked):
             trial = cfg.copy()
             with open_dict(trial):
                 OmegaConf.update(trial, target, candidate, merge=False)

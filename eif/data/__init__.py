@@ -1,4 +1,5 @@
-"""Datasets (fashion_mnist, cub, cars, inshop, imagefolder, dataframe), noise, transforms, the sampler."""
+"""Data sets (fashion_mnist, cub, cars, inshop, imagefolder, dataframe, features), noise, transforms,
+the sampler."""
 
 from eif.data.base import ArrayImageSet, DataBundle, FileImageSet, ImageSet, NoiseInfo
 from eif.data.build import build_data

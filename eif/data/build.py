@@ -9,15 +9,19 @@ import numpy as np
 from eif.data.base import DataBundle, NoiseInfo
 from eif.data.config import DatasetConfig
 from eif.data.noise import NoiseConfig, inject_noise
+from eif.data.splits import Splits
 from eif.utils.errors import EifError
 
 
-def load_data(dataset: DatasetConfig, noise: NoiseConfig, seed: int) -> DataBundle:
-    """Read ``dataset``, give every split the eval transform, inject ``noise`` with ``seed``.
+def load_data(
+    dataset: DatasetConfig, noise: NoiseConfig, seed: int, splits: Splits | None = None
+) -> DataBundle:
+    """Read ``dataset`` (or take its ``splits``, already read), give every split the eval transform,
+    inject ``noise`` with ``seed``.
 
     The trainer asks for augmentation with ``bundle.train.with_transform(dataset.transforms.build("train"))``.
     """
-    splits = dataset.load()
+    splits = dataset.load() if splits is None else splits
     for which, part in (("train", splits.train), ("test", splits.test)):
         if len(part) == 0:
             raise EifError(f"{dataset.name}: the {which} split has no images")

@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
 from eif.data.transforms import TransformsConfig
-from eif.settings import DISPLAY, LOCATION, Pluggable, Settings, setting
+from eif.settings import DISPLAY, LOCATION, OrAuto, Pluggable, Settings, setting
 
 if TYPE_CHECKING:
     from eif.data.splits import Splits
 
 
 class BatchConfig(Settings):
-    """Class-balanced batches: ``classes_per_batch`` classes x ``samples_per_class`` images."""
+    """Class-balanced batches: ``classes_per_batch`` classes x ``samples_per_class`` images; ``auto``
+    picks them from the training classes (:func:`eif.data.auto.batch_for`)."""
 
-    classes_per_batch: int = setting(ge=2)
-    samples_per_class: PositiveInt
+    classes_per_batch: OrAuto[int] = setting(ge=2)
+    samples_per_class: OrAuto[PositiveInt]
 
     @property
     def size(self) -> int:

@@ -2,9 +2,10 @@
 
 A split's fingerprint hashes what training or evaluation actually sees: the image bytes (for files:
 each file's relative path and content hash, plus the crop boxes of a :class:`CroppedFileImageSet`;
-for in-memory images: the array), the clean labels and the class names. Store keys include it in
-place of ``dataset.root``, so the same data under another path reuses results, and a changed file,
-label, crop box or class split recomputes.
+for in-memory images: the array; for precomputed features: the vectors and their paths), the clean
+labels and the class names. Store keys include it in place of ``dataset.root``, so the same data
+under another path reuses results, and a changed file, label, crop box or class split recomputes.
+Feature vectors are not images: they skip the image checks.
 
 Hashing and decoding every image of a large data set takes minutes, so per-file results (content
 hash, PIL mode, size, or why the file cannot be used) are cached per data set root in
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from eif.data.base import ArrayImageSet, CroppedFileImageSet, DataBundle, FileImageSet, ImageSet, crop_box
+from eif.data.features import FeatureSet
 from eif.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,10 @@ def fingerprint(images: ImageSet, class_names: Sequence[str], infos: Sequence[Fi
     if isinstance(images, ArrayImageSet):
         h.update(repr(images.images.shape).encode())
         h.update(np.ascontiguousarray(images.images).tobytes())
+    elif isinstance(images, FeatureSet):  # precomputed vectors: their values and what they came from
+        h.update(repr(images.features.shape).encode())
+        h.update(images.features.tobytes())
+        h.update(json.dumps(images.paths).encode())
     elif isinstance(images, FileImageSet):
         if infos is None:
             raise ValueError("a file image set needs its file infos to be fingerprinted")
@@ -158,7 +164,7 @@ class DataCheck:
 
 
 def check_bundle(
-    bundle: DataBundle, cache_dir: Path | None, channels: int, to_rgb: bool, progress: bool = False
+    bundle: DataBundle, cache_dir: Path | None, channels: int | None, to_rgb: bool, progress: bool = False
 ) -> DataCheck:
     """Fingerprint every split and list images that cannot be used with ``channels`` model input channels.
 

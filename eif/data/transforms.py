@@ -12,6 +12,9 @@ float in [0, 1], (C, H, W)) and ``Normalize(mean, std)``. Geometric steps, chose
 Grayscale images stay 1-channel unless ``to_rgb`` is true; ``len(mean)`` is the channel count the
 model receives (3 with ``to_rgb``). Random steps draw from torch's global CPU generator;
 :class:`eif.data.base.ImageSet` seeds it per sample.
+
+Every setting may be ``auto`` (``conf/dataset/imagefolder.yaml``): :mod:`eif.data.auto` picks it from
+the images when a job runs (docs/data.md, "Image folders"); only resolved transforms are built.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from PIL import Image
 from pydantic import PositiveFloat, PositiveInt, model_validator
 from torchvision import transforms as T
 
-from eif.settings import Settings, parse
+from eif.settings import OrAuto, Settings, has_auto, parse
 from eif.utils.errors import EifError
 
 WHICH = ("train", "eval", "influence")
@@ -105,12 +108,14 @@ _GEOMETRIC: dict[str, type[Geometric]] = {
 class Normalization(Settings):
     """What every transform of a data set shares: RGB conversion and per-channel normalisation."""
 
-    mean: tuple[float, ...]
-    std: tuple[PositiveFloat, ...]
-    to_rgb: bool = False
+    mean: OrAuto[tuple[float, ...]]
+    std: OrAuto[tuple[PositiveFloat, ...]]
+    to_rgb: OrAuto[bool] = False
 
     @model_validator(mode="after")
     def _lengths(self) -> Normalization:
+        if has_auto(self):
+            return self
         if len(self.mean) != len(self.std) or not self.mean:
             raise ValueError(f"mean {list(self.mean)} and std {list(self.std)} need equal, non-zero lengths")
         if self.to_rgb and len(self.mean) not in (1, 3):
@@ -120,17 +125,18 @@ class Normalization(Settings):
         return self
 
     @property
-    def channels(self) -> int:
-        """Channels of the tensors the model receives (one mean/std entry is broadcast over RGB)."""
-        return 3 if self.to_rgb else len(self.mean)
+    def channels(self) -> int | None:
+        """Channels of the tensors the model receives (one mean/std entry is broadcast over RGB); None
+        for inputs that are not images (:class:`eif.data.features.FeatureTransforms`)."""
+        return 3 if self.to_rgb is True else len(self.mean)
 
 
 class TransformsConfig(Normalization):
     """``dataset.transforms``: the normalisation plus one geometric step per use."""
 
-    train: Geometric
-    eval: Geometric
-    influence: Geometric
+    train: OrAuto[Geometric]
+    eval: OrAuto[Geometric]
+    influence: OrAuto[Geometric]
 
     @property
     def normalization(self) -> Normalization:
@@ -140,14 +146,19 @@ class TransformsConfig(Normalization):
         """The ``which`` (train | eval | influence) transform."""
         if which not in WHICH:
             raise EifError(f"transform kind must be one of {', '.join(WHICH)}, got {which!r}")
+        if has_auto(self):
+            raise EifError("dataset.transforms has auto settings: resolve them first (eif.data.auto)")
         return compose(self.normalization, getattr(self, which))
 
 
 def compose(norm: Normalization, geometric: Any) -> T.Compose:
-    """RGB conversion (if asked), the geometric steps, ToTensor and Normalize."""
+    """RGB conversion (if asked), the geometric steps, ToTensor and Normalize (left out for mean 0, std 1:
+    the identity, e.g. on precomputed feature vectors)."""
     steps: list[Any] = [ToRGB()] if norm.to_rgb else []
     steps += geometric.steps()
-    steps += [T.ToTensor(), T.Normalize(list(norm.mean), list(norm.std))]
+    steps.append(T.ToTensor())
+    if any(m != 0 for m in norm.mean) or any(s != 1 for s in norm.std):  # else Normalize is the identity
+        steps.append(T.Normalize(list(norm.mean), list(norm.std)))
     return T.Compose(steps)
 
 

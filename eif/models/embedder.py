@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,3 +34,7 @@ class Embedder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> unnormalised embeddings (B, E)."""
         return self.head(self.features(x))
+
+    def importable_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of a ``model.checkpoint`` state dict this model loads (all of it here)."""
+        return dict(state)

@@ -14,7 +14,7 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 from eif.models.config import ModelConfig
 from eif.models.embedder import Embedder
-from eif.settings import DISPLAY, setting
+from eif.settings import AUTO, DISPLAY, setting
 from eif.utils.errors import EifError
 
 RESNET50_FEATURE_DIM = 2048
@@ -66,15 +66,18 @@ class ResNet50(ModelConfig):
 
     @model_validator(mode="after")
     def _shape(self) -> ResNet50:
-        if self.feature_dim != RESNET50_FEATURE_DIM:
+        if self.feature_dim not in (RESNET50_FEATURE_DIM, AUTO):
             raise ValueError(
                 f"feature_dim must be {RESNET50_FEATURE_DIM} for resnet50, got {self.feature_dim}"
             )
-        if self.pretrained and self.in_channels != 3:
+        if self.pretrained and self.in_channels not in (3, AUTO):
             raise ValueError(
                 f"pretrained=true needs in_channels=3 (ImageNet weights), got {self.in_channels}"
             )
         return self
+
+    def native_feature_dim(self, in_channels: int) -> int:
+        return RESNET50_FEATURE_DIM
 
     def build(self, pretrained: bool | None = None) -> Embedder:
         use = self.pretrained if pretrained is None else pretrained
