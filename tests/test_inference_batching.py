@@ -17,7 +17,7 @@ from eif.config import load_job
 from eif.data.base import ArrayImageSet, CroppedFileImageSet, FileImageSet
 from eif.data.transforms import NoGeometric, Normalization, Resize, ResizeCenterCrop, compose
 from eif.models.small_cnn import build_small_cnn
-from eif.pipeline import run_job
+from eif.pipeline import Env, run_job
 from eif.stages.common import load_trained
 from eif.training.inference import equal_size_batches, predict, stored_sizes, transformed_sizes
 from eif.utils.io import read_json
@@ -134,8 +134,8 @@ def test_embed_stage_batches_the_uncropped_transform(tmp_path: Path) -> None:
         "model.in_channels=3",
         "dataset.batch.classes_per_batch=2",
         "dataset.batch.samples_per_class=2",
-        "dataset.transforms.train.size=16",
-        "dataset.transforms.influence.resize=24",
+        "dataset.transforms.train={name: random_resized_crop, size: 16}",
+        "dataset.transforms.influence={name: resize, resize: 24}",
         "train.epochs=1",
         "train.warmup_epochs=0",
         "stages=[train,embed]",
@@ -149,7 +149,7 @@ def test_embed_stage_batches_the_uncropped_transform(tmp_path: Path) -> None:
     embed = Path(record["artifacts"]["embed"])
     info = read_json(embed / "embed.json")
     model, _, _ = load_trained(Path(record["artifacts"]["train"]), torch.device("cpu"))
-    tf = load_job(cfg).dataset.transforms.build("influence")
+    tf = Env(load_job(cfg), None).job.dataset.transforms.build("influence")  # auto settings resolved
     for split in ("train", "test"):
         cached = np.load(embed / f"{split}.npz")
         ds = FileImageSet(tmp_path / "data", info["paths"][split], cached["labels"], tf)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from eif.data.base import ArrayImageSet, CroppedFileImageSet, FileImageSet, ImageSet, crop_box
+from eif.data.features import FeatureSet
 from eif.data.transforms import Geometric
 from eif.utils.errors import EifError
 
@@ -50,6 +51,8 @@ def stored_sizes(ds: ImageSet) -> list[tuple[int, int]]:
     if isinstance(ds, ArrayImageSet):
         h, w = ds.images.shape[1:3]
         return [(int(w), int(h))] * len(ds)
+    if isinstance(ds, FeatureSet):  # a feature vector is a 1x1 image
+        return [(1, 1)] * len(ds)
     if isinstance(ds, FileImageSet):
         with ThreadPoolExecutor(HEADER_READERS) as pool:
             return list(pool.map(lambda i: _file_size(ds, i), range(len(ds))))

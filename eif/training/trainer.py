@@ -2,7 +2,8 @@
 
 - Class-balanced batches from :class:`~eif.data.samplers.BalancedBatchSampler`; a batch and its
   augmentations are a pure function of (seed, epoch, batch position), so a resumed run sees exactly
-  the batches an uninterrupted run would.
+  the batches an uninterrupted run would. Batches are fetched whole, with one RNG fork and one
+  stack per batch instead of per sample (:class:`~eif.training.batches.SeededBatches`).
 - Adam (eps 1.0) with three parameter groups: trunk, head and proxies. The first
   ``warmup_epochs`` use a separate Adam instance whose trunk learning rate is 0 (the reference
   does the same; BatchNorm statistics still update).
@@ -31,10 +32,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from eif.data.base import ImageSet
 from eif.data.config import BatchConfig
 from eif.data.samplers import BalancedBatchSampler
 from eif.logging.run_logger import RunLogger
 from eif.settings import SPEED, Settings, setting
+from eif.training.batches import SeededBatches
 from eif.utils import preempt
 from eif.utils.errors import EifError
 from eif.utils.io import CorruptFile, load_checked, save_checked
@@ -107,7 +110,7 @@ class Trainer:
         self,
         model: nn.Module,
         loss: nn.Module,
-        train_set: Any,
+        train_set: ImageSet,
         cfg: TrainConfig,
         batch: BatchConfig,
         seed: int,
@@ -117,6 +120,7 @@ class Trainer:
         progress: bool = False,
     ) -> None:
         self.model, self.loss, self.train_set = model, loss, train_set
+        self.batches = SeededBatches(train_set)
         self.cfg, self.batch, self.seed, self.device = cfg, batch, int(seed), device
         self.ckpt_dir = Path(ckpt_dir)
         self.logger = logger
@@ -221,6 +225,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loader(self, epoch: int, start_batch: int) -> tuple[DataLoader, int]:
+        """Batches ``start_batch, ...`` of ``epoch`` as ``(x, y)``, and the index at which the epoch ends."""
         sampler = BalancedBatchSampler(
             self.train_set.labels,
             self.batch.classes_per_batch,
@@ -231,8 +236,9 @@ class Trainer:
         )
         workers = self.cfg.num_workers if self.cuda else self.cfg.cpu_num_workers
         loader = DataLoader(
-            self.train_set,
-            batch_sampler=sampler,
+            self.batches,
+            sampler=sampler,
+            batch_size=None,
             num_workers=workers,
             pin_memory=self.cuda and self.cfg.pin_memory,
             persistent_workers=False,
@@ -276,9 +282,7 @@ class Trainer:
             dynamic_ncols=True,
             disable=not self.progress,
         )
-        for i, (x, y, _) in enumerate(loader, start=start):
-            if i >= total:
-                break
+        for i, (x, y) in zip(range(start, total), loader):  # range first: no batch past `total` is fetched
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if self.cuda and self.cfg.channels_last:
@@ -299,8 +303,9 @@ class Trainer:
             self.state.batch = i + 1
             if self.progress:
                 rate = n_images / max(time.perf_counter() - t0, 1e-9)
+                # drawn by update()'s rate-limited refreshes, not one redraw per step
+                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}", img_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}", img_s=f"{rate:.0f}")
             stop = preempt.requested()
             if stop or (every and (i + 1) % every == 0 and i + 1 < total):
                 self.state.partial_loss_sum, self.state.partial_batches = loss_sum, n_batches
