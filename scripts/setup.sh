@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 die() { echo "setup: error: $*" >&2; exit 1; }
 
-APT_PKGS=(dataset-fashion-mnist chromium)
+APT_PKGS=(dataset-fashion-mnist chromium chromium-driver)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -3,6 +3,7 @@ in headless Chromium with every image loaded (skipped when chromium is not insta
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import re
@@ -14,135 +15,27 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from eif.influence.artifacts import write_analysis, write_index
-from eif.mislabel import detect, knn, relabel, survey
+from eif.influence.artifacts import write_index
+from eif.mislabel import knn
 from eif.report import figures, run_report
-from eif.tables.format import markdown, write_table
-from eif.utils.io import read_json, save_npz, write_bytes, write_json, write_text
+from eif.stages.report import artifact_name
+from eif.tables.format import markdown
+from eif.utils.io import read_json, write_text
+from tests.report_outputs import (
+    CFG,
+    PAIRS,
+    TEST_CLASSES,
+    TRAIN_CLASSES,
+    class_of_test,
+    loader,
+    make_outputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = {"pairs": 2, "top_k": 5, "suggestions": 4, "class_examples": 3, "thumb_px": 64}
-PAIRS = np.array([[0, 12], [15, 31], [22, 5]])  # three confusion pairs of test indices (40 test samples)
-
-
-def _outputs(tmp: Path) -> dict[str, Path]:
-    """Stage-shaped outputs of a tiny noisy run: 4 classes, 200 samples, 20 flipped labels."""
-    rng = np.random.default_rng(0)
-    n, c = 200, 4
-    clean = np.repeat(np.arange(c), n // c)
-    emb = (np.eye(c)[clean] * 5 + rng.normal(size=(n, c))).astype(np.float32)
-    flipped = np.sort(rng.choice(n, 20, replace=False))
-    noisy = clean.copy()
-    noisy[flipped] = (clean[flipped] + 1) % c
-    d = {k: tmp / k for k in ("evaluate", "embed", "influence", "detect", "relabel", "survey", "stats")}
-    save_npz(
-        d["embed"] / "train.npz",
-        features=emb,
-        embeddings=emb,
-        labels=noisy,
-        clean_labels=clean,
-        flipped=flipped,
-    )
-    test_labels = np.repeat(np.arange(c), 10)
-    save_npz(
-        d["embed"] / "test.npz",
-        features=emb[:40],
-        embeddings=emb[:40],
-        labels=test_labels,
-        clean_labels=test_labels,
-    )
-    eif = rng.normal(size=n)
-    eif[flipped] += 3.0
-    group_scores = {"eif": eif[None], "if": rng.normal(size=(1, n))}
-    entries = []
-    for method, seed in (("eif", 1), ("if", 2)):
-        scores = np.random.default_rng(seed).normal(size=(PAIRS.shape[0], n)).astype(np.float32)
-        scores[:, flipped[0]] = 10.0  # the most harmful training sample of every pair is a flipped one
-        pairs = [p[None] for p in PAIRS]
-        entries.append(
-            write_analysis(
-                d["influence"], "pair", method, scores, np.array([0.1, 0.2, 0.3]), pairs, {}, {}, 0.1
-            )
-        )
-        entries.append(
-            write_analysis(
-                d["influence"], "group", method, group_scores[method], np.array([0.2]), [PAIRS], {}, {}, 0.2
-            )
-        )
-    write_index(d["influence"], entries, n, {})
-    write_json(
-        d["stats"] / "stats.json",
-        {
-            "rows": [
-                {
-                    "kind": "pairs",
-                    "test": "paired t-test",
-                    "n": 3,
-                    "available": 3,
-                    "status": "ok",
-                    "improvement": 0.0123,
-                    "statistic": 2.5,
-                    "pvalue": 0.0456,
-                },
-                {
-                    "kind": "groups",
-                    "test": "Wilcoxon",
-                    "n": 5,
-                    "available": 1,
-                    "status": "not enough",
-                    "improvement": None,
-                    "statistic": None,
-                    "pvalue": None,
-                },
-            ],
-            "job": {},
-        },
-    )
-    write_json(d["evaluate"] / "metrics.json", {"recall@1": 0.81, "nmi": 0.62})
-    ranks = {"eif": detect.descending(eif), "random": detect.random_ranking(n, 0)}
-    table, curves = detect.summarise(ranks, flipped, n)
-    write_table(table, d["detect"], "detection")
-    write_bytes(
-        d["detect"] / "detection_curves.png",
-        figures.detection_curves(curves, dict(zip(table.ranking, table.area)), "synthetic"),
-    )
-    write_json(d["detect"] / "detect.json", {"skipped": False, "n_train": n, "n_flipped": 20})
-    q = np.flatnonzero(eif > 0)
-    hard, soft, k = knn.recommend(emb, noisy, c, queries=q)
-    review = relabel.review_table(q, soft, noisy, None, eif[q])
-    write_text(d["relabel"] / "review.csv", review.to_csv(index=False))
-    write_json(
-        d["relabel"] / "relabel.json",
-        {
-            "k": k,
-            "queries": "harmful",
-            "n_queries": int(q.size),
-            "changes_label": int((hard != noisy[q]).sum()),
-            "knn_seconds": 0.01,
-            "accuracy": relabel.relabel_accuracy(soft, q, noisy, clean, flipped),
-        },
-    )
-    write_table(
-        pd.DataFrame([{"method": "EIF", "detection_s": 1.5, "recommendation_s": 0.01}]),
-        d["relabel"],
-        "runtime",
-    )
-    all_hard, _, _ = knn.recommend(emb, noisy, c)
-    det = survey.class_details(noisy, all_hard, c)
-    t5 = survey.table5(det, survey.categorise(det))
-    write_table(t5, d["survey"], "table5")
-    counts = {x: int(t5[x].iloc[0]) for x in survey.CATEGORIES}
-    write_bytes(d["survey"] / "table5.png", figures.bar_counts(counts, "synthetic"))
-    return d
-
-
-def _loader(i: int) -> Image.Image:
-    rng = np.random.default_rng(i)
-    return Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8), mode="L")
 
 
 def _page(tmp_path: Path) -> Path:
-    page = run_report.build("synthetic run", "test", _outputs(tmp_path), CFG, 0, _loader, _loader)
+    page = run_report.build("synthetic run", "test", make_outputs(tmp_path), CFG, 0, loader, loader)
     path = tmp_path / "report.html"
     write_text(path, page)
     return path
@@ -151,15 +44,15 @@ def _page(tmp_path: Path) -> Path:
 def test_report_is_self_contained(tmp_path: Path) -> None:
     text = _page(tmp_path).read_text()
     srcs = re.findall(r'<img src="([^"]+)"', text)
-    # pairs 2 x (2 test + 2 methods x 10) + group 2 methods x (5 harmful + 5 helpful) + curves
-    # + suggestions (1 + 3 examples each, up to 4) + Table 5 bars
-    assert len(srcs) >= 44 + 20 + 2 + 4
+    # pairs 2 x (2 test + 2 methods x 10) + group (6 test + 2 methods x 10) + curves + 4 relabel cards
+    # x (1 + 6 neighbours + 2 x 3 examples) + Table 5 bars + Table 1 chart
+    assert len(srcs) == 44 + 26 + 1 + 4 * 13 + 2
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in text and "https://" not in text and "<script" not in text
     for heading in (
         "Model metrics",
         "Fig. 3",
-        "Confusion group 0",
+        "Group 1: Shirt confused with Sandal, Ankle boot",
         "Fig. 2",
         "Algorithm 1",
         "Table 5",
@@ -168,6 +61,7 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
     ):
         assert heading in text
     assert "strict" in text and "2nd label" in text
+    assert '<a href="#group-1--shirt-confused-with-sandal--ankle-boot">' in text  # navigation
 
 
 def _section(text: str, anchor: str) -> str:
@@ -176,41 +70,168 @@ def _section(text: str, anchor: str) -> str:
     return m.group(1)
 
 
+def _captions(html_text: str) -> list[list[str]]:
+    """The caption lines of every figure, in order."""
+    return [
+        re.findall(r"<span[^>]*>(.*?)</span>", c)
+        for c in re.findall(r"<figcaption>(.*?)</figcaption>", html_text)
+    ]
+
+
+def class_of_tests_on_every_image(tmp_path: Path) -> None:
+    """Every image is captioned with a class name first (training: the label training saw; test: the
+    test class), then its id; no label is ever shown as a number."""
+    out = make_outputs(tmp_path)
+    text = run_report.build("synthetic run", "test", out, CFG, 0, loader, loader)
+    names = {html.escape(n) for n in TRAIN_CLASSES + TEST_CLASSES}
+    captions = _captions(text)
+    assert len(captions) == 44 + 26 + 4 * 13
+    for lines in captions:
+        assert lines[0] in names, lines
+        assert any(re.fullmatch(r"(train|test|1-NN) #\d+", line) for line in lines), lines
+    assert not re.search(r"class \d|y=\d|label \d", text)
+
+
+def test_paths_find_each_sample(tmp_path: Path) -> None:
+    """With image files, each caption and tooltip gives the path relative to the data set root."""
+    out = make_outputs(tmp_path, paths=True)
+    text = run_report.build("synthetic run", "test", out, CFG, 0, loader, loader)
+    info = read_json(out["embed"] / "embed.json")
+    for i in (int(PAIRS[0][0]), int(PAIRS[0][1])):
+        path = info["paths"]["test"][i]
+        assert f'title="{path}"' in text and f'<span class="ref">{path}</span>' in text
+    train_refs = re.findall(
+        r'title="([^"]+)"><figcaption><span class="cls">[^<]*</span>(?:<span class="flip">'
+        r'[^<]*</span>)?<span class="ref">train #(\d+)</span>',
+        text,
+    )
+    assert train_refs and all(info["paths"]["train"][int(i)] == p for p, i in train_refs)
+
+
 def test_confusion_pairs_section(tmp_path: Path) -> None:
-    """Fig. 3: report.pairs pairs, each with its 2 test images and top-5 harmful + helpful per method."""
-    out = _outputs(tmp_path)
-    text = run_report.build("synthetic run", "test", out, CFG, 0, _loader, _loader)
+    """Fig. 3: report.pairs pairs, each with its 2 test images and top-5 harmful + helpful per method,
+    captioned with class, flip mark, id, score and rank."""
+    out = make_outputs(tmp_path)
+    text = run_report.build("synthetic run", "test", out, CFG, 0, loader, loader)
     sec = _section(text, "top-confusion-pairs--fig--3-")
     cards = sec.split('<div class="card">')[1:]
     assert len(cards) == CFG["pairs"]
     for k, card in enumerate(cards):
         assert len(re.findall(r"<img ", card)) == 2 + 2 * (5 + 5)
-        assert f"d0 = {0.1 * (k + 1):.4f}" in card
         a, b = PAIRS[k]
-        assert f"test #{a}\nclass {a // 10}" in card and f"1-NN #{b}\nclass {b // 10}" in card
+        ca, cb = class_of_test(a), class_of_test(b)
+        assert (
+            f"Pair {k + 1}: {ca} (test #{a}), whose nearest test neighbour is labelled {cb} (test #{b})"
+            in card
+        )
+        assert f"d = {0.1 * (k + 1):.4f}" in card
         for m in ("EIF", "IF"):
-            assert f"{m} most harmful" in card and f"{m} most helpful" in card
+            assert f"{m}: most harmful" in card and f"{m}: most helpful" in card
         assert card.count('class="harm"') == 10 and card.count('class="help"') == 10
-    # The flipped sample with score 10 leads every harmful list, captioned with both labels and its score.
+    # The flipped sample with score 10 leads every harmful list, marked with its true class.
     with np.load(out["embed"] / "train.npz") as z:
         f = int(z["flipped"][0])
         y, c = int(z["labels"][f]), int(z["clean_labels"][f])
     for m in ("EIF", "IF"):
-        first = re.search(rf"{m} most harmful</div>.*?<figcaption>(.*?)</figcaption>", cards[0], re.S)
-        assert first is not None and first.group(1) == f"#{f} y={y} (clean {c})\ns=+10"
-    # Without pair scores (or without test images) the section is left out, the rest stays.
+        first = re.search(rf">{m}: most harmful.*?<figcaption>(.*?)</figcaption>", cards[0], re.S)
+        assert first is not None
+        assert re.findall(r"<span[^>]*>(.*?)</span>", first.group(1)) == [
+            html.escape(TRAIN_CLASSES[y]),
+            html.escape(f"flipped (true: {TRAIN_CLASSES[c]})"),
+            f"train #{f}",
+            f"{m} +10 · harmful #1",
+        ]
+    # Without pair scores the section is left out, the rest stays.
     index = read_json(out["influence"] / "influence.json")
     write_index(
         out["influence"], [e for e in index["analyses"] if e["kind"] != "pair"], n_train=200, methods={}
     )
-    text = run_report.build("synthetic run", "test", out, CFG, 0, _loader, _loader)
-    assert "Fig. 3" not in text and "Confusion group 0" in text
+    text = run_report.build("synthetic run", "test", out, CFG, 0, loader, loader)
+    assert "Fig. 3" not in text and "Group 1: Shirt confused with" in text
+
+
+def test_group_section_named_by_classes(tmp_path: Path) -> None:
+    text = run_report.build("synthetic run", "test", make_outputs(tmp_path), CFG, 0, loader, loader)
+    sec = _section(text, "group-1--shirt-confused-with-sandal--ankle-boot")
+    assert "3 Shirt test images whose nearest test neighbour is labelled Sandal or Ankle boot" in sec
+    assert "The detect and relabel stages rank the training set by this group." in sec
+    assert sec.count('class="pair"') == 3
+    for m in ("EIF", "IF"):
+        assert f"{m}: most harmful" in sec and f"{m}: most helpful" in sec
+
+
+def test_relabel_cards(tmp_path: Path) -> None:
+    """Each card: the query (current and suggested class, probability, flip mark), its nearest
+    voting neighbours with Algorithm 1's weights, and the nearest examples of both classes."""
+    out = make_outputs(tmp_path)
+    text = run_report.build("synthetic run", "test", out, CFG, 0, loader, loader)
+    sec = _section(text, "relabel-suggestions--algorithm-1--fig--5-")
+    review = pd.read_csv(out["relabel"] / "review.csv")
+    first = review[review.changes_label].head(CFG["suggestions"])
+    cards = re.findall(r'<div class="card" data-id="(\d+)">(.*?)(?=<div class="card"|$)', sec, re.S)
+    assert [int(i) for i, _ in cards] == first.sample_id.tolist()
+    with np.load(out["embed"] / "train.npz") as z:
+        emb, labels, clean, flipped = (
+            z["embeddings"],
+            z["labels"],
+            z["clean_labels"],
+            set(z["flipped"].tolist()),
+        )
+    k = read_json(out["relabel"] / "relabel.json")["k"]
+    for (i, card), row in zip(cards, first.itertuples(index=False)):
+        i = int(i)
+        cur, sug = TRAIN_CLASSES[row.current_label], TRAIN_CLASSES[row.recommended_label]
+        query = _captions(card)[0]
+        assert (
+            query[0] == html.escape(cur)
+            and f"suggested: {html.escape(sug)} (p = {row.probability:.2f})" in query
+        )
+        assert (html.escape(f"flipped (true: {TRAIN_CLASSES[clean[i]]})") in query) == (i in flipped)
+        nbrs = knn.train_neighbours(emb, k, np.array([i]))
+        shares = run_report.neighbour_shares(nbrs)[0]
+        assert np.isclose(shares.sum(), 1.0) and np.all(np.diff(shares) <= 1e-12)
+        shown = re.findall(r'<figure class="nbr".*?</figure>', card, re.S)
+        assert len(shown) == CFG["neighbours"]
+        for r, (fig, j) in enumerate(zip(shown, nbrs.indices[0]), start=1):
+            lines = _captions(fig)[0]
+            assert lines[0] == html.escape(TRAIN_CLASSES[labels[j]]) and f"train #{j}" in lines
+            assert f"neighbour {r}: weight {shares[r - 1]:.1%}" in lines
+            assert (html.escape(f"flipped (true: {TRAIN_CLASSES[clean[j]]})") in lines) == (j in flipped)
+        for role, c in (("current", row.current_label), ("suggested", row.recommended_label)):
+            block = re.search(rf'<div class="{role}">(.*?)</div></div>', card, re.S)
+            assert block is not None and f"{html.escape(TRAIN_CLASSES[c])} ({role} class)" in block.group(1)
+            ex = [int(x) for x in re.findall(r'<span class="ref">train #(\d+)</span>', block.group(1))]
+            assert len(ex) == CFG["class_examples"] and all(labels[j] == c for j in ex)
+            assert not {i, *nbrs.indices[0, : CFG["neighbours"]].tolist()} & set(ex)
+            d = np.linalg.norm(emb[ex] - emb[i], axis=1)
+            assert np.all(np.diff(d) >= 0)  # nearest first
+    assert "flipped (true:" in sec
 
 
 def test_table1_rows(tmp_path: Path) -> None:
-    sec = _section(run_report.build("r", "", _outputs(tmp_path), CFG, 0), "tables")
+    sec = _section(run_report.build("r", "", make_outputs(tmp_path), CFG, 0), "tables")
     assert "Table 1 (this run)" in sec and "<td>1.23E-02</td><td>4.56E-02</td><td>ok</td>" in sec
     assert "<td></td><td></td><td>not enough</td>" in sec  # no improvement / p-value: empty cells
+    assert 'alt="Table 1 chart"' in sec
+
+
+def test_report_artifact_is_named_per_run() -> None:
+    """Sweep job dirs repeat (0, 1, ...) from sweep to sweep: the parent dir keeps the names apart."""
+    name = artifact_name(Path("/o/sweeps/2026-12-01/17-00-00_12/0"))
+    assert name == "report-17-00-00_12-0"
+    assert artifact_name(Path("/o/runs/2026-12-01/17-00-00_12")) == "report-2026-12-01-17-00-00_12"
+    assert artifact_name(Path("/o/x/a=b c")) == "report-x-a_b_c"
+
+
+def test_okabe_ito_styles() -> None:
+    """One colour per ranking family (dashed for its second member), all from the Okabe-Ito palette."""
+    names = ["eif", "eif_abs", "if", "if_abs", "random", "loss", "cleanlab_quality", "cleanlab_issues"]
+    st = figures.ranking_styles(names)
+    assert st["eif"]["color"] == st["eif_abs"]["color"] != st["if"]["color"]
+    assert (st["eif"]["ls"], st["eif_abs"]["ls"], st["cleanlab_issues"]["ls"]) == ("-", "--", "--")
+    assert st["cleanlab_quality"]["color"] == st["cleanlab_issues"]["color"]
+    assert len({st[n]["color"] for n in ("eif", "if", "loss", "cleanlab_quality")}) == 4
+    assert all(st[n]["color"] in figures.OKABE_ITO for n in names if n != "random")
 
 
 def test_markdown_table() -> None:

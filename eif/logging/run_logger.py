@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
 
 class RunLogger:
     """The no-op logger (``logger=none``); also the interface every logger implements."""
+
+    active = False  # whether logged values go anywhere (stages skip building image tables if not)
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log time-series values (e.g. per-epoch loss)."""
@@ -29,7 +31,7 @@ class RunLogger:
         """Set final, run-level values (e.g. test Recall@1)."""
 
     def table(self, name: str, frame: pd.DataFrame) -> None:
-        """Log a table."""
+        """Log a table; cells holding a PIL image are logged as images."""
 
     def image(self, name: str, path: Path) -> None:
         """Log an image file (PNG)."""
@@ -92,6 +94,8 @@ class WandbLogger(RunLogger):
     error line; a server that cannot be reached falls back to offline with one warning line (the run
     is then uploaded later with ``wandb sync``)."""
 
+    active = True
+
     def __init__(self, lcfg: Any, config: dict[str, Any], run_dir: Path) -> None:
         import wandb
 
@@ -111,7 +115,6 @@ class WandbLogger(RunLogger):
                 log.warning(
                     "W&B %s: logging offline to %s instead (upload later with wandb sync)", problem, wdir
                 )
-                print(f"warning: W&B {problem}; logging offline to {wdir}", file=sys.stderr, flush=True)
                 mode = "offline"
         os.environ["WANDB_MODE"] = mode
         try:
@@ -138,7 +141,10 @@ class WandbLogger(RunLogger):
             self.run.summary[k] = v
 
     def table(self, name: str, frame: pd.DataFrame) -> None:
-        self.run.log({name: self._wandb.Table(dataframe=frame.reset_index(drop=True))})
+        frame = frame.reset_index(drop=True)
+        for c in frame.select_dtypes(include="object").columns:
+            frame[c] = frame[c].map(lambda v: self._wandb.Image(v) if isinstance(v, Image.Image) else v)
+        self.run.log({name: self._wandb.Table(dataframe=frame)})
 
     def image(self, name: str, path: Path) -> None:
         self.run.log({name: self._wandb.Image(str(path))})

@@ -86,8 +86,12 @@ def cleanlab_rankings(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, n
     labels = np.asarray(labels, dtype=np.int64)
     quality = get_label_quality_scores(labels, pred_probs)
     by_quality = np.argsort(quality, kind="stable")
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool, which can deadlock in a process that
+    # runs threads (the W&B logger's) and then hangs on exit (a stuck worker ignores the SIGTERM that
+    # the pool sends, since it inherited eif's handler). The result does not depend on n_jobs.
     issues = np.asarray(
-        find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence"), dtype=np.int64
+        find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1),
+        dtype=np.int64,
     )
     rest = by_quality[~np.isin(by_quality, issues)]
     return {"cleanlab_quality": by_quality, "cleanlab_issues": np.concatenate([issues, rest])}

@@ -112,7 +112,6 @@ def _publish(cfg: DetectConfig, run: Run, out: Path) -> None:
     info = read_json(out / "detect.json")
     if info["skipped"]:
         log.warning("detect skipped: %s", info["reason"])
-        print(f"detect: skipped, {info['reason']}", flush=True)
         return
     table = pd.read_csv(out / "detection.csv")
     print(

@@ -115,6 +115,26 @@ def _compute(s: RelabelSettings, run: Run, out: Path) -> None:
     write_table(runtime, out, "runtime")
 
 
+def review_media(review: pd.DataFrame, run: Run, px: int = 64) -> pd.DataFrame:
+    """``review`` for W&B: each row's training image (a thumbnail of at most ``px`` pixels) and the
+    class names of its current and recommended labels next to the ids."""
+    from eif.report.html import thumbnail
+
+    names = read_json(run.input("embed") / "embed.json")["train_class_names"]
+    train = run.data().train
+    out = review.copy()
+    out.insert(1, "thumbnail", [thumbnail(train.load(int(i)), px) for i in review.sample_id])
+    out.insert(
+        out.columns.get_loc("current_label"), "current_class", [names[y] for y in review.current_label]
+    )
+    out.insert(
+        out.columns.get_loc("recommended_label"),
+        "recommended_class",
+        [names[y] for y in review.recommended_label],
+    )
+    return out
+
+
 def _publish(s: RelabelSettings, run: Run, out: Path) -> None:
     info = read_json(out / "relabel.json")
     acc = info["accuracy"]
@@ -128,13 +148,13 @@ def _publish(s: RelabelSettings, run: Run, out: Path) -> None:
             f"strict {acc['strict']:.4f}, "
             f"second-label rule {acc['second_label']:.4f}"
         )
-    print(line, flush=True)
     log.info("%s", line)
     summary = {"relabel/n_queries": info["n_queries"], "relabel/knn_seconds": info["knn_seconds"]}
     if acc["flips_in_set"]:
         summary.update({"relabel/acc_strict": acc["strict"], "relabel/acc_second_label": acc["second_label"]})
     run.logger.summary(summary)
-    run.logger.table("relabel/review", pd.read_csv(out / "review.csv").head(500))
+    if run.logger.active:
+        run.logger.table("relabel/review", review_media(pd.read_csv(out / "review.csv").head(500), run))
     run.logger.table("relabel/runtime", pd.read_csv(out / "runtime.csv"))
 
 

@@ -3,7 +3,8 @@
 Every training sample is relabelled by the weighted kNN (Algorithm 1, no influence needed, as the
 reference); classes are sorted into centralized / diversified / individual / others by
 ``survey.rule`` (``reference``: 0.9 p rule; ``entropy``: the paper's th_H). Artifacts:
-``table5.csv``/``.md`` (counts), ``classes.csv`` (per-class p, top other class, entropy, category),
+``table5.csv``/``.md`` (counts), ``classes.csv`` (per class: its name, p, the top other class and its
+name, entropy, category),
 ``relabel_all.npz`` (``hard`` (N,) recommended labels), ``survey.json``.
 """
 
@@ -46,6 +47,13 @@ def _compute(cfg: SurveyConfig, run: Run, out: Path) -> None:
     k = cfg.k
     hard, _, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes, k=k)
     details = survey.class_details(tr.labels, hard, tr.num_classes)
+    names = read_json(run.input("embed") / "embed.json")["train_class_names"]  # e.g. the class folders
+    details.insert(1, "name", [names[c] for c in details["class"]])
+    details.insert(
+        details.columns.get_loc("top_other") + 1,
+        "top_other_name",
+        [names[c] if c >= 0 else "" for c in details["top_other"]],
+    )
     details["category"] = survey.categorise(details, cfg.rule, cfg.th_h)
     t5 = survey.table5(details, details.category)
     t5.insert(0, "rule", cfg.rule)
@@ -89,4 +97,5 @@ STAGE = Stage(
     publish=_publish,
     deps=("embed",),
     config=("survey", SurveyConfig),
+    version=2,
 )
