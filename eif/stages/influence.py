@@ -11,7 +11,6 @@ solve is off its own system (median relative residual above its ``warn_residual`
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from eif.influence.artifacts import Influence, write_analysis, write_index
 from eif.methods.base import MethodConfig
 from eif.settings import Settings, dump
 from eif.stages.base import Run, Stage
+from eif.utils import console
 from eif.utils.errors import require
 from eif.utils.io import load_torch
 
@@ -188,8 +188,7 @@ def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
         )
     warning = residual_warning(influence)
     if warning:
-        log.warning("%s", warning)
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        console.warn(log, warning)
     run.logger.table("influence/confusions", pd.DataFrame(rows))
 
 
