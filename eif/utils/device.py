@@ -42,7 +42,7 @@ def cuda_problem() -> str:
     if built is None:
         return (
             f"this torch ({torch.__version__}) is a CPU-only build; install a CUDA build "
-            "(scripts/setup.sh with EIF_TORCH=cu130 or cu126, see README 'GPU clusters')"
+            "(scripts/setup.sh with EIF_TORCH=cu130 or cu126, see docs/gpu.md)"
         )
     if driver is None:
         return (
@@ -52,7 +52,7 @@ def cuda_problem() -> str:
     return (
         f"torch {torch.__version__} is built for CUDA {built} and the NVIDIA driver is {driver}, but "
         "torch cannot use the GPU: the driver is probably too old for this CUDA version (CUDA 13 needs "
-        "driver >= 580, CUDA 12.6 >= 560); install a torch build for an older CUDA (README 'GPU clusters')"
+        "driver >= 580, CUDA 12 >= 525); install a torch build for an older CUDA (docs/gpu.md)"
     )
 
 
