@@ -253,7 +253,7 @@ def test_lissa_divergence_is_one_readable_error():
 def test_curvature_closed_form_matches_autograd_hessian(loss_name):
     """H_z,i through the cosines (closed form) equals torch.func.hessian of each per-sample loss."""
     from eif.influence import ConfusionTask
-    from eif.influence.ihvp import curvature_z
+    from eif.influence.ihvp import curvature_apply, curvature_z
     from eif.losses import ProxyNCAPP, SoftTriple
 
     g = torch.Generator().manual_seed(11)
@@ -269,6 +269,24 @@ def test_curvature_closed_form_matches_autograd_hessian(loss_name):
     torch.testing.assert_close(curvature_z(fast, z, y), ref, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(curvature_z(generic, z, y), ref, rtol=1e-9, atol=1e-11)
     assert ref.abs().max() > 0.1
+    # applied term by term (no M x M matrix; the form for many proxies), to K=4 tangents at once
+    t = torch.randn(9, 4, 5, generator=g, dtype=DT)
+    torch.testing.assert_close(curvature_apply(loss, z, y, t), t @ ref.mT, rtol=1e-9, atol=1e-11)
+
+
+def test_head_hessian_without_cached_factors_is_the_same_operator():
+    """With no room to cache the curvature factors, HeadHessian applies H_z term by term; the products
+    and the per-sample curvature estimates are the cached operator's."""
+    from eif.influence.hessian import HeadHessian
+
+    pb = make_problem()
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    cached = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5)
+    direct = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5, cache_floats=0)
+    assert cached.factors is not None and direct.factors is None
+    x = torch.randn(3, *pb["w"].shape, generator=torch.Generator().manual_seed(2), dtype=DT)
+    torch.testing.assert_close(direct.matvec(x), cached.matvec(x), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(direct.sample_curvature(10), cached.sample_curvature(10), rtol=1e-7, atol=0)
 
 
 def test_lissa_generic_curvature_equals_cosine_form():

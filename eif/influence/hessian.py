@@ -9,8 +9,9 @@ the (K E, D) output once per chunk, which costs more than the arithmetic at thes
 
 The per-sample curvatures come from :func:`eif.influence.ihvp.curvature_factors` (a loss with a
 cosine form: H_z = B S B^T - sigma I on M + 2 columns) and are computed once and kept when they fit
-in ``cache_floats``; otherwise (or for a loss without a cosine form) each product recomputes them
-(double backprop through the per-sample loss).
+in ``cache_floats``. Otherwise (many cosine targets, e.g. InShop's 3,997 proxies) each product applies
+H_z term by term without any M x M matrix (:func:`eif.influence.ihvp.curvature_apply`, O(K M E) per
+sample); a loss without a cosine form uses double backprop through the per-sample loss.
 """
 
 from __future__ import annotations
@@ -68,16 +69,15 @@ class HeadHessian:
 
     def curvature(self, s: int, t: torch.Tensor) -> torch.Tensor:
         """H_z,i t for the samples s, s+1, ...: t (n, K, E) -> (n, K, E)."""
-        from eif.influence.ihvp import curvature_factors, hvp_z
+        from eif.influence.ihvp import curvature_apply, hvp_z
 
         n = t.shape[0]
         zc, yc = self.z[s : s + n], self.y[s : s + n]
         if self.pu is None:
             return hvp_z(self.task, zc, yc, t.transpose(0, 1)).transpose(0, 1)
-        if self.factors is not None:
-            uq, core, sigma = (f[s : s + n] for f in self.factors)
-        else:
-            uq, core, sigma = curvature_factors(self.task.cos_loss, zc, yc)
+        if self.factors is None:
+            return curvature_apply(self.task.cos_loss, zc, yc, t)
+        uq, core, sigma = (f[s : s + n] for f in self.factors)
         m = self.pu.shape[0]
         y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): targets, then u and q
         ys = torch.bmm(y, core.mT)  # S B^T t
