@@ -238,6 +238,7 @@ def test_lds_sweep_table_summarises_seeds(tmp_path):
     [
         ("table1_fmnist", "stats", ["eif", "if", "if_converged", "if_converged_low"]),
         ("lds", "lds", ["eif", "if", "if_converged", "grad_dot", "grad_cos", "representer", "random"]),
+        ("clean_fmnist", "clean", ["eif", "if"]),
     ],
 )
 def test_fashion_mnist_sweeps_compose_their_experiment(name, stage, methods):
@@ -247,4 +248,53 @@ def test_fashion_mnist_sweeps_compose_their_experiment(name, stage, methods):
     assert res.returncode == 0, res.stderr
     cfg = OmegaConf.create(res.stdout)
     assert list(cfg.methods) == methods and cfg.stages[-1] == stage
-    assert cfg.hydra.sweeper.params.seed == "range(5)"
+    assert cfg.hydra.sweeper.params.seed == ("range(3)" if name == "clean_fmnist" else "range(5)")
+
+
+def test_clean_sweep_table_averages_seeds_and_gains(tmp_path):
+    """The cleaning tables of a sweep: per variant the mean and sd over seeds of the counts and metrics,
+    and each metric's gain over the same seed's noisy model; the Table 1 files are not written."""
+    sweep = tmp_path / "sweep"
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"sweeper": {"params": {"seed": "range(2)"}}}}), tmp_path / "m.yaml"
+    )
+    for seed, (noisy, oracle) in {0: (0.80, 0.86), 1: (0.82, 0.85)}.items():
+        job = sweep / str(seed)
+        (job / ".hydra").mkdir(parents=True)
+        (job / "artifacts" / "clean").mkdir(parents=True)
+        cfg = {
+            "seed": seed,
+            **{k: {"name": v} for k, v in (("dataset", "fmnist"), ("loss", "p"), ("noise", "p10"))},
+        }
+        OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+        rows = [
+            {
+                "variant": "noisy",
+                "changed": 0,
+                "flips_fixed": 0,
+                "clean_broken": 0,
+                "recall@1": noisy,
+                "map@r": 0.3,
+            },
+            {
+                "variant": "oracle",
+                "changed": 50,
+                "flips_fixed": 50,
+                "clean_broken": 0,
+                "recall@1": oracle,
+                "map@r": 0.4,
+            },
+        ]
+        write_json(job / "artifacts" / "clean" / "clean.json", {"rows": rows})
+    (sweep / "multirun.yaml").write_text((tmp_path / "m.yaml").read_text())
+    assert main([str(sweep)]) == 0
+    summary = pd.read_csv(sweep / "clean_summary.csv").set_index("variant")
+    assert summary.loc["oracle", "recall@1_mean"] == pytest.approx(0.855)
+    assert summary.loc["oracle", "gain_recall@1_mean"] == pytest.approx(0.045)
+    assert summary.loc["oracle", "gain_map@r_sd"] == pytest.approx(0.0)
+    assert summary.loc["oracle", "jobs"] == 2
+    assert (
+        "| oracle | 50.0 ± 0.0 | 50.0 ± 0.0 | 0.0 ± 0.0 | 0.8550 ± 0.0071 |"
+        in (sweep / "clean.md").read_text()
+    )
+    assert not (sweep / "table1.md").exists()

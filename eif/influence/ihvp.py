@@ -385,13 +385,13 @@ def classic_influence(
 
     cfg = IfConfig() if cfg is None else cfg
     auto = cfg.scale == "auto"
-    require(cfg.solver != "lissa" or cfg.damping < 1, "LiSSA needs if.damping < 1 (its decay is 1 - damping)")
-    require(cfg.solver == "lissa" or cfg.damping > 0, f"if.solver={cfg.solver} needs if.damping > 0")
+    require(cfg.solver != "lissa" or cfg.damping < 1, "LiSSA needs damping < 1 (its decay is 1 - damping)")
+    require(cfg.solver == "lissa" or cfg.damping > 0, f"the {cfg.solver} IF solver needs damping > 0")
     n, dim = train_features.shape
     require(
         cfg.solver != "exact" or weight.numel() <= EXACT_MAX_PARAMS,
         f"the exact IF solver needs E*D <= {EXACT_MAX_PARAMS}, got {tuple(weight.shape)}; "
-        "use if.solver=cg or lissa",
+        "use methods.if.solver=cg or lissa",
     )
     z = head(train_features, weight, bias)
     gz = loss_grad_z(task, z, train_labels)  # (N, E)
@@ -459,10 +459,11 @@ def classic_influence(
             # one read of X at full bandwidth, where isfinite(X) cost ~10 head passes
             if not bool(torch.isfinite(x.flatten(1).sum(1)).all()):
                 top = info["curvature"]["max"]
-                hint = f"if.scale={AUTO_SCALE_FACTOR * top:.0f} or if.scale=auto"
+                hint = f"methods.if.scale={AUTO_SCALE_FACTOR * top:.0f} or methods.if.scale=auto"
                 raise EifError(
-                    f"LiSSA diverged with if.scale={scale:.4g}: the largest per-sample curvature is about "
-                    f"{top:.3g}; raise if.scale (e.g. {hint}) or use a converged solver (if.solver=cg)"
+                    f"LiSSA diverged with methods.if.scale={scale:.4g}: the largest per-sample curvature is "
+                    f"about {top:.3g}; raise the scale (e.g. {hint}) or use a converged IF "
+                    "(e.g. methods=[eif,if_converged])"
                 )
         if cfg.solver == "cg":
             # from zero: the first preconditioned direction already holds the Ritz-span solution, and a

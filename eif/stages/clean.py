@@ -141,7 +141,7 @@ def _compute(s: CleanSettings, run: Run, out: Path) -> None:
         if not done.is_file():
             log.info("clean: re-training on the labels of %s (%d of %d)", name, i + 1, len(variants))
             model, _, history = fit(
-                s.train, data.train.with_labels(labels), data.num_train_classes, run, out / f"ckpt_{name}"
+                s.train, data.train.with_labels(labels), data.num_train_classes, run, out / "ckpt" / name
             )
             metrics = test_metrics(model, data, s.evaluate, run)
             write_json(done, {"metrics": metrics, "final_loss": history[-1]["loss"] if history else None})
@@ -197,5 +197,6 @@ STAGE = Stage(
     publish=_publish,
     deps=_deps,
     config=("clean", CleanConfig),
+    version=2,  # 2: re-training checkpoints under ckpt/ (scratch), no longer inside the artifact
     check=_check,
 )

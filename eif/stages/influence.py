@@ -4,8 +4,8 @@ confusions (pairs, groups, mis-similar pairs).
 Reads the head (W, b) and the trained proxies from ``train``, the cached trunk features from ``embed``
 and the confusions from ``mine``; never images. The methods are the job's ``methods`` group
 (``methods=[eif,if]`` by default; docs/influence.md lists them); the artifact layout is
-:mod:`eif.influence.artifacts`. ``publish`` prints one warning line per IF variant whose linear
-solve is off its own system (median relative residual above its ``warn_residual``).
+:mod:`eif.influence.artifacts`. ``publish`` prints one warning line per run naming every IF
+variant whose linear solve is off its own system (median relative residual above its ``warn_residual``).
 """
 
 from __future__ import annotations

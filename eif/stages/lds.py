@@ -17,6 +17,7 @@ Re-training uses the cached eval-transform features (the embed stage): several e
 trunk passes would dominate the cost and the ranking question does not need augmentation.
 
 Artifacts: ``lds.json`` (rows, ceilings, removal, settings), ``lds.csv``, ``removal.csv``, ``lds.md``,
+``removal.md``,
 ``measured.npz`` (per kind, d of shape (seeds, horizons, K, M)), ``subsets.npz``.
 """
 

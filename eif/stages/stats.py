@@ -129,7 +129,7 @@ def _publish(s: StatsSettings, run: Run, out: Path) -> None:
     for r in record["robustness"]["comparisons"]:
         key = f"table1_robust/{r['kind']}/{r['a']}-vs-{r['b']}"
         run.logger.summary(
-            {f"{key}/mean": r["mean"], **({f"{key}/pvalue": r["pvalue"]} if r["pvalue"] else {})}
+            {f"{key}/mean": r["mean"], **({f"{key}/pvalue": r["pvalue"]} if r["pvalue"] is not None else {})}
         )
 
 

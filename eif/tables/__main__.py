@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {sweep} is not a directory", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from eif.tables import lds, mislabel, table1
+    from eif.tables import clean, lds, mislabel, table1
 
     written = []
     if (
@@ -26,17 +26,21 @@ def main(argv: list[str] | None = None) -> int:
         or (sweep / "multirun.yaml").is_file()
         and not any(sweep.glob("*/artifacts/relabel/relabel.json"))
         and not any(sweep.glob("*/artifacts/lds/lds.json"))
+        and not any(sweep.glob("*/artifacts/clean/clean.json"))
     ):
         table1.aggregate(sweep)
         written.append(sweep / "table1.md")
     if any(sweep.glob("*/artifacts/lds/lds.json")):
         lds.aggregate(sweep)
         written.append(sweep / "lds.md")
+    if any(sweep.glob("*/artifacts/clean/clean.json")):
+        clean.aggregate(sweep)
+        written.append(sweep / "clean.md")
     if any(sweep.glob("*/artifacts/relabel/relabel.json")):
         mislabel.aggregate(sweep)
         written += [sweep / "table2.md", sweep / "table3.md", sweep / "index.html"]
     if not written:
-        found = "*/stats.json, */artifacts/relabel/relabel.json or */artifacts/lds/lds.json"
+        found = "*/stats.json or */artifacts/{relabel,lds,clean}/*.json"
         print(f"error: {sweep} holds no job results (no {found})", file=sys.stderr)
         return 2
     for path in written:

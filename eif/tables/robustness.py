@@ -145,12 +145,15 @@ def markdown(effects: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping
     return "\n".join(parts) + "\n"
 
 
+MODEL = ["dataset", "model", "loss", "noise"]  # what one combined row pools over seeds of
+
+
 def combine(per_job: pd.DataFrame) -> pd.DataFrame:
-    """Across jobs (seeds) of one (dataset, loss): one row per (kind, a, b) with the number of jobs,
-    the mean of their mean differences, the lowest low and highest high of their intervals, and
-    Stouffer's combined one-sided p-value (each job equal weight)."""
+    """Across jobs (seeds) of one (dataset, model, loss, noise): one row per (kind, a, b) with the
+    number of jobs, the mean of their mean differences, the lowest low and highest high of their
+    intervals, and Stouffer's combined one-sided p-value (each job equal weight)."""
     rows = []
-    keys = ["dataset", "loss", "kind", "a", "b"]
+    keys = [*MODEL, "kind", "a", "b"]
     for key, g in per_job.groupby(keys, dropna=False, sort=False):
         ps = pd.to_numeric(g["pvalue"], errors="coerce").dropna().clip(1e-300, 1 - 1e-16)
         combined = float(stats.combine_pvalues(ps, method="stouffer").pvalue) if len(ps) else None
@@ -169,7 +172,8 @@ def combine(per_job: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
-    """Every job's comparison rows (``stats.json`` in its run dir) with its dataset, loss and seed."""
+    """Every job's comparison rows (``stats.json`` in its run dir) with its dataset, model, loss, noise
+    and seed."""
     frames = []
     for stats_file in sorted(Path(sweep_dir).glob("*/stats.json")):
         try:
@@ -179,9 +183,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
             continue
         ident = {**job_identity(job_overrides(stats_file.parent)), **record.get("job", {})}
         rows = record.get("robustness", {}).get("comparisons", [])
-        frames.append(
-            pd.DataFrame([{**{k: ident.get(k) for k in ("dataset", "loss", "seed")}, **r} for r in rows])
-        )
+        frames.append(pd.DataFrame([{**{k: ident.get(k) for k in (*MODEL, "seed")}, **r} for r in rows]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -193,23 +195,18 @@ def sweep_markdown(per_job: pd.DataFrame, combined: pd.DataFrame) -> str:
         "Per seed: mean Δd_a − Δd_b [95% bootstrap interval], one-sided p. Combined: the mean of the "
         "seeds' means, the widest of their intervals, Stouffer's p.\n",
     ]
-    for (dataset, loss, kind), g in combined.groupby(["dataset", "loss", "kind"], sort=False, dropna=False):
-        seeds = sorted(
-            per_job.loc[(per_job.dataset == dataset) & (per_job.loss == loss), "seed"].dropna().unique()
+    for (*ident, kind), g in combined.groupby([*MODEL, "kind"], sort=False, dropna=False):
+        same = np.logical_and.reduce(
+            [(per_job[k] == v) | (per_job[k].isna() & pd.isna(v)) for k, v in zip(MODEL, ident)]
         )
+        seeds = sorted(per_job.loc[same, "seed"].dropna().unique())
         parts += [
-            f"\n## {dataset}, {loss}: {kind}\n",
+            f"\n## {', '.join(str(v) for v in ident)}: {kind}\n",
             "| a | b | " + " | ".join(f"seed {int(s)}" for s in seeds) + " | combined | Stouffer p |",
             "|---|---|" + "---|" * len(seeds) + "---|---:|",
         ]
         for r in g.itertuples():
-            sel = per_job[
-                (per_job.dataset == dataset)
-                & (per_job.loss == loss)
-                & (per_job.kind == kind)
-                & (per_job.a == r.a)
-                & (per_job.b == r.b)
-            ]
+            sel = per_job[same & (per_job.kind == kind) & (per_job.a == r.a) & (per_job.b == r.b)]
             by = {row["seed"]: row for row in sel.to_dict("records")}
             cells = [f"{_ci(by[s])}, p {fmt(by[s]['pvalue'])}" if s in by else "" for s in seeds]
             parts.append(
