@@ -28,15 +28,14 @@ import argparse
 import resource
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from influence import clock  # noqa: E402
 from synthetic import trained_problem  # noqa: E402
 
 from eif.influence import IfConfig, build_batch, classic_influence, empirical_influence  # noqa: E402
@@ -45,16 +44,6 @@ from eif.influence.krylov import lanczos  # noqa: E402
 from eif.influence.task import head  # noqa: E402
 
 RESULTS: dict[str, float] = {}
-
-
-def clock(fn: Callable[[], object], repeat: int = 1) -> float:
-    """Median wall seconds of ``repeat`` calls."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def peak_gb() -> float:

@@ -10,22 +10,20 @@ torch's hub cache, nothing is downloaded), or a local ``.pth`` state dict of the
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torchvision.models as tvm
-from pydantic import field_validator, model_validator
 from torch import nn
 
-from eif.models.config import ModelConfig
+from eif.models.arch import ArchTrunk
 from eif.models.embedder import Embedder
-from eif.settings import AUTO, DISPLAY, setting
+from eif.settings import DISPLAY, setting
 from eif.utils.errors import EifError
 
 PROBE_PX = 224  # side of the meta-tensor image that the trunk's output size is read from
@@ -127,42 +125,19 @@ def load_weights_file(
     net.load_state_dict({k: state[k] for k in wanted}, strict=False)
 
 
-class TorchvisionTrunk(ModelConfig):
-    """``model=torchvision``: ``arch`` (a torchvision classification model, e.g. ``resnet18``) as the trunk.
+class TorchvisionTrunk(ArchTrunk):
+    """``model=torchvision``: ``arch`` (a torchvision classification model, e.g. ``resnet18``) as the
+    trunk; ``weights`` is a torchvision weights name or a local state dict file (module doc)."""
 
-    ``pretrained`` follows ``weights`` (set: true). ``weights_digest`` is the content hash of a local
-    weights file, filled in when the job runs (module doc), so an edited file trains a new model."""
-
+    library: ClassVar[str] = "torchvision classification"
     name: str = setting("torchvision", unkeyed=DISPLAY)
-    arch: str = "resnet18"
-    weights: str | None = None
-    weights_digest: str | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _pretrained_from_weights(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            given = data.get("pretrained")
-            if given is not None and bool(given) != (data.get("weights") is not None):
-                raise ValueError("pretrained follows weights: set model.weights (a weights name or a file)")
-            data = {**data, "pretrained": data.get("weights") is not None}
-        return data
+    def arch_names(cls) -> list[str]:
+        return tvm.list_models(module=tvm)
 
-    @field_validator("arch")
-    @classmethod
-    def _known(cls, arch: str) -> str:
-        names = tvm.list_models(module=tvm)
-        if arch not in names:
-            close = difflib.get_close_matches(arch, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{arch!r} is not a torchvision classification model{hint}")
-        return arch
-
-    @model_validator(mode="after")
-    def _channels(self) -> TorchvisionTrunk:
-        if self.pretrained and self.in_channels not in (3, AUTO):
-            raise ValueError(f"weights need in_channels=3 (ImageNet images), got {self.in_channels}")
-        return self
+    def weights_file(self) -> str | None:
+        return None if self.weights is None or self._weights_enum() is not None else self.weights
 
     def _weights_enum(self) -> Any:
         """The torchvision weights the name ``weights`` stands for, or None (a file, or no weights)."""
@@ -201,22 +176,6 @@ class TorchvisionTrunk(ModelConfig):
 
     def native_feature_dim(self, in_channels: int) -> int:
         return probe_feature_dim(lambda: conv_trunk(self._network(), self.arch), self.arch)
-
-    def needs_resolving(self) -> bool:
-        return True  # feature_dim is checked against the architecture, a weights file is hashed
-
-    def resolve(self, in_channels: int, file_digest: Callable[[str], str]) -> ModelConfig:
-        native = self.native_feature_dim(in_channels)
-        if self.feature_dim not in (AUTO, native):
-            raise EifError(
-                f"model.feature_dim={self.feature_dim}, but {self.arch}'s trunk gives {native} (use auto)"
-            )
-        out = super().resolve(in_channels, file_digest)
-        if self.weights is not None and self._weights_enum() is None:
-            if not Path(self.weights).is_file():
-                raise EifError(str(self.weights_problem()))
-            out = out.model_copy(update={"weights_digest": file_digest(self.weights)})
-        return out
 
     def _trunk(self, pretrained: bool) -> nn.Sequential:
         """The convolutional part, with the ``weights`` loaded when ``pretrained``."""
