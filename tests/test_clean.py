@@ -95,3 +95,23 @@ def test_clean_stage_oracle_fixes_every_flip_and_an_empty_review_retrains_the_sa
     assert again[1]["changed"] == 0
     for metric in ("recall@1", "map@r", "nmi"):
         assert again[1][metric] == pytest.approx(again[0][metric], abs=1e-6)
+
+
+def test_re_trainings_log_their_curves_under_their_own_prefix():
+    """A re-training's epochs restart at 1: they go to W&B's next step under clean/<variant>/, with the
+    epoch as a value, instead of steps W&B would drop."""
+    from eif.logging.run_logger import Prefixed, RunLogger
+
+    class Recorder(RunLogger):
+        active = True
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[dict, int | None]] = []
+
+        def log(self, metrics, step=None):
+            self.calls.append((metrics, step))
+
+    base = Recorder()
+    logger = Prefixed(base, "clean/oracle")
+    logger.log({"train/loss": 0.5}, step=3)
+    assert logger.active and base.calls == [({"clean/oracle/train/loss": 0.5, "clean/oracle/epoch": 3}, None)]

@@ -43,6 +43,35 @@ class RunLogger:
         """Close the run; always called, also when the job fails."""
 
 
+class Prefixed(RunLogger):
+    """``base``'s time series under ``prefix/`` for a second training inside one job (the ``clean``
+    stage's re-trainings): their epochs restart at 1, and W&B drops (with a warning per call) any step
+    below one already logged, so the values are logged at W&B's next step with the epoch as
+    ``prefix/epoch``. Everything else goes to ``base`` unchanged."""
+
+    def __init__(self, base: RunLogger, prefix: str) -> None:
+        self.base, self.prefix = base, prefix
+        self.active = base.active
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        values = {f"{self.prefix}/{k}": v for k, v in metrics.items()}
+        if step is not None:
+            values[f"{self.prefix}/epoch"] = step
+        self.base.log(values)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self.base.summary(values)
+
+    def table(self, name: str, frame: pd.DataFrame) -> None:
+        self.base.table(name, frame)
+
+    def image(self, name: str, path: Path) -> None:
+        self.base.image(name, path)
+
+    def artifact(self, name: str, kind: str, paths: Sequence[Path], metadata: dict | None = None) -> None:
+        self.base.artifact(name, kind, paths, metadata)
+
+
 def wandb_dirs(wdir: Path) -> Path:
     """Point every directory W&B writes (run files, artifact staging, cache, config) inside ``wdir``.
 

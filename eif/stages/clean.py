@@ -24,6 +24,7 @@ training labels of every variant), ``variants/<name>.json``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from eif.logging.run_logger import Prefixed
 from eif.mislabel import clean, knn
 from eif.settings import Settings, setting
 from eif.stages import evaluate, train
@@ -140,9 +142,9 @@ def _compute(s: CleanSettings, run: Run, out: Path) -> None:
         done = out / "variants" / f"{name}.json"
         if not done.is_file():
             log.info("clean: re-training on the labels of %s (%d of %d)", name, i + 1, len(variants))
-            model, _, history = fit(
-                s.train, data.train.with_labels(labels), data.num_train_classes, run, out / "ckpt" / name
-            )
+            variant = replace(run, logger=Prefixed(run.logger, f"clean/{name}"))
+            train_set = data.train.with_labels(labels)
+            model, _, history = fit(s.train, train_set, data.num_train_classes, variant, out / "ckpt" / name)
             metrics = test_metrics(model, data, s.evaluate, run)
             write_json(done, {"metrics": metrics, "final_loss": history[-1]["loss"] if history else None})
         rows.append({"variant": name, **clean.outcome(labels, noisy, truth), **read_json(done)["metrics"]})
