@@ -67,6 +67,16 @@ def _job_started() -> None:
 
 def run(cfg: DictConfig) -> dict | None:
     _job_started()
+    from eif.stage_names import first_unknown
+
+    problem = first_unknown(cfg.get("stages"))
+    if problem:  # before the pipeline's imports (torch, faiss, ...): a typo is reported in a second
+        import logging
+
+        from eif.utils.console import error
+
+        error(logging.getLogger("eif"), problem)
+        sys.exit(2)
     from eif.pipeline import run_job_cli
 
     return run_job_cli(cfg)

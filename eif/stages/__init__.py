@@ -1,5 +1,5 @@
 """Stages, by name: the registry. Each module in ``MODULES`` defines ``STAGE``; a new stage is one
-module here plus its config group ``conf/<group>/default.yaml``."""
+module here plus its name in ``eif/stage_names.py`` and its config group ``conf/<group>/default.yaml``."""
 
 from __future__ import annotations
 
@@ -7,24 +7,10 @@ import importlib
 from functools import cache
 from typing import Any
 
+from eif.stage_names import NAMES
 from eif.stages.base import Stage, unknown_stage
 
-MODULES = (
-    "train",
-    "evaluate",
-    "embed",
-    "mine",
-    "influence",
-    "retrain_features",
-    "retrain",
-    "stats",
-    "detect",
-    "relabel",
-    "survey",
-    "report",
-    "lds",
-    "clean",
-)
+MODULES = NAMES  # eif/stage_names.py: the names without importing any stage
 
 
 @cache

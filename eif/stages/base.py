@@ -156,8 +156,6 @@ def stage_names(registry: Mapping[str, Stage]) -> str:
 
 
 def unknown_stage(name: str, registry: Mapping[str, Stage]) -> EifError:
-    import difflib
+    from eif.stage_names import unknown_message
 
-    close = difflib.get_close_matches(name, list(registry), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return EifError(f"unknown stage {name!r}{hint}; known stages: {stage_names(registry)}")
+    return EifError(unknown_message(name, registry))
