@@ -13,7 +13,7 @@ through the head, timed in the same process (median of 5).
   converged (the ``if_converged`` method: CG to relative residual 1e-3, 64 shared Lanczos steps
   preconditioning every solve) at lambda = 5 and 0.5, all one-time work included, per pair.
 - **InShop shape** (N 25,882, D 2,048, E 512, C 3,997; 100 pairs + 30 groups of 5 pairs): EIF on all
-  130 confusions against its floor, N * C exponentials per confusion (``torch.exp`` of an (N, C)
+  130 confusions (once) against its floor, N * C exponentials per confusion (``torch.exp`` of an (N, C)
   float32 tensor, median of 5, times 130); converged IF at lambda = 5 on the first ``--inshop-if``
   confusions, amortised over all 130: (Lanczos + CG on the subset scaled to 130) / 130, where the
   Lanczos part is timed on its own; peak RSS of the process. The InShop head trains for at most
@@ -107,7 +107,7 @@ def inshop(n_if: int, epochs: int) -> None:
     hp = clock(lambda: tp.ftr @ tp.w.T, repeat=5)
     t_exp = exp_seconds(n, c)
     with torch.no_grad():
-        t_eif = clock(lambda: empirical_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, batch), 3)
+        t_eif = clock(lambda: empirical_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, batch))
     floor = t_exp * k
     print(
         f"  head pass {hp:.3f} s; exp of (N, C) {t_exp:.3f} s; EIF {k} confusions {t_eif:.1f} s "
