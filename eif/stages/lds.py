@@ -309,5 +309,6 @@ STAGE = Stage(
     publish=_publish,
     deps=("train", "embed", "influence"),
     config=("lds", LdsConfig),
+    version=2,  # 2: the noise ceiling is the attenuation bound; removal lists the random control once
     check=_check,
 )
