@@ -22,6 +22,9 @@ from eif.influence.task import ConfusionTask
 
 CACHE_FLOATS = 1 << 28  # 1 GiB of float32 curvature factors at most
 ROWS = 32  # samples per in-place curvature block
+# Floats per (rows, K, M) temporary when H_z is applied term by term: larger blocks than ROWS, since
+# each call's fixed cost dominates at 32 rows (InShop: 18.3 s per product at 32 rows, 10.2 s at 256).
+APPLY_FLOATS = 1 << 22
 
 
 class HeadHessian:
@@ -92,8 +95,11 @@ class HeadHessian:
         if self._buffer is None or self._buffer.numel() < self.n * k * self.e:
             self._buffer = x.new_empty(self.n * k * self.e)
         t = torch.mm(self.features, flat.T, out=self._buffer[: self.n * k * self.e].view(self.n, k * self.e))
-        for s in range(0, self.n, ROWS):  # in place: H_z,i X f_i replaces X f_i
-            rows = t[s : s + ROWS].view(-1, k, self.e)
+        step = ROWS
+        if self.factors is None and self.pu is not None:  # term by term: fewer, larger calls (~4M floats)
+            step = max(ROWS, min(1024, APPLY_FLOATS // (k * self.pu.shape[0])))
+        for s in range(0, self.n, step):  # in place: H_z,i X f_i replaces X f_i
+            rows = t[s : s + step].view(-1, k, self.e)
             rows.copy_(self.curvature(s, rows))
         out = torch.mm(t.T, self.features).div_(self.n)
         if self.damping:
