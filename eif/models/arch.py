@@ -56,7 +56,8 @@ class ArchTrunk(ModelConfig):
         if arch not in names:
             close = difflib.get_close_matches(arch, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{arch!r} is not a {cls.library} model{hint}")
+            kind = cls.library + " model"
+            raise ValueError(" ".join([repr(arch), "is not a", kind]) + hint)
         return arch
 
     @model_validator(mode="after")
