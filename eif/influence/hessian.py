@@ -72,21 +72,37 @@ class HeadHessian:
 
     def curvature(self, s: int, t: torch.Tensor) -> torch.Tensor:
         """H_z,i t for the samples s, s+1, ...: t (n, K, E) -> (n, K, E)."""
+        return self.curvature_at(slice(s, s + t.shape[0]), t)
+
+    def curvature_at(self, idx: slice | torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """H_z,i t for the samples ``idx`` (a slice or index tensor of n): t (n, K, E) -> (n, K, E)."""
         from eif.influence.ihvp import curvature_apply, hvp_z
 
-        n = t.shape[0]
-        zc, yc = self.z[s : s + n], self.y[s : s + n]
+        zc, yc = self.z[idx], self.y[idx]
         if self.pu is None:
             return hvp_z(self.task, zc, yc, t.transpose(0, 1)).transpose(0, 1)
         if self.factors is None:
             return curvature_apply(self.task.cos_loss, zc, yc, t)
-        uq, core, sigma = (f[s : s + n] for f in self.factors)
+        uq, core, sigma = (f[idx] for f in self.factors)
         m = self.pu.shape[0]
         y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): targets, then u and q
         ys = torch.bmm(y, core.mT)  # S B^T t
         out = torch.bmm(ys[..., m:], uq.mT)
         out += ys[..., :m] @ self.pu
         return out.sub_(t * sigma[:, None, None])
+
+    def compressed_curvature(self, s: int, n: int, psi: torch.Tensor) -> torch.Tensor:
+        """Psi^T H_z,i Psi for the samples s, ..., s + n - 1: psi (E, q) -> (n, q, q). With cached
+        factors, (Psi^T B_i) S_i (Psi^T B_i)^T - sigma_i I, the targets' part Psi^T P^^T shared by all
+        samples (O(q M (M + q)) per sample); otherwise H_z,i applied to the q columns of Psi."""
+        q = psi.shape[1]
+        if self.factors is None or self.pu is None:
+            return self.curvature(s, psi.T.expand(n, q, self.e)) @ psi
+        uq, core, sigma = (f[s : s + n] for f in self.factors)
+        basis = torch.cat([(self.pu @ psi).T.expand(n, q, -1), psi.T @ uq], -1)  # Psi^T B_i (n, q, M+2)
+        out = basis @ core @ basis.mT
+        out.diagonal(dim1=-2, dim2=-1).sub_(sigma[:, None])
+        return out
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """(H + damping I) X for X (K, E, D)."""

@@ -33,10 +33,13 @@ Solvers for X = H^-1 v:
   afterwards: a step's ~5 small products gain little from a second thread, and each would wait at an
   OpenMP barrier for it (up to ms when the core is busy).
 - ``cg``: conjugate gradients on (H + damping I) X = v to relative residual ``cg_tol``, all confusions
-  at once; ``deflate`` > 0 first runs that many Lanczos steps on H and preconditions every solve with
-  the top Ritz pairs (:mod:`eif.influence.krylov`): the shared top of the spectrum is paid for once.
-  H can be indefinite (the losses normalise z): Lanczos estimates its smallest eigenvalue, and a
-  damping that leaves H + damping I indefinite is an error, as is negative curvature met by CG.
+  at once, with one preconditioner built once and shared by every confusion: ``coarse`` > 0 solves
+  H exactly on a Kronecker subspace (the top ``coarse`` feature directions x ``coarse_e`` embedding
+  directions; :mod:`eif.influence.coarse`; no Hessian-vector product to build), ``deflate`` > 0 runs
+  that many Lanczos steps on H and uses its top Ritz pairs (:mod:`eif.influence.krylov`).
+  H can be indefinite (the losses normalise z): a damping that leaves H + damping I indefinite is an
+  error, found by Lanczos's smallest eigenvalue, the coarse block's Cholesky, or negative curvature
+  met by CG.
 - ``exact``: a dense solve of (H + damping I), for small heads (E * D <= 8192).
 """
 
@@ -46,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch.func import grad, vmap
 
 from eif.influence.confusion import ConfusionBatch, distance_and_grad
@@ -67,8 +70,10 @@ class IfConfig(Settings):
 
     ``lissa``: ``scale``, ``damping`` (its fixed point has lambda = scale * damping), ``block_size``,
     ``step_threads`` (torch threads for its sequential steps; None leaves torch's setting alone).
-    ``cg``: ``damping`` is lambda, ``cg_tol`` the relative residual to reach, ``deflate`` the Lanczos
-    steps whose top Ritz pairs precondition every solve (0: plain CG).
+    ``cg``: ``damping`` is lambda, ``cg_tol`` the relative residual to reach, and at most one shared
+    preconditioner: ``coarse`` > 0, the feature-side rank of a Kronecker coarse space (with ``coarse_e``
+    embedding-side directions; :mod:`eif.influence.coarse`), or ``deflate`` > 0, the Lanczos steps
+    whose top Ritz pairs precondition every solve (both 0: plain CG).
     Every solver's result records the relative residual of its own linear system per confusion; a
     median above ``warn_residual`` prints one warning line."""
 
@@ -78,11 +83,21 @@ class IfConfig(Settings):
     cg_tol: PositiveFloat = 1e-6
     cg_max_iter: PositiveInt = 500
     deflate: NonNegativeInt = 0
+    coarse: NonNegativeInt = 0
+    coarse_e: PositiveInt = 128
     warn_residual: PositiveFloat = setting(1e-2, unkeyed=DISPLAY)
     block_size: PositiveInt = setting(256, unkeyed=SPEED)
     k_chunk: PositiveInt = setting(100, unkeyed=SPEED)
     score_chunk: PositiveInt = setting(256, unkeyed=SPEED)
     step_threads: PositiveInt | None = setting(None, unkeyed=SPEED)
+
+    @model_validator(mode="after")
+    def _one_preconditioner(self) -> IfConfig:
+        if self.coarse and self.deflate:
+            raise ValueError(
+                f"coarse={self.coarse} and deflate={self.deflate} are two preconditioners; set one to 0"
+            )
+        return self
 
     @property
     def effective_damping(self) -> float | None:
@@ -380,6 +395,7 @@ def classic_influence(
 ) -> IfResult:
     """IF scores (K, N) for all confusions of ``batch`` with ``cfg.solver``, and how well each linear
     system was solved (see the module doc)."""
+    from eif.influence.coarse import KroneckerCoarse
     from eif.influence.hessian import HeadHessian
     from eif.influence.krylov import lanczos, pcg
 
@@ -410,10 +426,13 @@ def classic_influence(
     lam = scale * cfg.damping if cfg.solver == "lissa" else cfg.damping
     system = hess.with_damping(lam)
     info["damping_effective"] = lam
-    h_dense = spectrum = None
+    h_dense = spectrum = coarse = None
     if cfg.solver == "exact":
         h_dense = exact_hessian(task, train_features, z, train_labels)
         h_dense = h_dense + lam * torch.eye(weight.numel(), dtype=h_dense.dtype, device=h_dense.device)
+    elif cfg.solver == "cg" and cfg.coarse > 0:
+        coarse = KroneckerCoarse.build(hess, lam, int(cfg.coarse), int(cfg.coarse_e))
+        info["coarse"] = coarse.info
     elif cfg.solver == "cg" and cfg.deflate > 0:
         spectrum = lanczos(
             hess.matvec,
@@ -469,7 +488,16 @@ def classic_influence(
             # from zero: the first preconditioned direction already holds the Ritz-span solution, and a
             # warm start would cost one more product; the recurrence's residual is the true one to
             # float32 round-off (tests/test_methods.py), so no product is spent on checking it
-            sol = pcg(system.matvec, v, lam, cfg.cg_tol, cfg.cg_max_iter, spectrum, warm_start=False)
+            sol = pcg(
+                system.matvec,
+                v,
+                lam,
+                cfg.cg_tol,
+                cfg.cg_max_iter,
+                spectrum,
+                warm_start=False,
+                precondition=coarse.apply if coarse is not None else None,
+            )
             x, it, res = sol.x, sol.iterations, sol.residual
         else:
             if cfg.solver == "exact":
