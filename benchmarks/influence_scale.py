@@ -10,13 +10,15 @@ pipeline mines them. A *head pass* is the (N, D) x (D, E) matmul that maps every
 through the head, timed in the same process (median of 5).
 
 - **CUB shape** (N 5,864, D 2,048, E 512, C 100, 100 pairs): EIF on all pairs (median of 3), and IF
-  converged (the ``if_converged`` method: CG to relative residual 1e-3, 64 shared Lanczos steps
-  preconditioning every solve) at lambda = 5 and 0.5, all one-time work included, per pair.
+  converged (the ``if_converged`` method's settings: CG to relative residual 1e-3, preconditioned by
+  the shared Kronecker coarse space) at lambda = 5 and 0.5, all one-time work included, per pair.
 - **InShop shape** (N 25,882, D 2,048, E 512, C 3,997; 100 pairs + 30 groups of 5 pairs): EIF on all
   130 confusions (once) against its floor, N * C exponentials per confusion (``torch.exp`` of an (N, C)
   float32 tensor, median of 5, times 130); converged IF at lambda = 5 on the first ``--inshop-if``
-  confusions, amortised over all 130: (Lanczos + CG on the subset scaled to 130) / 130, where the
-  Lanczos part is timed on its own; peak RSS of the process. The InShop head trains for at most
+  confusions, amortised over all 130: (shared preconditioner + CG on the subset scaled to 130) / 130,
+  where the shared part is timed on its own (its embedding side has ``--inshop-coarse-e`` directions:
+  with 3,997 proxies each one costs a pass of the term-by-term curvature over all N samples); peak
+  RSS of the process. The InShop head trains for at most
   ``--inshop-epochs`` epochs (its plateau is slow; the figures are solver costs, not accuracies).
 
 The last lines are machine-readable (``name=value``).
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,6 +42,7 @@ from influence import clock  # noqa: E402
 from synthetic import trained_problem  # noqa: E402
 
 from eif.influence import IfConfig, build_batch, classic_influence, empirical_influence  # noqa: E402
+from eif.influence.coarse import KroneckerCoarse  # noqa: E402
 from eif.influence.hessian import HeadHessian  # noqa: E402
 from eif.influence.krylov import lanczos  # noqa: E402
 from eif.influence.task import head  # noqa: E402
@@ -56,15 +60,24 @@ def exp_seconds(n: int, c: int) -> float:
     return clock(lambda: torch.exp(logits), repeat=5)
 
 
-def lanczos_seconds(tp: Any) -> float:
-    """Seconds of the 64 Lanczos steps that ``if_converged`` shares across confusions."""
+def shared_seconds(tp: Any, cfg: IfConfig) -> float:
+    """Seconds of the preconditioner that ``cfg`` shares across confusions (built once)."""
     hess = HeadHessian(tp.task, tp.ftr, head(tp.ftr, tp.w, tp.b), tp.ytr)
-    return clock(lambda: lanczos(hess.matvec, tuple(tp.w.shape), 64, keep=32, dtype=tp.w.dtype))
+    t0 = time.perf_counter()
+    if cfg.coarse:
+        KroneckerCoarse.build(hess, cfg.damping, cfg.coarse, cfg.coarse_e)
+    elif cfg.deflate:
+        lanczos(hess.matvec, tuple(tp.w.shape), cfg.deflate, keep=cfg.deflate // 2, dtype=tp.w.dtype)
+    return time.perf_counter() - t0
 
 
-def converged(damping: float, k_chunk: int = 100) -> IfConfig:
-    """The ``if_converged`` method's solver settings (conf/methods/if_converged.yaml) at ``damping``."""
-    return IfConfig(solver="cg", damping=damping, cg_tol=1e-3, cg_max_iter=300, deflate=64, k_chunk=k_chunk)
+def converged(damping: float, k_chunk: int = 100, **changes: Any) -> IfConfig:
+    """The ``if_converged`` method's solver settings, read from conf/methods/if_converged.yaml, at
+    ``damping``."""
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/methods/if_converged.yaml")
+    known = IfConfig.model_fields
+    fields = {k: v for k, v in OmegaConf.to_container(yaml.if_converged).items() if k in known}
+    return IfConfig(**{**fields, "damping": damping, "k_chunk": k_chunk, **changes})
 
 
 def cub() -> None:
@@ -85,15 +98,17 @@ def cub() -> None:
         its = res.iterations.float()
         print(
             f"  IF converged lambda={lam:g}: {sec:.1f} s = {sec / hp / k:.2f} head passes per pair "
-            f"(Lanczos included); CG iterations median {its.median():.0f} max {its.max():.0f}; "
+            f"(shared preconditioner included); CG iterations median {its.median():.0f} max {its.max():.0f}; "
             f"relative residual max {float(res.residual.max()):.2e}"
         )
+        if "coarse" in res.info:
+            print(f"    coarse space {res.info['coarse']}")
         tag = "" if lam == 5.0 else "_lambda0.5"
         RESULTS[f"if_converged{tag}_head_passes_per_pair"] = sec / hp / k
         RESULTS[f"if_converged{tag}_residual"] = float(res.residual.max())
 
 
-def inshop(n_if: int, epochs: int) -> None:
+def inshop(n_if: int, epochs: int, coarse_e: int) -> None:
     t0 = time.perf_counter()
     tp = trained_problem(25882, 2048, 512, 3997, 250, noise=1.0, latent=16, max_epochs=epochs)
     print(f"InShop shape: trained head (loss {tp.loss:.3f}) ready in {time.perf_counter() - t0:.0f} s")
@@ -114,17 +129,19 @@ def inshop(n_if: int, epochs: int) -> None:
         f"= {t_eif / floor:.2f} x the floor ({floor:.1f} s) = {t_eif / hp:.1f} head passes"
     )
     RESULTS["inshop_eif_floor_ratio"] = t_eif / floor
-    t_lanczos = lanczos_seconds(tp)
+    cfg = converged(5.0, k_chunk=16, coarse_e=coarse_e)
+    t_shared = shared_seconds(tp, cfg)
     sub = batch.select(slice(0, n_if))
     t1 = time.perf_counter()
-    res = classic_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, sub, converged(5.0, k_chunk=16))
+    res = classic_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, sub, cfg)
     t_sub = time.perf_counter() - t1
-    per = max(t_sub - t_lanczos, 0.0) / n_if
-    amortised = (t_lanczos + per * k) / k
+    per = max(t_sub - t_shared, 0.0) / n_if
+    amortised = (t_shared + per * k) / k
     its = res.iterations.float()
     print(
-        f"  IF converged lambda=5 on {n_if} confusions: {t_sub:.0f} s (Lanczos alone {t_lanczos:.0f} s = "
-        f"{t_lanczos / hp:.0f} head passes); CG iterations median {its.median():.0f} max {its.max():.0f}; "
+        f"  IF converged lambda=5 on {n_if} confusions: {t_sub:.0f} s (shared preconditioner alone "
+        f"{t_shared:.0f} s = {t_shared / hp:.0f} head passes); "
+        f"CG iterations median {its.median():.0f} max {its.max():.0f}; "
         f"relative residual max {float(res.residual.max()):.2e}; amortised over {k}: "
         f"{amortised / hp:.1f} head passes per confusion"
     )
@@ -137,6 +154,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=["cub", "inshop", "all"], default="all")
     ap.add_argument("--inshop-if", type=int, default=10, help="confusions for the InShop IF timing")
+    ap.add_argument(
+        "--inshop-coarse-e", type=int, default=32, help="embedding-side rank of the InShop coarse space"
+    )
     ap.add_argument("--inshop-epochs", type=int, default=30, help="most epochs to train the InShop head")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -144,7 +164,7 @@ def main() -> None:
     if args.part in ("cub", "all"):
         cub()
     if args.part in ("inshop", "all"):
-        inshop(args.inshop_if, args.inshop_epochs)
+        inshop(args.inshop_if, args.inshop_epochs, args.inshop_coarse_e)
     print(f"peak RSS {peak_gb():.2f} GB")
     for name, value in RESULTS.items():
         print(f"{name}={value:.4g}")

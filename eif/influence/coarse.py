@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from eif.influence.hessian import HeadHessian
+from eif.influence.hessian import APPLY_FLOATS, HeadHessian
 from eif.utils.errors import EifError
 
 
@@ -48,7 +48,8 @@ def _embedding_basis(hess: HeadHessian, q: int, probe: int) -> tuple[torch.Tenso
     eye = torch.eye(e, dtype=hess.z.dtype, device=hess.z.device)
     weight = hess.features.pow(2).sum(-1).double()
     total = torch.zeros(e, e, dtype=torch.float64, device=hess.z.device)
-    step = max(1, (1 << 22) // (e * e))
+    m = e if hess.pu is None else max(e, hess.pu.shape[0])
+    step = max(1, APPLY_FLOATS // (e * m))
     for j in range(0, len(idx), step):  # E x E curvatures: H_z,i applied to the E unit directions
         rows = idx[j : j + step]
         hz = hess.curvature_at(rows, eye.expand(len(rows), e, e))
@@ -66,7 +67,7 @@ def _embedding_basis(hess: HeadHessian, q: int, probe: int) -> tuple[torch.Tenso
 class KroneckerCoarse:
     """``apply(R)`` = M^-1 R for R (K, E, D) (module doc). ``psi`` (E, q), ``phi`` (D, r), ``factor``
     the Cholesky factor of H_S + lambda I (q r, q r), ``alpha`` the scale on the complement;
-    ``info`` the sizes and spectra for the record."""
+    ``info`` the sizes, alpha and the traces of H (estimated) and H_S, for the record."""
 
     psi: torch.Tensor
     phi: torch.Tensor
@@ -90,7 +91,11 @@ class KroneckerCoarse:
         q = psi.shape[1]
         a = f @ phi  # (N, r)
         hs = torch.zeros(q * q, r * r, dtype=torch.float64, device=f.device)
-        chunk = max(1, (1 << 26) // (q * e))  # rows per pass: few float64 accumulations of H_S
+        if hess.factors is not None:  # rows per pass: few float64 accumulations of H_S
+            chunk = max(1, (1 << 26) // (q * e))
+        else:  # the term-by-term or autograd curvature: temporaries of (rows, q, max(M, E)) floats
+            m = e if hess.pu is None else max(e, hess.pu.shape[0])
+            chunk = max(1, APPLY_FLOATS // (q * m))
         for s in range(0, n, chunk):
             rows = min(chunk, n - s)
             block = hess.compressed_curvature(s, rows, psi)  # (rows, q, q) = Psi^T H_z,i Psi
