@@ -25,7 +25,7 @@ class ArchTrunk(ModelConfig):
     """A library network by name as the trunk; subclasses give the names, the network and the weights."""
 
     abstract: ClassVar[bool] = True
-    library: ClassVar[str] = ""  # shown in errors, e.g. "torchvision classification"
+    provider: ClassVar[str] = ""  # shown in errors, e.g. "torchvision classification"
     arch: str = "resnet18"
     weights: str | None = None
     weights_digest: str | None = None
@@ -56,8 +56,7 @@ class ArchTrunk(ModelConfig):
         if arch not in names:
             close = difflib.get_close_matches(arch, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            kind = cls.library + " model"
-            raise ValueError(" ".join([repr(arch), "is not a", kind]) + hint)
+            raise ValueError(f"{arch!r} is not a {cls.provider} model{hint}")
         return arch
 
     @model_validator(mode="after")

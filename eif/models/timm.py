@@ -44,7 +44,7 @@ class TimmTrunk(ArchTrunk):
     """``model=timm``: ``arch`` (a timm model name, e.g. ``resnet18``) as the trunk; ``weights`` is a
     local state dict file or null (:class:`~eif.models.arch.ArchTrunk`)."""
 
-    library: ClassVar[str] = "timm"
+    provider: ClassVar[str] = "timm"
     name: str = setting("timm", unkeyed=DISPLAY)
 
     @classmethod

@@ -129,7 +129,7 @@ class TorchvisionTrunk(ArchTrunk):
     """``model=torchvision``: ``arch`` (a torchvision classification model, e.g. ``resnet18``) as the
     trunk; ``weights`` is a torchvision weights name or a local state dict file (module doc)."""
 
-    library: ClassVar[str] = "torchvision classification"
+    provider: ClassVar[str] = "torchvision classification"
     name: str = setting("torchvision", unkeyed=DISPLAY)
 
     @classmethod
