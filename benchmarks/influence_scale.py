@@ -16,9 +16,8 @@ through the head, timed in the same process (median of 5).
   130 confusions (once) against its floor, N * C exponentials per confusion (``torch.exp`` of an (N, C)
   float32 tensor, median of 5, times 130); converged IF at lambda = 5 on the first ``--inshop-if``
   confusions, amortised over all 130: (shared preconditioner + CG on the subset scaled to 130) / 130,
-  where the shared part is timed on its own (its embedding side has ``--inshop-coarse-e`` directions:
-  with 3,997 proxies each one costs a pass of the term-by-term curvature over all N samples); peak
-  RSS of the process. The InShop head trains for at most
+  where the shared part is timed on its own (the coarse space of ``if_converged.yaml``, or
+  ``--inshop-coarse-e`` embedding directions); peak RSS of the process. The InShop head trains for at most
   ``--inshop-epochs`` epochs (its plateau is slow; the figures are solver costs, not accuracies).
 
 The last lines are machine-readable (``name=value``).
@@ -108,7 +107,7 @@ def cub() -> None:
         RESULTS[f"if_converged{tag}_residual"] = float(res.residual.max())
 
 
-def inshop(n_if: int, epochs: int, coarse_e: int) -> None:
+def inshop(n_if: int, epochs: int, coarse_e: int | None) -> None:
     t0 = time.perf_counter()
     tp = trained_problem(25882, 2048, 512, 3997, 250, noise=1.0, latent=16, max_epochs=epochs)
     print(f"InShop shape: trained head (loss {tp.loss:.3f}) ready in {time.perf_counter() - t0:.0f} s")
@@ -129,7 +128,7 @@ def inshop(n_if: int, epochs: int, coarse_e: int) -> None:
         f"= {t_eif / floor:.2f} x the floor ({floor:.1f} s) = {t_eif / hp:.1f} head passes"
     )
     RESULTS["inshop_eif_floor_ratio"] = t_eif / floor
-    cfg = converged(5.0, k_chunk=16, coarse_e=coarse_e)
+    cfg = converged(5.0, k_chunk=16, **({} if coarse_e is None else {"coarse_e": coarse_e}))
     t_shared = shared_seconds(tp, cfg)
     sub = batch.select(slice(0, n_if))
     t1 = time.perf_counter()
@@ -155,7 +154,10 @@ def main() -> None:
     ap.add_argument("--part", choices=["cub", "inshop", "all"], default="all")
     ap.add_argument("--inshop-if", type=int, default=10, help="confusions for the InShop IF timing")
     ap.add_argument(
-        "--inshop-coarse-e", type=int, default=32, help="embedding-side rank of the InShop coarse space"
+        "--inshop-coarse-e",
+        type=int,
+        default=None,
+        help="embedding-side rank of the InShop coarse space (default: if_converged.yaml's coarse_e)",
     )
     ap.add_argument("--inshop-epochs", type=int, default=30, help="most epochs to train the InShop head")
     args = ap.parse_args()

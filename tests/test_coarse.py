@@ -18,19 +18,21 @@ from eif.methods.influence_function import InfluenceFunction
 from eif.utils.errors import EifError
 
 
-def _operator(pb, task=None, damping=0.0):
+def _operator(pb, task=None, damping=0.0, **kwargs):
     z = head(pb["ftr"], pb["w"], pb["b"])
     dense = exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"])
-    return HeadHessian(task or pb["task"], pb["ftr"], z, pb["ytr"], damping=damping), dense
+    return HeadHessian(task or pb["task"], pb["ftr"], z, pb["ytr"], damping=damping, **kwargs), dense
 
 
-@pytest.mark.parametrize("cos_form", [True, False])
-def test_coarse_block_is_the_hessian_on_its_subspace(cos_form):
-    """H_S = Z^T H Z for the basis Z of {Psi A Phi^T}, through the closed-form curvatures and through
-    double backprop alike, and the complement scale is lambda + H's mean eigenvalue off the subspace."""
+@pytest.mark.parametrize("curvature", ["factors", "softmax", "autograd"])
+def test_coarse_block_is_the_hessian_on_its_subspace(curvature):
+    """H_S = Z^T H Z for the basis Z of {Psi A Phi^T}, through the cached curvature factors, the
+    softmax closed form (no room for the factors) and double backprop alike, and the complement scale
+    is lambda + H's mean eigenvalue off the subspace."""
     pb = make_problem(seed=11, n=50, d=7, e=5)
-    task = None if cos_form else ConfusionTask(train_loss=pb["task"].train_loss)
-    op, dense = _operator(pb, task)
+    task = ConfusionTask(train_loss=pb["task"].train_loss) if curvature == "autograd" else None
+    op, dense = _operator(pb, task, **({"cache_floats": 50 * 3} if curvature == "softmax" else {}))
+    assert op.form == curvature and (op.softmax is not None) == (curvature == "softmax")
     lam = 1.0 + max(0.0, -float(torch.linalg.eigvalsh(dense)[0]))
     pre = KroneckerCoarse.build(op, lam, rank_d=3, rank_e=4)
     psi, phi = pre.psi, pre.phi

@@ -249,17 +249,36 @@ def test_lissa_divergence_is_one_readable_error():
         run(pb, IfConfig(solver="lissa", scale=1e-3, damping=0.0))
 
 
-@pytest.mark.parametrize("loss_name", ["proxynca_pp", "softtriple"])
+def _cos_loss(name: str) -> torch.nn.Module:
+    from eif.losses import ProxyNCAPP, SoftTriple
+    from eif.losses.pml import ArcFaceLoss, CosFaceLoss, NormalizedSoftmaxLoss, ProxyNCALoss
+
+    return {
+        "proxynca_pp": lambda: ProxyNCAPP(3, 5),
+        "softtriple": lambda: SoftTriple(3, 5, centers_per_class=3),
+        "proxynca": lambda: ProxyNCALoss(3, 5, softmax_scale=2.0),
+        "normalized_softmax": lambda: NormalizedSoftmaxLoss(3, 5, temperature=0.5),
+        "cosface": lambda: CosFaceLoss(3, 5, margin=0.35, scale=4.0),
+        "arcface": lambda: ArcFaceLoss(3, 5, margin=20.0, scale=4.0),
+    }[name]().double()
+
+
+@pytest.mark.parametrize(
+    "loss_name", ["proxynca_pp", "softtriple", "proxynca", "normalized_softmax", "cosface", "arcface"]
+)
 def test_curvature_closed_form_matches_autograd_hessian(loss_name):
-    """H_z,i through the cosines (closed form) equals torch.func.hessian of each per-sample loss."""
+    """H_z,i through the cosines (closed form) equals torch.func.hessian of each per-sample loss, and so
+    does the term-by-term product (the softmax closed form where the loss declares one, else autograd in
+    the cosines)."""
     from eif.influence import ConfusionTask
     from eif.influence.ihvp import curvature_apply, curvature_z
-    from eif.losses import ProxyNCAPP, SoftTriple
 
     g = torch.Generator().manual_seed(11)
-    loss = (SoftTriple(3, 5, centers_per_class=3) if loss_name == "softtriple" else ProxyNCAPP(3, 5)).double()
+    loss = _cos_loss(loss_name)
+    assert (loss.cos_logit_scale() is None) == (loss_name in ("softtriple", "arcface"))
     with torch.no_grad():
-        loss.proxies.copy_(torch.randn(*loss.proxies.shape, generator=g, dtype=DT))
+        for param in loss.parameters():
+            param.copy_(torch.randn(*param.shape, generator=g, dtype=DT))
     fast = ConfusionTask.from_loss(loss)
     generic = ConfusionTask(train_loss=loss.per_sample)
     assert fast.cos_loss is not None and generic.cos_loss is None
@@ -274,19 +293,54 @@ def test_curvature_closed_form_matches_autograd_hessian(loss_name):
     torch.testing.assert_close(curvature_apply(loss, z, y, t), t @ ref.mT, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("loss_name", ["proxynca_pp", "proxynca", "normalized_softmax", "cosface"])
+def test_softmax_curvature_matches_autograd_hessian(loss_name):
+    """The softmax closed form's products, compressed curvatures Psi^T H_z Psi and weighted sums
+    sum_i w_i H_z,i equal those of torch.func.hessian of each per-sample loss."""
+    from eif.influence.softmax_curvature import SoftmaxCurvature
+
+    g = torch.Generator().manual_seed(1)
+    loss = _cos_loss(loss_name)
+    with torch.no_grad():
+        for param in loss.parameters():
+            param.copy_(torch.randn(*param.shape, generator=g, dtype=DT))
+    z, y = 2 * torch.randn(9, 5, generator=g, dtype=DT), torch.randint(0, 3, (9,), generator=g)
+    per = lambda q, i: loss.per_sample(q[None], y[i : i + 1])[0]  # noqa: E731
+    ref = torch.stack([torch.autograd.functional.hessian(lambda q, i=i: per(q, i), z[i]) for i in range(9)])
+    assert ref.abs().max() > 0.1
+    curv = SoftmaxCurvature.build(loss, z, y, chunk=4)  # two chunks
+    t = torch.randn(9, 4, 5, generator=g, dtype=DT)
+    torch.testing.assert_close(curv.apply(slice(None), t), t @ ref.mT, rtol=1e-10, atol=1e-12)
+    idx = torch.tensor([7, 1, 4])
+    torch.testing.assert_close(curv.apply(idx, t[idx]), t[idx] @ ref[idx].mT, rtol=1e-10, atol=1e-12)
+    psi = torch.linalg.qr(torch.randn(5, 3, generator=g, dtype=DT))[0]
+    torch.testing.assert_close(
+        curv.compressed(slice(2, 8), psi), psi.T @ ref[2:8] @ psi, rtol=1e-10, atol=1e-12
+    )
+    w = torch.rand(9, generator=g, dtype=DT)
+    torch.testing.assert_close(
+        curv.weighted_sum(torch.arange(9), w), torch.einsum("i,ief->ef", w, ref), rtol=1e-10, atol=1e-12
+    )
+
+
 def test_head_hessian_without_cached_factors_is_the_same_operator():
-    """With no room to cache the curvature factors, HeadHessian applies H_z term by term; the products
-    and the per-sample curvature estimates are the cached operator's."""
+    """With no room to cache the curvature factors, HeadHessian applies H_z term by term, from softmax
+    statistics kept once (room for N x M floats) or computed per block (no room); the products and the
+    per-sample curvature estimates are the cached operator's."""
     from eif.influence.hessian import HeadHessian
 
     pb = make_problem()
     z = head(pb["ftr"], pb["w"], pb["b"])
     cached = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5)
+    kept = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5, cache_floats=len(z) * 3)
     direct = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5, cache_floats=0)
-    assert cached.factors is not None and direct.factors is None
+    assert cached.factors is not None and kept.factors is None and direct.factors is None
+    assert kept.softmax is not None and direct.softmax is None
+    assert (cached.form, kept.form, direct.form) == ("factors", "softmax", "softmax")
     x = torch.randn(3, *pb["w"].shape, generator=torch.Generator().manual_seed(2), dtype=DT)
-    torch.testing.assert_close(direct.matvec(x), cached.matvec(x), rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(direct.sample_curvature(10), cached.sample_curvature(10), rtol=1e-7, atol=0)
+    for other in (kept, direct):
+        torch.testing.assert_close(other.matvec(x), cached.matvec(x), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(other.sample_curvature(10), cached.sample_curvature(10), rtol=1e-7, atol=0)
 
 
 def test_lissa_generic_curvature_equals_cosine_form():

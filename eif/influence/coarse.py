@@ -47,13 +47,16 @@ def _embedding_basis(hess: HeadHessian, q: int, probe: int) -> tuple[torch.Tenso
     idx = torch.linspace(0, n - 1, min(n, probe)).round().long().unique()
     eye = torch.eye(e, dtype=hess.z.dtype, device=hess.z.device)
     weight = hess.features.pow(2).sum(-1).double()
-    total = torch.zeros(e, e, dtype=torch.float64, device=hess.z.device)
-    m = e if hess.pu is None else max(e, hess.pu.shape[0])
-    step = max(1, APPLY_FLOATS // (e * m))
-    for j in range(0, len(idx), step):  # E x E curvatures: H_z,i applied to the E unit directions
-        rows = idx[j : j + step]
-        hz = hess.curvature_at(rows, eye.expand(len(rows), e, e))
-        total += torch.einsum("b,bef->ef", weight[rows], hz.double())
+    if hess.softmax is not None:  # closed form: sum_i w_i H_z,i without any per-sample E x E matrix
+        total = hess.softmax.weighted_sum(idx, weight[idx])
+    else:
+        total = torch.zeros(e, e, dtype=torch.float64, device=hess.z.device)
+        m = e if hess.pu is None else max(e, hess.pu.shape[0])
+        step = max(1, APPLY_FLOATS // (e * m))
+        for j in range(0, len(idx), step):  # E x E curvatures: H_z,i applied to the E unit directions
+            rows = idx[j : j + step]
+            hz = hess.curvature_at(rows, eye.expand(len(rows), e, e))
+            total += torch.einsum("b,bef->ef", weight[rows], hz.double())
     total = (total + total.T) / (2 * len(idx))
     trace = float(total.trace())
     if q >= e:
@@ -91,7 +94,7 @@ class KroneckerCoarse:
         q = psi.shape[1]
         a = f @ phi  # (N, r)
         hs = torch.zeros(q * q, r * r, dtype=torch.float64, device=f.device)
-        if hess.factors is not None:  # rows per pass: few float64 accumulations of H_S
+        if hess.factors is not None or hess.softmax is not None:  # few float64 accumulations of H_S
             chunk = max(1, (1 << 26) // (q * e))
         else:  # the term-by-term or autograd curvature: temporaries of (rows, q, max(M, E)) floats
             m = e if hess.pu is None else max(e, hess.pu.shape[0])

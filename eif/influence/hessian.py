@@ -10,14 +10,17 @@ the (K E, D) output once per chunk, which costs more than the arithmetic at thes
 The per-sample curvatures come from :func:`eif.influence.ihvp.curvature_factors` (a loss with a
 cosine form: H_z = B S B^T - sigma I on M + 2 columns) and are computed once and kept when they fit
 in ``cache_floats``. Otherwise (many cosine targets, e.g. InShop's 3,997 proxies) each product applies
-H_z term by term without any M x M matrix (:func:`eif.influence.ihvp.curvature_apply`, O(K M E) per
-sample); a loss without a cosine form uses double backprop through the per-sample loss.
+H_z term by term without any M x M matrix, O(K M E) per sample: in closed form from per-sample
+statistics kept once (N x M floats) for a softmax-form loss (:mod:`eif.influence.softmax_curvature`),
+else through autograd in the cosines (:func:`eif.influence.ihvp.curvature_apply`); a loss without a
+cosine form uses double backprop through the per-sample loss.
 """
 
 from __future__ import annotations
 
 import torch
 
+from eif.influence.softmax_curvature import SoftmaxCurvature
 from eif.influence.task import ConfusionTask
 
 CACHE_FLOATS = 1 << 28  # 1 GiB of float32 curvature factors at most
@@ -49,6 +52,7 @@ class HeadHessian:
         self.pu = loss.cosine_targets() if loss is not None else None  # (M, E)
         m = 0 if self.pu is None else self.pu.shape[0]
         self.factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.softmax: SoftmaxCurvature | None = None
         if loss is not None and self.n * (m + 2) ** 2 <= cache_floats:
             parts = [
                 curvature_factors(loss, z[s : s + 1024], y[s : s + 1024]) for s in range(0, self.n, 1024)
@@ -56,8 +60,21 @@ class HeadHessian:
             self.factors = tuple(
                 torch.cat(p) for p in zip(*parts)
             )  # uq (N, E, 2), S (N, M+2, M+2), sigma (N,)
+        elif loss is not None and loss.cos_logit_scale() is not None and self.n * m <= cache_floats:
+            self.softmax = SoftmaxCurvature.build(loss, z, y)
         self.counter = [0]  # directions multiplied so far (each about two head passes), shared by copies
         self._buffer: torch.Tensor | None = None
+
+    @property
+    def form(self) -> str:
+        """How H_z,i is applied: "factors" (cached), "softmax" (closed form; statistics kept, or
+        computed per block when they do not fit), "cosine_autograd" (term by term, autograd in the
+        cosines) or "autograd" (double backprop)."""
+        if self.factors is not None:
+            return "factors"
+        if self.pu is None:
+            return "autograd"
+        return "cosine_autograd" if self.task.cos_loss.cos_logit_scale() is None else "softmax"
 
     @property
     def products(self) -> int:
@@ -78,6 +95,8 @@ class HeadHessian:
         """H_z,i t for the samples ``idx`` (a slice or index tensor of n): t (n, K, E) -> (n, K, E)."""
         from eif.influence.ihvp import curvature_apply, hvp_z
 
+        if self.softmax is not None:
+            return self.softmax.apply(idx, t)
         zc, yc = self.z[idx], self.y[idx]
         if self.pu is None:
             return hvp_z(self.task, zc, yc, t.transpose(0, 1)).transpose(0, 1)
@@ -94,8 +113,11 @@ class HeadHessian:
     def compressed_curvature(self, s: int, n: int, psi: torch.Tensor) -> torch.Tensor:
         """Psi^T H_z,i Psi for the samples s, ..., s + n - 1: psi (E, q) -> (n, q, q). With cached
         factors, (Psi^T B_i) S_i (Psi^T B_i)^T - sigma_i I, the targets' part Psi^T P^^T shared by all
-        samples (O(q M (M + q)) per sample); otherwise H_z,i applied to the q columns of Psi."""
+        samples (O(q M (M + q)) per sample); with softmax statistics, their closed form (O(M q^2) per
+        sample); otherwise H_z,i applied to the q columns of Psi."""
         q = psi.shape[1]
+        if self.softmax is not None:
+            return self.softmax.compressed(slice(s, s + n), psi)
         if self.factors is None or self.pu is None:
             return self.curvature(s, psi.T.expand(n, q, self.e)) @ psi
         uq, core, sigma = (f[s : s + n] for f in self.factors)

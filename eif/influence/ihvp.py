@@ -180,12 +180,18 @@ def curvature_apply(loss: MetricLoss, z: torch.Tensor, y: torch.Tensor, t: torch
 
     The same H_z as :func:`curvature_factors` (its doc has the derivation), applied term by term:
     w = P^ Pi t (b, K, M), H_c w by forward-over-reverse differentiation of the per-sample loss in the
-    M cosines, then Pi P^^T (H_c w) - q (u.t) - u (q.t) + 3 s u (u.t) - s t, over |z|^2. O(K M E) per
-    sample instead of O(M^2 (M + E)) to factor: the form for many cosine targets (InShop: 3,997
-    proxies), where the factors would need (M + 2)^2 floats per sample.
+    M cosines, then Pi P^^T (H_c w) - q (u.t) - u (q.t) + 3 s u (u.t) - s t, over |z|^2. A loss with a
+    softmax form (``cos_logit_scale()``) takes the closed form of
+    :mod:`eif.influence.softmax_curvature` instead. O(K M E) per sample instead of O(M^2 (M + E)) to
+    factor: the form for many cosine targets (InShop: 3,997 proxies), where the factors would need
+    (M + 2)^2 floats per sample.
     """
     from torch.func import jvp
 
+    from eif.influence.softmax_curvature import SoftmaxCurvature
+
+    if loss.cos_logit_scale() is not None:
+        return SoftmaxCurvature.build(loss, z, y).apply(slice(None), t)
     pu = loss.cosine_targets()  # (M, E)
     inv_r2 = 1.0 / z.pow(2).sum(-1)
     u = z * inv_r2.sqrt()[:, None]
@@ -515,5 +521,6 @@ def classic_influence(
         residual_max=float(residual.max()),
         iterations_median=float(torch.cat(iters).float().median()),
         hessian_products=hess.products,
+        curvature_form=hess.form,
     )
     return IfResult(torch.cat(scores), torch.cat(d0s), torch.cat(iters), residual, scale, info)

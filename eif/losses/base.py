@@ -41,6 +41,9 @@ class MetricLoss(nn.Module):
       ``per_sample(z, y) = per_sample_cos(cosines(z), y)`` (one formula for both). EIF and IF then use
       closed forms through the M cosines (:meth:`has_cos_form`); without it they take generic autograd
       paths. A loss without that form overrides ``per_sample`` instead.
+    - **softmax form** (on top of the cosine form): a loss that is a softmax cross-entropy on logits
+      a * cos plus offsets that do not depend on the cosines returns a from :meth:`cos_logit_scale`;
+      its curvature in the cosines then has a closed form (no autograd in the Hessian products).
     - **parameters** (proxies, class weights): trained with the model (``forward`` is differentiable in
       them) and saved in its state dict; influence freezes them (only the head weight W moves).
     - :meth:`regularizer`: a sample-independent term that ``forward`` adds once.
@@ -67,6 +70,12 @@ class MetricLoss(nn.Module):
     def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample losses (..., B) from the cosines (..., B, M) to every cosine target and labels (B,)."""
         raise NotImplementedError(f"{type(self).__name__} has no cosine form; it overrides per_sample")
+
+    def cos_logit_scale(self) -> float | None:
+        """a if L_i = -log softmax_m(a c_im + b_m(y_i))[y_i] with offsets b independent of the cosines
+        c (a margin at the label, say), else None. Then g = dL/dc = a (p - e_y) and d^2L/dc^2 =
+        a^2 (diag p - p p^T), p the softmax probabilities (:func:`eif.influence.ihvp.curvature_apply`)."""
+        return None
 
     @classmethod
     def has_cos_form(cls) -> bool:

@@ -53,6 +53,9 @@ class ProxyNCALoss(ProxyLoss):
         # -s (2 - 2 cos): the constant -2 s does not change the softmax
         return label_nll((2 * self.softmax_scale) * cos, y)
 
+    def cos_logit_scale(self) -> float:
+        return 2 * self.softmax_scale
+
 
 class ClassWeightLoss(MetricLoss):
     """A PML classification loss with class weights ``W`` (E, C) as PML stores them (column c: class c),
@@ -76,6 +79,9 @@ class NormalizedSoftmaxLoss(ClassWeightLoss):
     def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return label_nll(cos / self.temperature, y)
 
+    def cos_logit_scale(self) -> float:
+        return 1 / self.temperature
+
 
 class CosFaceLoss(ClassWeightLoss):
     """PML's ``CosFaceLoss``: L_i = -log softmax_m(scale (cos(z_i, w_m) - margin [m = y_i]))[y_i]."""
@@ -90,6 +96,9 @@ class CosFaceLoss(ClassWeightLoss):
     def per_sample_cos(self, cos: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         onehot = class_mask(y, self.num_classes, cos.dtype)
         return label_nll(self.scale * (cos - self.margin * onehot), y)
+
+    def cos_logit_scale(self) -> float:  # the margin is an offset at the label
+        return self.scale
 
 
 class ArcFaceLoss(ClassWeightLoss):

@@ -31,6 +31,9 @@ class ProxyNCAPP(ProxyLoss):
         # the label's entry by gather, not a one-hot product (a multiply and a sum over (..., B, C) fewer)
         return label_nll((2 * self.scale**2) * cos, y)
 
+    def cos_logit_scale(self) -> float:
+        return 2 * self.scale**2
+
 
 class ProxyNCAPPConfig(LossConfig):
     """``loss=proxynca_pp``: embeddings and proxies normalised, scaled by ``scale`` (3: temperature 1/9)."""
