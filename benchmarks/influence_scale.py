@@ -17,7 +17,9 @@ through the head, timed in the same process (median of 5).
   float32 tensor, median of 5, times 130); converged IF at lambda = 5 on the first ``--inshop-if``
   confusions, amortised over all 130: (shared preconditioner + CG on the subset scaled to 130) / 130,
   where the shared part is timed on its own (the coarse space of ``if_converged.yaml``, or
-  ``--inshop-coarse-e`` embedding directions); peak RSS of the process. The InShop head trains for at most
+  ``--inshop-coarse-e`` embedding directions), the products with H per confusion, and one product's
+  cost per direction (16 directions) against its arithmetic floor 2 (1 + C / D); peak RSS of the
+  process. The InShop head trains for at most
   ``--inshop-epochs`` epochs (its plateau is slow; the figures are solver costs, not accuracies).
 
 The last lines are machine-readable (``name=value``).
@@ -146,6 +148,17 @@ def inshop(n_if: int, epochs: int, coarse_e: int | None) -> None:
     )
     RESULTS["inshop_if_head_passes_per_confusion"] = amortised / hp
     RESULTS["inshop_if_residual"] = float(res.residual.max())
+    RESULTS["inshop_if_products_per_confusion"] = res.info["hessian_products"] / n_if
+    # one product with H on 16 directions: its cost per direction, against its arithmetic floor of
+    # 2 (1 + M / D) head passes (two head GEMMs and two GEMMs with the M cosine targets)
+    hess = HeadHessian(tp.task, tp.ftr, head(tp.ftr, tp.w, tp.b), tp.ytr)
+    x = torch.randn(16, *tp.w.shape, generator=torch.Generator().manual_seed(0))
+    t_prod = clock(lambda: hess.matvec(x)) / 16
+    print(
+        f"  one product with H ({hess.form} curvature): {t_prod / hp:.2f} head passes per direction "
+        f"(arithmetic floor {2 * (1 + c / tp.ftr.shape[1]):.2f})"
+    )
+    RESULTS["inshop_product_head_passes"] = t_prod / hp
     RESULTS["inshop_peak_rss_gb"] = peak_gb()
 
 
