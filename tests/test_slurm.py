@@ -214,7 +214,11 @@ def test_preempted_job_requeues_and_resumes(tmp_path: Path, clean: dict[str, obj
         return state.strip() == "PENDING"
 
     wait_until(requeued, proc, 120, "the job to be requeued")
-    # SLURM holds a requeued job for ~2 minutes before it is eligible; start it now.
+    # SLURM holds a requeued job for ~2 minutes before it is eligible; start it sooner, but not right
+    # away: slurmd has just revoked the old run's credential, and a launch 0.2 s after the requeue, in
+    # the same second, was refused ("Killing non-startable batch job: Job credential revoked"), the job
+    # ending FAILED (seen once in CI).
+    time.sleep(2.0)
     subprocess.run(["scontrol", "update", f"jobid={jid}", "StartTime=now"], check=True)
     finish(proc, timeout=600)
     logs = job_logs(tmp_path / "sweep")
