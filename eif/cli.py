@@ -68,8 +68,9 @@ def _job_started() -> None:
 def run(cfg: DictConfig) -> dict | None:
     _job_started()
     from eif.stage_names import first_unknown
+    from eif.utils.requirements import torchvision_problem
 
-    problem = first_unknown(cfg.get("stages"))
+    problem = first_unknown(cfg.get("stages")) or torchvision_problem()
     if problem:  # before the pipeline's imports (torch, faiss, ...): a typo is reported in a second
         import logging
 
