@@ -185,7 +185,13 @@ class WandbLogger(RunLogger):
         self.run.log_artifact(art)
 
     def finish(self, exit_code: int = 0) -> None:
+        offline = self.run.settings.mode == "offline"
+        where, url = Path(self.run.dir).parent, self.run.url  # files/ is inside the run's own dir
         self.run.finish(exit_code=exit_code)
+        if offline:
+            log.info("W&B offline run: %s (upload it with: wandb sync %s)", where, where)
+        elif url:
+            log.info("W&B run: %s", url)
 
 
 def build_logger(job: Any, run_dir: Path) -> RunLogger:
