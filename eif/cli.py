@@ -86,6 +86,10 @@ def run(cfg: DictConfig) -> dict | None:
 def main(configs: str | os.PathLike | None = None) -> None:
     """Run the Hydra app; Hydra's startup errors are printed as one ``error:`` line with exit code 2."""
     global _startup
+    if sys.argv[1:2] == ["dashboard"]:  # `eif dashboard ...`: a W&B report of a sweep, not a Hydra job
+        from eif.dashboard import main as dashboard
+
+        sys.exit(dashboard(sys.argv[2:]))
     os.environ.setdefault("EIF_ROOT", str(Path.cwd()))
     app = hydra.main(version_base="1.3", config_path=str(configs or config_dir()), config_name="config")(run)
     _startup = _StartupErrors(sys.stderr)
