@@ -142,7 +142,7 @@ def _bars(keys: set[str], prefix: str) -> list[tuple[str, list[str]]]:
 
 def build_report(jobs: list[Job], title: str, project: str, entity: str) -> Any:
     """The wandb-workspaces ``Report`` of ``jobs`` (module doc)."""
-    import wandb_workspaces.reports.v2 as wr  # optional dependency (extra "dashboard")
+    import wandb_workspaces.reports.v2.interface as wr  # optional dependency (extra "dashboard")
 
     blocks: list[Any] = [
         wr.P(
@@ -193,7 +193,7 @@ def report_spec(report: Any) -> str:
 
 def load_spec(text: str) -> Any:
     """A ``Report`` from :func:`report_spec`'s JSON, validated against wandb-workspaces' models."""
-    import wandb_workspaces.reports.v2 as wr  # optional dependency (extra "dashboard")
+    import wandb_workspaces.reports.v2.interface as wr  # optional dependency (extra "dashboard")
     from pydantic import ValidationError
     from wandb_workspaces.reports.v2 import internal
 
