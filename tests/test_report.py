@@ -235,8 +235,12 @@ def test_okabe_ito_styles() -> None:
 
 
 def test_markdown_table() -> None:
-    md = markdown(pd.DataFrame({"a": ["x|y"], "b": [0.5], "c": [float("nan")]}))
-    assert md.splitlines() == ["| a | b | c |", "|---|---|---|", "| x\\|y | 0.5000 |  |"]
+    """GitHub markdown through tabulate: cells as formatted (no re-parsing of numbers), ``|`` escaped,
+    NaN empty, column padding aside."""
+    md = markdown(pd.DataFrame({"a": ["x|y", "007"], "b": [0.5, 1e-7], "c": [float("nan"), 2.0]}))
+    lines = [re.sub(r" +", " ", line) for line in md.splitlines()]
+    assert lines[0] == "| a | b | c |" and re.fullmatch(r"\|-+\|-+\|-+\|", lines[1])
+    assert lines[2:] == ["| x\\|y | 0.5000 | |", "| 007 | 0.0000 | 2.0000 |"]
 
 
 def _screenshot_module():

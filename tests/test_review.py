@@ -37,7 +37,8 @@ def test_suggestions_union_order_and_filter(tmp_path: Path) -> None:
     samples = load_samples(out["embed"])
     scores = Influence(out["influence"]).group_scores(0)
     k = int(read_json(out["relabel"] / "relabel.json")["k"])
-    every = review.suggestions(samples, scores, "eif", "harmful", k, "all", None)
+    every, total, by_eif = review.suggestions(samples, scores, "eif", "harmful", k, "all", None)
+    assert (total, by_eif) == (len(every), int((scores["eif"] > 0).sum()))
     # Queried: every sample some method flags (positive score), with Algorithm 1's suggestion.
     flagged = np.flatnonzero((scores["eif"] > 0) | (scores["if"] > 0))
     assert sorted(every.id) == flagged.tolist()
@@ -56,15 +57,20 @@ def test_suggestions_union_order_and_filter(tmp_path: Path) -> None:
         int(np.argmax(scores["eif"])),
         int(np.argmax(scores["if"])),
     }
-    changes = review.suggestions(samples, scores, "eif", "harmful", k, "changes", None)
+    changes, total, by_eif = review.suggestions(samples, scores, "eif", "harmful", k, "changes", None)
+    # The suggestions EIF flags are the relabel stage's "would change label"; the rest only IF flags.
+    assert total == len(changes) and by_eif == read_json(out["relabel"] / "relabel.json")["changes_label"]
+    assert by_eif == sum("eif" in f for f in changes["flags"]) <= total
     assert (changes.label != changes.suggested).all()
     assert changes.id.tolist() == [i for i, lab, s in zip(every.id, every.label, every.suggested) if lab != s]
     assert (
-        review.suggestions(samples, scores, "eif", "harmful", k, "changes", 5).id.tolist()
+        review.suggestions(samples, scores, "eif", "harmful", k, "changes", 5)[0].id.tolist()
         == changes.id[:5].tolist()
     )
     # queries=all: every training sample is queried.
-    assert len(review.suggestions(samples, scores, "eif", "all", k, "all", None)) == samples.train.labels.size
+    assert (
+        len(review.suggestions(samples, scores, "eif", "all", k, "all", None)[0]) == samples.train.labels.size
+    )
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])

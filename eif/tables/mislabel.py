@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eif.report import html
+from eif import pages
 from eif.tables.format import write_table
 from eif.tables.sweep import SweepTablesCallback, config_identity, expected_jobs
 from eif.utils.io import read_json, write_text
@@ -102,27 +102,22 @@ def aggregate(sweep_dir: str | Path) -> pd.DataFrame:
     write_table(t2, sweep_dir, "table2")
     write_table(t2s, sweep_dir, "table2_strict")
     write_table(t3, sweep_dir, "table3")
-    jobs = long.drop_duplicates("job")[[*IDENT, "status", "report"]]
-    links = "".join(
-        f"<tr><td>{html.esc(r.dataset)}</td><td>{html.esc(r.loss)}</td><td>{html.esc(r.noise)}</td>"
-        f"<td>{html.esc(r.seed)}</td><td>{html.esc(r.status)}</td><td>"
-        + (f'<a href="{html.esc(r.report)}">report</a>' if isinstance(r.report, str) and r.report else "")
-        + "</td></tr>"
-        for r in jobs.itertuples(index=False)
-    )
-    runs = (
-        "<table><thead><tr><th>dataset</th><th>loss</th><th>noise</th><th>seed</th><th>status</th>"
-        f"<th>report</th></tr></thead><tbody>{links}</tbody></table>"
-    )
-    page = html.page(
-        f"eif sweep {sweep_dir.name}",
-        [
-            html.section("Table 2: relabel accuracy (%), reference second-label rule", html.table(t2)),
-            html.section("Table 2 (strict: top-1 equals the clean label)", html.table(t2s)),
-            html.section("Table 3: runtime (s)", html.table(t3)),
-            html.section("Runs", runs),
-        ],
-        "missing jobs are empty cells",
+    jobs = [
+        {**r._asdict(), "report": r.report if isinstance(r.report, str) else ""}
+        for r in long.drop_duplicates("job")[[*IDENT, "status", "report"]].itertuples(index=False)
+    ]
+    tables = [
+        ("Table 2: relabel accuracy (%), reference second-label rule", t2),
+        ("Table 2 (strict: top-1 equals the clean label)", t2s),
+        ("Table 3: runtime (s)", t3),
+    ]
+    page = pages.render(
+        "sweep_index.html",
+        title=f"eif sweep {sweep_dir.name}",
+        subtitle="missing jobs are empty cells",
+        nav=[],
+        tables=[(title, pages.cells(t)) for title, t in tables],
+        jobs=jobs,
     )
     write_text(sweep_dir / "index.html", page)
     return long
