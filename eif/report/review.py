@@ -177,16 +177,16 @@ def page_data(
 
     rows = [
         {
-            "id": int(r.id),
-            "path": samples.train_ref(r.id),
-            "label": int(r.label),
-            "suggested": int(r.suggested),
-            "p": round(float(r.p), 4),
-            "votes": [[c, round(v, 4)] for c, v in r.votes],
-            "flags": {m: [round(s, 6), rank] for m, (s, rank) in r.flags.items()},
-            "img": thumb(int(r.id)),
+            "id": int(r["id"]),
+            "path": samples.train_ref(r["id"]),
+            "label": int(r["label"]),
+            "suggested": int(r["suggested"]),
+            "p": round(float(r["p"]), 4),
+            "votes": [[c, round(v, 4)] for c, v in r["votes"]],
+            "flags": {m: [round(s, 6), rank] for m, (s, rank) in r["flags"].items()},
+            "img": thumb(int(r["id"])),
         }
-        for r in table.itertuples(index=False)
+        for r in table.to_dict("records")
     ]
     involved = sorted(set(table.label.tolist()) | set(table.suggested.tolist()))
     examples = {

@@ -251,14 +251,14 @@ def relabel_section(
     nbrs = knn.train_neighbours(tr.embeddings, int(info["k"]), ids)
     votes = knn.weighted_votes(nbrs, tr.labels, len(s.train_class_names))
     shares = neighbour_shares(nbrs)
-    for q, row in enumerate(rows.itertuples(index=False)):
-        i, cur, sug = int(row.sample_id), int(row.current_label), int(row.recommended_label)
+    for q, row in enumerate(pd.DataFrame(rows).to_dict("records")):
+        i, cur, sug = int(row["sample_id"]), int(row["current_label"]), int(row["recommended_label"])
         top = np.argsort(-votes[q], kind="stable")[:3]
         query = g.train(
             i,
             (
-                ("score", f"suggested: {s.train_class(sug)} (p = {row.probability:.2f})"),
-                ("score", f"{info['method'].upper()} score {row.score:+.3g}"),
+                ("score", f"suggested: {s.train_class(sug)} (p = {row['probability']:.2f})"),
+                ("score", f"{info['method'].upper()} score {row['score']:+.3g}"),
             ),
             "query",
             g.px * 3 // 2,
@@ -418,7 +418,7 @@ def influence_table(
                 tests["neighbour_image"] = html.thumbnail(test_load(b), px)
             tests["neighbour_class"] = s.test_class(s.test_labels[b])
             for side in ("harmful", "helpful"):
-                for r, i in enumerate(an.ranked(k, side, top_k), start=1):
+                for r, i in enumerate(map(int, an.ranked(k, side, top_k)), start=1):
                     row = {**tests, "method": method, "side": side, "rank": r, "train_id": int(i)}
                     if train_load is not None:
                         row["train_image"] = html.thumbnail(train_load(int(i)), px)
