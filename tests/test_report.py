@@ -18,7 +18,7 @@ from PIL import Image
 from eif.influence.artifacts import write_index
 from eif.mislabel import knn
 from eif.report import figures, run_report
-from eif.stages.report import artifact_name
+from eif.stages.report import artifact_name, overrides
 from eif.tables.format import markdown, write_table
 from eif.utils import csvsafe
 from eif.utils.io import read_json, write_json, write_text
@@ -316,3 +316,11 @@ def test_csv_cells_cannot_be_formulas(tmp_path: Path) -> None:
     assert back["value"].tolist() == frame["value"].tolist()
     assert [csvsafe.unescape_cell(c) for c in back["class"]] == frame["class"].tolist()
     assert csvsafe.escape_cell(-1) == -1 and csvsafe.unescape_cell("'x") == "'x"
+
+
+def test_review_export_names_the_runs_overrides(tmp_path: Path) -> None:
+    """The overrides the review page's export records: Hydra's ``.hydra/overrides.yaml`` of the run dir,
+    none without it (a run from the Python API)."""
+    assert overrides(tmp_path) == []
+    write_text(tmp_path / ".hydra" / "overrides.yaml", "- noise=p10\n- dataset.max_per_class=60\n- seed=1\n")
+    assert overrides(tmp_path) == ["noise=p10", "dataset.max_per_class=60", "seed=1"]

@@ -249,8 +249,8 @@ def build(
     """The review page of a run with ``embed``, ``influence`` and ``relabel`` outputs: the relabel
     stage's ``k`` and query rule, every method's flags on confusion group ``group`` (the relabel
     stage's method first); ``load`` gives training image i (None: data without images).
-    ``store_keys`` ({stage: key}; default: each output dir's name, which the store names by key) and
-    ``overrides`` identify the run in the export."""
+    ``store_keys`` ({stage: key}; default: each output dir's name, as the store names an artifact
+    dir by its key) and ``overrides`` identify the run in the export."""
     samples = load_samples(outputs["embed"])
     info = read_json(outputs["relabel"] / "relabel.json")
     scores = Influence(outputs["influence"]).group_scores(group)

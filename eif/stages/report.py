@@ -77,7 +77,7 @@ def overrides(run_dir: Path) -> list[str]:
     """The run's Hydra overrides (``.hydra/overrides.yaml``; none for a run without that file, e.g.
     from the Python API)."""
     path = run_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []  # type: ignore[union-attr]
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
 
 
 def _publish(s: ReportSettings, run: Run, out: Path) -> None:
@@ -105,8 +105,7 @@ def _publish(s: ReportSettings, run: Run, out: Path) -> None:
             s.group,
             train_load,
             settings,
-            {stage: d.name for stage, d in outputs.items()},  # the store names each output dir by its key
-            overrides(run.run_dir),
+            overrides=overrides(run.run_dir),
         )
         pages.append(run.run_dir / "review.html")
         write_text(pages[-1], text)
