@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import torch
 from pydantic import PositiveFloat, PositiveInt
+from tqdm.auto import tqdm
 
 from eif.influence.confusion import ConfusionBatch, confusion_distance, distance_and_grad
+from eif.influence.problem import AttributionProblem
 from eif.influence.task import ConfusionTask, head
 from eif.losses.base import MetricLoss
 from eif.settings import SPEED, Settings, setting
@@ -177,27 +179,19 @@ def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
 
 
 def empirical_influence(
-    task: ConfusionTask,
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    test_features: torch.Tensor,
-    batch: ConfusionBatch,
-    cfg: EifConfig | None = None,
-    progress: bool = False,
+    problem: AttributionProblem, batch: ConfusionBatch, cfg: EifConfig | None = None, progress: bool = False
 ) -> EifResult:
     """EIF scores of all N training samples for all K confusions of ``batch`` (see module doc).
 
-    ``train_features`` (N, D), ``train_labels`` (N,), ``weight`` (E, D), ``bias`` (E,),
-    ``test_features`` (N_test, D). Memory: O(N D + k_chunk N r + COS_SLICE); without a cosine form
+    ``problem``: train features (N, D) and labels (N,), head weight (E, D) and bias (E,), test features
+    (N_test, D). Memory: O(N D + k_chunk N r + COS_SLICE); without a cosine form
     O(N D + k_chunk N r + GENERIC_K N E).
     """
     cfg = EifConfig() if cfg is None else cfg
     require(cfg.num_thetas >= 1, f"eif.num_thetas must be >= 1, got {cfg.num_thetas}")
     require(cfg.max_steps >= 1 and cfg.lr > 0, "eif.max_steps must be >= 1 and eif.lr > 0")
-    from tqdm.auto import tqdm
-
+    task, train_features, train_labels = problem.task, problem.train_features, problem.train_labels
+    weight, bias, test_features = problem.weight, problem.bias, problem.test_features
     gen = torch.Generator().manual_seed(int(cfg.seed))
     z_train = head(train_features, weight, bias)
     cos = None if task.cos_loss is None else _CosPieces.build(task.cos_loss, z_train, train_labels)
