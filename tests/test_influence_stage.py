@@ -31,7 +31,7 @@ def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
             "mine.num_missim=5",
             "progress=false",
             # the 2-epoch model is far from a minimum: per-sample curvature ~6e3
-            "methods.if.scale=20000",
+            "methods.if.solver.scale=20000",
         ],
     )
     record = run_job(cfg)
