@@ -1,3 +1,4 @@
+# pyright: strict
 """Influence of training samples on test-set confusions: mining, EIF and IF on cached head features.
 
 Sign convention for every score here: **positive = harmful** (the training sample makes the test

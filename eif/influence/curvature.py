@@ -1,3 +1,4 @@
+# pyright: strict
 """Per-sample curvatures of the training loss in the embedding z: the blocks every IF solver builds on.
 
 With z_i = W f_i + b, g_i = dL_i/dz_i (E,) and H_z,i = d^2 L_i/dz_i^2 (E, E). The Hessian of the mean
@@ -19,7 +20,11 @@ from eif.losses.base import MetricLoss
 
 def loss_grad_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """g_i = dL_i/dz_i for all samples: z (N, E) -> (N, E) (losses are independent across samples)."""
-    return grad(lambda q: task.train_loss(q, y).sum())(z)
+
+    def total(q: torch.Tensor) -> torch.Tensor:
+        return task.train_loss(q, y).sum()
+
+    return grad(total)(z)
 
 
 def hvp_z(task: ConfusionTask, z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -52,7 +57,10 @@ def curvature_factors(
     """
     pu = loss.cosine_targets()  # (M, E)
     m = pu.shape[0]
-    ell = lambda cc, yy: loss.per_sample_cos(cc[None], yy[None])[0]  # noqa: E731
+
+    def ell(cc: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        return loss.per_sample_cos(cc[None], yy[None])[0]
+
     inv_r2 = 1.0 / z.pow(2).sum(-1)
     u = z * inv_r2.sqrt()[:, None]
     c = u @ pu.T  # (b, M)
@@ -92,7 +100,10 @@ def curvature_apply(loss: MetricLoss, z: torch.Tensor, y: torch.Tensor, t: torch
         return loss.per_sample_cos(cc[None], yy[None])[0]
 
     def hess_c(cc: torch.Tensor, yy: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
-        return jvp(lambda x: grad(ell)(x, yy), (cc,), (ww,))[1]
+        def grad_c(x: torch.Tensor) -> torch.Tensor:
+            return grad(ell)(x, yy)
+
+        return jvp(grad_c, (cc,), (ww,))[1]
 
     g = vmap(grad(ell))(c, y)  # (b, M)
     q = g @ pu  # (b, E)
@@ -117,7 +128,10 @@ def curvature_z(
     out = z.new_empty(b, e, e) if out is None else out
     loss = task.cos_loss
     if loss is None:
-        per = lambda q, yy: task.train_loss(q[None], yy[None])[0]  # noqa: E731
+
+        def per(q: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+            return task.train_loss(q[None], yy[None])[0]
+
         step = max(1, (1 << 24) // (e * e * 4))
         for s0 in range(0, b, step):
             out[s0 : s0 + step] = vmap(torch.func.hessian(per))(z[s0 : s0 + step], y[s0 : s0 + step])

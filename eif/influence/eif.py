@@ -1,3 +1,4 @@
+# pyright: strict
 """EIF (paper Eq. 5-6; docs/protocol.md, EIF) on cached trunk features, batched over K confusions.
 
 theta_max moves the head weight W by plain gradient ascent on the confusion's objective (sign * d;
@@ -118,7 +119,9 @@ def _thetas(
     mask = batch.valid.to(z0.dtype).unsqueeze(1)
     for _ in range(2, cfg.num_thetas):
         x = torch.randn(a_max.shape, generator=gen, dtype=torch.float64).to(z0) * mask
-        basis = []  # Gram-Schmidt against every earlier direction, in the Frobenius inner product
+        basis: list[
+            torch.Tensor
+        ] = []  # Gram-Schmidt against every earlier direction, in the Frobenius inner product
         for u in dirs:
             for q in basis:
                 u = u - (_inner(u, gram, q))[:, None, None] * q
@@ -155,9 +158,8 @@ class _CosPieces:
     def dloss(self, proj: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """L_i(z_i + proj_ik a_k^T) - L_i(z_i) (K, N) for proj (K, N, R), displacements a (K, E, R).
 
-        Works on slices of about ``COS_SLICE`` (K, n, M) cosines: the elementwise loss then runs in
-        cache (2.7x faster than whole (K, N, M) tensors on a 2-core Xeon). 2^19 (2 MiB, the L2 of one
-        core) rather than 2^21: at 2 threads the loss on 2^21 slices was 1.3-5x slower than at 1 thread."""
+        Works on slices of about ``COS_SLICE`` (K, n, M) cosines, so that the elementwise loss runs in
+        one core's cache (benchmarks/README.md has the measurements behind the size)."""
         k, e, r = a.shape
         ap = a.transpose(1, 2) @ self.pu.T  # A_k^T P^^T (K, R, M)
         ata = a.transpose(1, 2) @ a  # (K, R, R)
@@ -207,7 +209,8 @@ def empirical_influence(
         dirs, steps = _thetas(task, z0, gram, sub, cfg, gen)
         proj = (fp.reshape(-1, fp.shape[-1]) @ train_features.T).view(*fp.shape[:2], -1).transpose(1, 2)
         score = z0.new_zeros(len(sub), len(train_features))
-        d_theta, norms = [], []
+        d_theta: list[torch.Tensor] = []
+        norms: list[torch.Tensor] = []
         for a in dirs:
             d = confusion_distance(task, z0 + gram @ a.transpose(1, 2), sub)
             norm = _inner(a, gram, a).clamp_min(0).sqrt()

@@ -1,3 +1,4 @@
+# pyright: strict
 """The Hessian of the mean training loss with respect to the head weight W, as an operator.
 
 With z_i = W f_i + b and per-sample losses L_i(z_i), the Hessian of mean_i L_i in W applied to a
@@ -23,11 +24,12 @@ import torch
 from eif.influence.curvature import curvature_apply, curvature_factors, hvp_z
 from eif.influence.softmax_curvature import SoftmaxCurvature
 from eif.influence.task import ConfusionTask
+from eif.influence.torch_typed import norm
 
 CACHE_FLOATS = 1 << 28  # 1 GiB of float32 curvature factors at most
 ROWS = 32  # samples per in-place curvature block
 # Floats per (rows, K, M) temporary when H_z is applied term by term: larger blocks than ROWS, since
-# each call's fixed cost dominates at 32 rows (InShop: 18.3 s per product at 32 rows, 10.2 s at 256).
+# each call's fixed cost dominates at 32 rows (benchmarks/README.md: the InShop-shaped measurement).
 APPLY_FLOATS = 1 << 22
 
 
@@ -73,9 +75,10 @@ class HeadHessian:
         cosines) or "autograd" (double backprop)."""
         if self.factors is not None:
             return "factors"
-        if self.pu is None:
+        loss = self.task.cos_loss
+        if loss is None:
             return "autograd"
-        return "cosine_autograd" if self.task.cos_loss.cos_logit_scale() is None else "softmax"
+        return "cosine_autograd" if loss.cos_logit_scale() is None else "softmax"
 
     @property
     def products(self) -> int:
@@ -97,10 +100,11 @@ class HeadHessian:
         if self.softmax is not None:
             return self.softmax.apply(idx, t)
         zc, yc = self.z[idx], self.y[idx]
-        if self.pu is None:
+        loss = self.task.cos_loss
+        if self.pu is None or loss is None:
             return hvp_z(self.task, zc, yc, t.transpose(0, 1)).transpose(0, 1)
         if self.factors is None:
-            return curvature_apply(self.task.cos_loss, zc, yc, t)
+            return curvature_apply(loss, zc, yc, t)
         uq, core, sigma = (f[idx] for f in self.factors)
         m = self.pu.shape[0]
         y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): targets, then u and q
@@ -159,9 +163,10 @@ class HeadHessian:
         lam = self.z.new_zeros(self.n)
         for s in range(0, self.n, 1024):
             block = t[s : s + 1024]
+            size = block.new_zeros(len(block), 1, 1)  # |H_z,i t| of the last iterate (0 if iters = 0)
             for _ in range(iters):
                 u = self.curvature(s, block)
-                norm = u.norm(dim=-1, keepdim=True)
-                block = u / norm.clamp_min(1e-30)
-            lam[s : s + len(block)] = norm[:, 0, 0]
+                size = norm(u, dim=-1, keepdim=True)
+                block = u / size.clamp_min(1e-30)
+            lam[s : s + len(block)] = size[:, 0, 0]
         return lam * self.features.pow(2).sum(-1)

@@ -1,3 +1,4 @@
+# pyright: strict
 """LiSSA (the reference's IF solver): one pass of the recursion h_t = v + (1 - damping) h_{t-1} -
 H_t h_{t-1} / scale over the training set at batch 1 in index order, h_0 = v, X = h_N / scale. Its
 fixed point is (H + scale * damping I)^-1 v; one pass rarely reaches it.
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from eif.influence.curvature import curvature_factors, curvature_z
 from eif.influence.hessian import HeadHessian
+from eif.influence.torch_typed import floats
 
 
 def lissa(
@@ -66,9 +68,12 @@ def lissa(
     targets = None if loss is None else loss.cosine_targets()  # (M, E)
     m = -1 if targets is None else targets.shape[0]
     lowrank = loss is not None and (m + 2 < e // 2 if factored is None else factored)
-    if lowrank:
-        assert loss is not None and targets is not None
-        basis = z.new_empty(hchunk, e, m + 2)  # B_j = [P^^T | u_j | q_j]
+    # the buffers of one form only: low rank B_j = [P^^T | u_j | q_j] (and B^T r_j, S B^T r_j), else
+    # the dense H_z,j
+    basis = y_buf = ys_buf = hz = core = None
+    sigma: list[float] = []
+    if lowrank and targets is not None:
+        basis = z.new_empty(hchunk, e, m + 2)
         basis[:, :, :m] = targets.T
         y_buf, ys_buf = z.new_empty(k, m + 2), z.new_empty(k, m + 2)
     else:
@@ -97,14 +102,14 @@ def lissa(
                 jh, j0 = j % hchunk, j - j % sub
                 if jh == 0:
                     zc, yc = zb[j : j + hchunk], yb[j : j + hchunk]
-                    if lowrank:
+                    if basis is not None and loss is not None:
                         if hess.factors is not None:  # kept by the operator: the same values, not recomputed
-                            uq, core, sigma = (f[start + j : start + j + len(zc)] for f in hess.factors)
+                            uq, core, sig = (f[start + j : start + j + len(zc)] for f in hess.factors)
                         else:
-                            uq, core, sigma = curvature_factors(loss, zc, yc)
+                            uq, core, sig = curvature_factors(loss, zc, yc)
                         basis[: len(zc), :, m:] = uq
-                        sigma = sigma.tolist()
-                    else:
+                        sigma = floats(sig)
+                    elif hz is not None:
                         curvature_z(task, zc, yc, out=hz[: len(zc)])
                 if j == j0 and j:  # the earlier sub-blocks' updates, for the whole sub-block at once (a GEMM)
                     _set_threads(threads)
@@ -112,11 +117,12 @@ def lissa(
                     _set_threads(steps)
                 if j > j0:
                     rf[j].addmv_(uf[j0:j].T, corr[j, j0:j], alpha=-1.0)
-                if lowrank:  # u_j = B S B^T r_j - sigma r_j, row-wise
+                if basis is not None and core is not None and y_buf is not None and ys_buf is not None:
+                    # u_j = B S B^T r_j - sigma r_j, row-wise
                     torch.mm(r[j], basis[jh], out=y_buf)
                     torch.mm(y_buf, core[jh].mT, out=ys_buf)
                     torch.addmm(r[j], ys_buf, basis[jh].mT, beta=-sigma[jh], out=u[j])
-                else:
+                elif hz is not None:
                     torch.mm(r[j], hz[jh].mT, out=u[j])
             _set_threads(threads)
             beta *= c**nb
@@ -130,12 +136,6 @@ def lissa(
         _set_threads(threads)
     # h_N / scale in place: no fresh (K, E, D) allocations (their page faults cost whole GEMMs)
     return h_t.mul_(beta / scale).baddbmm_(g.transpose(1, 2), fp, alpha=gamma / scale)
-
-
-def _set_threads(n: int) -> None:
-    """torch's intra-op thread count (OpenMP and MKL); cheap (< 1 us), so it can change around one op."""
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
 
 
 def _set_threads(n: int) -> None:

@@ -1,3 +1,4 @@
+# pyright: strict
 """The attribution problem every method and solver works on: a trained head on cached features."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# pyright: strict
 """Solvers of (H + lambda I) X = V for the classic influence function, one strategy class each.
 
 A solver's settings are exactly its own fields (``kind`` picks the class: ``methods.if.solver.kind``),
@@ -33,6 +34,7 @@ from eif.influence.coarse import KroneckerCoarse
 from eif.influence.hessian import HeadHessian
 from eif.influence.krylov import Spectrum, lanczos, pcg
 from eif.influence.lissa import lissa
+from eif.influence.torch_typed import solve
 from eif.settings import SPEED, Settings, setting
 from eif.utils.errors import EifError, require
 
@@ -263,7 +265,11 @@ def exact_hessian(hess: HeadHessian) -> torch.Tensor:
     task, features, z, y = hess.task, hess.features, hess.z, hess.y
     e, dim = hess.e, hess.dim
     require(e * dim <= EXACT_MAX_PARAMS, f"exact IF solver needs E*D <= {EXACT_MAX_PARAMS}, got {e}*{dim}")
-    hz = vmap(torch.func.hessian(lambda q, yy: task.train_loss(q[None], yy[None])[0]))(z, y)  # (N, E, E)
+
+    def per(q: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        return task.train_loss(q[None], yy[None])[0]
+
+    hz = vmap(torch.func.hessian(per))(z, y)  # (N, E, E)
     h = torch.einsum("nab,nc,nd->acbd", hz, features, features) / hess.n
     return h.reshape(e * dim, e * dim)
 
@@ -276,7 +282,7 @@ class _ExactRun:
 
     def solve(self, g: torch.Tensor, fp: torch.Tensor, progress: bool) -> Solved:
         v = rhs(g, fp)
-        x = torch.linalg.solve(self.dense, v.reshape(len(v), -1).T).T.reshape(v.shape)
+        x = solve(self.dense, v.reshape(len(v), -1).T).T.reshape(v.shape)
         return Solved(x, torch.ones(len(v), dtype=torch.long), None)
 
 
