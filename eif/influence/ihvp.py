@@ -1,3 +1,4 @@
+# pyright: strict
 """Classic influence functions (paper Eq. 4; docs/protocol.md, IF) on cached features, batched over K.
 
 score_i = grad_W obj^T H^-1 grad_W L_i, obj = sign * d, H the Hessian of the mean training loss
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from eif.influence.confusion import ConfusionBatch
 from eif.influence.curvature import loss_grad_z
+from eif.influence.diagnostics import eigenvalues_above
 from eif.influence.hessian import HeadHessian
 from eif.influence.problem import AttributionProblem
 from eif.influence.solvers import AnySolver, Lissa
+from eif.influence.torch_typed import norm
 from eif.settings import DISPLAY, SPEED, Settings, setting
 
 # Floats of the (rows, K E) block of F X^T that the scores and the residual share (128 MiB).
@@ -42,9 +45,11 @@ class IfConfig(Settings):
     """``if`` settings: the ``solver`` of (H + lambda I) x = v with its own settings
     (:mod:`eif.influence.solvers`), ``k_chunk`` confusions solved together and ``score_chunk``
     training samples per scoring GEMM. A median relative residual above ``warn_residual`` prints one
-    warning line."""
+    warning line. ``spectrum_steps`` Lanczos steps (products with H) estimate how many eigenvalues of H
+    exceed lambda (:mod:`eif.influence.diagnostics`; 0: not estimated); scores do not depend on it."""
 
     solver: AnySolver = Lissa()
+    spectrum_steps: NonNegativeInt = 32
     warn_residual: PositiveFloat = setting(1e-2, unkeyed=DISPLAY)
     k_chunk: PositiveInt = setting(100, unkeyed=SPEED)
     score_chunk: PositiveInt = setting(256, unkeyed=SPEED)
@@ -110,7 +115,7 @@ def _relative_residual(hx: torch.Tensor, g: torch.Tensor, fp: torch.Tensor) -> t
     |V|_F^2 = sum_rs (G G^T)_rs (F_p F_p^T)_rs. Overwrites hx."""
     diff = hx.baddbmm_(g.transpose(1, 2), fp, alpha=-1.0)
     vnorm = ((g @ g.mT) * (fp @ fp.mT)).sum((1, 2)).clamp_min(0).sqrt()
-    return diff.flatten(1).norm(dim=1) / vnorm.clamp_min(1e-30)
+    return norm(diff.flatten(1), dim=1) / vnorm.clamp_min(1e-30)
 
 
 def classic_influence(
@@ -153,4 +158,6 @@ def classic_influence(
         hessian_products=hess.products,
         curvature_form=hess.form,
     )
+    if cfg.spectrum_steps:  # after the scores: its products are not counted in hessian_products
+        info["eigenvalues_above_damping"] = eigenvalues_above(hess, lam, cfg.spectrum_steps)
     return IfResult(torch.cat(scores), torch.cat(d0s), torch.cat(iters), residual, prepared.scale, info)
