@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from eif.influence import (
+    AttributionProblem,
     ConfusionTask,
     EifConfig,
     IfConfig,
@@ -28,6 +29,7 @@ from eif.influence import (
     classic_influence,
     empirical_influence,
 )
+from eif.influence.solvers import ConjugateGradients, Lissa
 from eif.influence.task import head
 from eif.losses import ProxyNCAPP
 from eif.utils.errors import EifError
@@ -109,27 +111,29 @@ def main() -> None:
     fte = torch.nn.functional.layer_norm(torch.randn(2 * k, d, generator=g).relu(), (d,))
     pairs = np.arange(2 * k).reshape(k, 2)
     batch = build_batch([p[None] for p in pairs])
+    prob = AttributionProblem(task, ftr, ytr, w, b, fte)
+    warm = AttributionProblem(task, ftr[:300], ytr[:300], w, b, fte)
     print(f"inputs: N={n} D={d} E={e} C={c} K={k} pairs; torch threads={torch.get_num_threads()}")
 
     head_pass = clock(lambda: ftr @ w.T, repeat=5)
     rows = [("head pass (N x D x E matmul)", head_pass, 1.0, "")]
     eif_cfg = EifConfig()
     with torch.no_grad():
-        t_eif = clock(lambda: empirical_influence(task, ftr, ytr, w, b, fte, batch, eif_cfg), repeat=3)
+        t_eif = clock(lambda: empirical_influence(prob, batch, eif_cfg), repeat=3)
     rows.append(
         (f"EIF, all {k} pairs (median of 3)", t_eif, t_eif / head_pass, f"peak RSS {peak_mib():.0f} MiB")
     )
-    if_cfg = IfConfig(solver="lissa")
+    if_cfg = IfConfig(solver=Lissa())
     with torch.no_grad():  # warm-up on 1 pair x 300 samples: torch.func's first call costs ~1 s once
-        classic_influence(task, ftr[:300], ytr[:300], w, b, fte, build_batch([pairs[0][None]]), if_cfg)
-        t_lissa = clock(lambda: classic_influence(task, ftr, ytr, w, b, fte, batch, if_cfg, progress=True))
+        classic_influence(warm, build_batch([pairs[0][None]]), if_cfg)
+        t_lissa = clock(lambda: classic_influence(prob, batch, if_cfg, progress=True))
     rows.append((f"IF-lissa, all {k} pairs", t_lissa, t_lissa / head_pass, f"peak RSS {peak_mib():.0f} MiB"))
     kc = min(k, args.cg_pairs)
-    cg_cfg = IfConfig(solver="cg", damping=1.0, cg_tol=1e-4, cg_max_iter=100)
+    cg_cfg = IfConfig(solver=ConjugateGradients(damping=1.0, tol=1e-4, max_iter=100))
     sub = build_batch([p[None] for p in pairs[:kc]])
     try:
         t0 = time.perf_counter()
-        res = classic_influence(task, ftr, ytr, w, b, fte, sub, cg_cfg)
+        res = classic_influence(prob, sub, cg_cfg)
         t_cg = time.perf_counter() - t0
         note = f"{kc} pairs, damping 1.0, tol 1e-4, {float(res.iterations.float().mean()):.0f} iterations"
         rows.append((f"IF-cg, {kc} pairs", t_cg, t_cg / head_pass, note))

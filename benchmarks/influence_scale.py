@@ -42,10 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from influence import clock  # noqa: E402
 from synthetic import trained_problem  # noqa: E402
 
-from eif.influence import IfConfig, build_batch, classic_influence, empirical_influence  # noqa: E402
-from eif.influence.coarse import KroneckerCoarse  # noqa: E402
+from eif.influence import (  # noqa: E402
+    AttributionProblem,
+    IfConfig,
+    build_batch,
+    classic_influence,
+    empirical_influence,
+)
 from eif.influence.hessian import HeadHessian  # noqa: E402
-from eif.influence.krylov import lanczos  # noqa: E402
+from eif.influence.solvers import ConjugateGradients  # noqa: E402
 from eif.influence.task import head  # noqa: E402
 
 RESULTS: dict[str, float] = {}
@@ -61,14 +66,20 @@ def exp_seconds(n: int, c: int) -> float:
     return clock(lambda: torch.exp(logits), repeat=5)
 
 
+def as_problem(tp: Any) -> AttributionProblem:
+    """The benchmark's trained head as the problem the methods take."""
+    return AttributionProblem(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte)
+
+
 def shared_seconds(tp: Any, cfg: IfConfig) -> float:
     """Seconds of the preconditioner that ``cfg`` shares across confusions (built once)."""
     hess = HeadHessian(tp.task, tp.ftr, head(tp.ftr, tp.w, tp.b), tp.ytr)
+    solver = cfg.solver
+    assert isinstance(solver, ConjugateGradients)
+    pre = solver.preconditioner()
     t0 = time.perf_counter()
-    if cfg.coarse:
-        KroneckerCoarse.build(hess, cfg.damping, cfg.coarse, cfg.coarse_e)
-    elif cfg.deflate:
-        lanczos(hess.matvec, tuple(tp.w.shape), cfg.deflate, keep=cfg.deflate // 2, dtype=tp.w.dtype)
+    if pre is not None:
+        pre.build(hess, solver.damping, {})
     return time.perf_counter() - t0
 
 
@@ -76,9 +87,8 @@ def converged(damping: float, k_chunk: int = 100, **changes: Any) -> IfConfig:
     """The ``if_converged`` method's solver settings, read from conf/methods/if_converged.yaml, at
     ``damping``."""
     yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/methods/if_converged.yaml")
-    known = IfConfig.model_fields
-    fields = {k: v for k, v in OmegaConf.to_container(yaml.if_converged).items() if k in known}
-    return IfConfig(**{**fields, "damping": damping, "k_chunk": k_chunk, **changes})
+    solver = dict(OmegaConf.to_container(yaml.if_converged.solver))  # type: ignore[arg-type]
+    return IfConfig(solver=ConjugateGradients(**{**solver, "damping": damping, **changes}), k_chunk=k_chunk)
 
 
 def cub() -> None:
@@ -89,12 +99,12 @@ def cub() -> None:
     k = len(tp.pairs)
     hp = clock(lambda: tp.ftr @ tp.w.T, repeat=5)
     with torch.no_grad():
-        t_eif = clock(lambda: empirical_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, batch), 3)
+        t_eif = clock(lambda: empirical_influence(as_problem(tp), batch), 3)
     print(f"  head pass {hp:.4f} s; EIF {k} pairs {t_eif:.2f} s = {t_eif / hp:.2f} head passes")
     RESULTS["eif_head_passes_total"] = t_eif / hp
     for lam in (5.0, 0.5):
         t1 = time.perf_counter()
-        res = classic_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, batch, converged(lam))
+        res = classic_influence(as_problem(tp), batch, converged(lam))
         sec = time.perf_counter() - t1
         its = res.iterations.float()
         print(
@@ -123,7 +133,7 @@ def inshop(n_if: int, epochs: int, coarse_e: int | None) -> None:
     hp = clock(lambda: tp.ftr @ tp.w.T, repeat=5)
     t_exp = exp_seconds(n, c)
     with torch.no_grad():
-        t_eif = clock(lambda: empirical_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, batch))
+        t_eif = clock(lambda: empirical_influence(as_problem(tp), batch))
     floor = t_exp * k
     print(
         f"  head pass {hp:.3f} s; exp of (N, C) {t_exp:.3f} s; EIF {k} confusions {t_eif:.1f} s "
@@ -134,7 +144,7 @@ def inshop(n_if: int, epochs: int, coarse_e: int | None) -> None:
     t_shared = shared_seconds(tp, cfg)
     sub = batch.select(slice(0, n_if))
     t1 = time.perf_counter()
-    res = classic_influence(tp.task, tp.ftr, tp.ytr, tp.w, tp.b, tp.fte, sub, cfg)
+    res = classic_influence(as_problem(tp), sub, cfg)
     t_sub = time.perf_counter() - t1
     per = max(t_sub - t_shared, 0.0) / n_if
     amortised = (t_shared + per * k) / k

@@ -43,7 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("env", "cpu", "cuda", "resume", "agree", "memory")
 # Fashion-MNIST at its default size (5,000 train / 5,000 test images), trained briefly. LiSSA with
 # scale=auto: a fixed scale can diverge on a short training's curvature.
-FMNIST = ["dataset.max_per_class=1000", "train.epochs=4", "train.warmup_epochs=1", "methods.if.scale=auto"]
+FMNIST = [
+    "dataset.max_per_class=1000",
+    "train.epochs=4",
+    "train.warmup_epochs=1",
+    "methods.if.solver.scale=auto",
+]
 STAGES = ["train", "evaluate", "embed", "mine", "influence", "retrain"]
 CUDA = [
     "device=cuda",
@@ -53,7 +58,12 @@ CUDA = [
     "embed.num_workers=2",
 ]
 # The test-size CPU run of tests/conftest.py: 60 images per class, 2 epochs.
-CPU_TINY = ["dataset.max_per_class=60", "train.epochs=2", "train.warmup_epochs=1", "methods.if.scale=auto"]
+CPU_TINY = [
+    "dataset.max_per_class=60",
+    "train.epochs=2",
+    "train.warmup_epochs=1",
+    "methods.if.solver.scale=auto",
+]
 INSHOP = {"n": 25882, "n_test": 26830, "d": 2048, "e": 512, "c": 3997, "pairs": 100, "batch": 96}
 
 
@@ -386,11 +396,14 @@ def peak_memory(device: torch.device, sizes: dict[str, int]) -> dict[str, tuple[
     """(peak GiB, seconds) of EIF, IF (LiSSA, scale=auto) and the re-training of 4 heads per pair + 1
     (eif, random_eif, if, random_if, drift: the retrain stage's heads) over one epoch of ``batch``-size
     batches; peaks are measured above what the inputs hold (CUDA only; 0 elsewhere)."""
-    from eif.influence import EifConfig, IfConfig, classic_influence, empirical_influence
+    from eif.influence import AttributionProblem, EifConfig, IfConfig, classic_influence, empirical_influence
+    from eif.influence.solvers import Lissa
     from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
 
     p = inshop_problem(device, sizes)
-    args = (p["task"], p["features"], p["labels"], p["weight"], p["bias"], p["test_features"], p["batch"])
+    problem = AttributionProblem(
+        p["task"], p["features"], p["labels"], p["weight"], p["bias"], p["test_features"]
+    )
     n = sizes["n"]
     epoch = EpochBatches(
         features=p["features"].cpu().numpy(),
@@ -402,8 +415,8 @@ def peak_memory(device: torch.device, sizes: dict[str, int]) -> dict[str, tuple[
     heads = 4 * sizes["pairs"] + 1
     weights = torch.randint(0, 3, (heads, n), generator=torch.Generator().manual_seed(1)).float()
     runs: dict[str, Callable[[], object]] = {
-        "eif": lambda: empirical_influence(*args, EifConfig()),
-        "if": lambda: classic_influence(*args, IfConfig(scale="auto")),
+        "eif": lambda: empirical_influence(problem, p["batch"], EifConfig()),
+        "if": lambda: classic_influence(problem, p["batch"], IfConfig(solver=Lissa(scale="auto"))),
         "retrain": lambda: retrain_heads(
             p["weight"], p["bias"], weights, epoch, p["loss"].per_sample, RetrainConfig(), device
         ),

@@ -11,8 +11,9 @@ from test_methods import batch, problem
 from eif.influence import ConfusionTask
 from eif.influence.coarse import KroneckerCoarse
 from eif.influence.hessian import HeadHessian
-from eif.influence.ihvp import IfConfig, exact_hessian
+from eif.influence.ihvp import IfConfig
 from eif.influence.krylov import pcg
+from eif.influence.solvers import ConjugateGradients, Exact, exact_hessian
 from eif.influence.task import head
 from eif.methods.influence_function import InfluenceFunction
 from eif.utils.errors import EifError
@@ -20,7 +21,7 @@ from eif.utils.errors import EifError
 
 def _operator(pb, task=None, damping=0.0, **kwargs):
     z = head(pb["ftr"], pb["w"], pb["b"])
-    dense = exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"])
+    dense = exact_hessian(HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"]))
     return HeadHessian(task or pb["task"], pb["ftr"], z, pb["ytr"], damping=damping, **kwargs), dense
 
 
@@ -77,8 +78,10 @@ def test_if_with_a_coarse_space_matches_the_exact_solver():
     _, dense = _operator(pb)
     lam = 1.0 + max(0.0, -float(torch.linalg.eigvalsh(dense)[0]))
     p = problem(pb)
-    exact = InfluenceFunction(solver="exact", damping=lam).score(p, batch(signs=SIGNS))
-    cg = InfluenceFunction(solver="cg", damping=lam, cg_tol=1e-10, coarse=3, coarse_e=2).score(p, batch())
+    exact = InfluenceFunction(solver=Exact(damping=lam)).score(p, batch(signs=SIGNS))
+    cg = InfluenceFunction(solver=ConjugateGradients(damping=lam, tol=1e-10, coarse=3, coarse_e=2)).score(
+        p, batch()
+    )
     torch.testing.assert_close(cg.scores, exact.scores, rtol=1e-7, atol=1e-10)
     assert cg.arrays["residual"].max() <= 1e-10
     assert cg.info["coarse"]["rank_d"] == 3 and cg.info["coarse"]["rank_e"] == 2
@@ -87,9 +90,11 @@ def test_if_with_a_coarse_space_matches_the_exact_solver():
 def test_coarse_space_refuses_an_indefinite_system():
     pb = make_problem()  # H's smallest eigenvalue is about -1.3 here, on its top directions
     with pytest.raises(EifError, match="not positive definite"):
-        InfluenceFunction(solver="cg", damping=0.05, coarse=6, coarse_e=4).score(problem(pb), batch())
+        InfluenceFunction(solver=ConjugateGradients(damping=0.05, coarse=6, coarse_e=4)).score(
+            problem(pb), batch()
+        )
 
 
 def test_two_preconditioners_are_one_config_error():
     with pytest.raises(ValueError, match="two preconditioners"):
-        IfConfig(solver="cg", damping=1.0, coarse=8, deflate=16)
+        IfConfig(solver=ConjugateGradients(damping=1.0, coarse=8, deflate=16))

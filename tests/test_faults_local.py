@@ -201,7 +201,7 @@ ALL_STAGES = MODULES  # every stage, in pipeline order
 # Every stage, with label noise so that detect and relabel have flips to find.
 ALL_CFG = [
     "noise=p10",
-    "methods.if.scale=auto",
+    "methods.if.solver.scale=auto",
     "stats.group_sizes=[3,4,5]",
     "train.checkpoint_every_batches=4",
     f"stages=[{','.join(s for s in ALL_STAGES if s != 'retrain_features')}]",

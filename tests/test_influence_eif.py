@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from eif.influence import ConfusionTask, EifConfig, build_batch, empirical_influence
+from eif.influence import AttributionProblem, ConfusionTask, EifConfig, build_batch
+from eif.influence import empirical_influence as eif_of_problem
 from eif.influence.eif import _inner, _thetas
 from eif.influence.task import head
 from eif.losses import ProxyNCAPP, SoftTriple
 
 DT = torch.float64  # the tests compare in float64 (set per tensor: never change the global default)
+
+
+def empirical_influence(task, ftr, ytr, w, b, fte, batch, cfg=None):
+    """EIF on the problem the tensors make (the tests build problems from tensors)."""
+    return eif_of_problem(AttributionProblem(task, ftr, ytr, w, b, fte), batch, cfg)
 
 
 def make_problem(seed: int = 0, n: int = 30, d: int = 6, e: int = 4, c: int = 3, n_test: int = 12):

@@ -8,8 +8,11 @@ import torch
 from pydantic import ValidationError
 from test_influence_eif import CONFUSIONS, DT, make_problem, sign_case
 
-from eif.influence import IfConfig, build_batch, classic_influence
-from eif.influence.ihvp import exact_hessian, lissa, loss_grad_z
+from eif.influence import AttributionProblem, IfConfig, build_batch, classic_influence
+from eif.influence.curvature import loss_grad_z
+from eif.influence.hessian import HeadHessian
+from eif.influence.lissa import lissa
+from eif.influence.solvers import ConjugateGradients, Exact, Lissa, exact_hessian
 from eif.influence.task import head
 from eif.utils.errors import EifError
 
@@ -46,16 +49,15 @@ def dense_parts(pb, pairs, signs):
 
 
 def run(pb, cfg, pairs=CONFUSIONS, signs=SIGNS):
-    return classic_influence(
-        pb["task"],
-        pb["ftr"],
-        pb["ytr"],
-        pb["w"],
-        pb["b"],
-        pb["fte"],
-        build_batch(pairs, signs, dtype=torch.float64),
-        cfg,
-    )
+    return classic_influence(as_problem(pb), build_batch(pairs, signs, dtype=torch.float64), cfg)
+
+
+def as_problem(pb):
+    return AttributionProblem(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"])
+
+
+def operator(task, pb, z, y=None):
+    return HeadHessian(task, pb["ftr"], z, pb["ytr"] if y is None else y)
 
 
 def test_exact_and_cg_match_dense_autograd():
@@ -64,23 +66,23 @@ def test_exact_and_cg_match_dense_autograd():
     grads, hess, v, _ = dense_parts(pb, CONFUSIONS, SIGNS)
     x = torch.linalg.solve(hess + damping * torch.eye(len(hess), dtype=DT), v.T).T
     ref = x @ grads.T  # (K, N): positive = harmful
-    exact = run(pb, IfConfig(solver="exact", damping=damping, k_chunk=3))
+    exact = run(pb, IfConfig(solver=Exact(damping=damping), k_chunk=3))
     torch.testing.assert_close(exact.scores, ref, rtol=1e-8, atol=1e-10)
-    cg = run(pb, IfConfig(solver="cg", damping=damping, cg_tol=1e-10, score_chunk=7))
+    cg = run(pb, IfConfig(solver=ConjugateGradients(damping=damping, tol=1e-10), score_chunk=7))
     rel = (cg.scores - exact.scores).norm() / exact.scores.norm()
     assert rel < 1e-4 and (cg.iterations > 1).all()
 
 
 def test_cg_reports_negative_curvature():
     with pytest.raises(EifError, match="negative curvature"):
-        run(make_problem(), IfConfig(solver="cg", damping=0.01))
+        run(make_problem(), IfConfig(solver=ConjugateGradients(damping=0.01)))
 
 
 def test_exact_hessian_is_the_autograd_hessian():
     pb = make_problem(seed=3)
     _, hess, _, _ = dense_parts(pb, CONFUSIONS[:1], [1.0])
     z = head(pb["ftr"], pb["w"], pb["b"])
-    torch.testing.assert_close(exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"]), hess)
+    torch.testing.assert_close(exact_hessian(operator(pb["task"], pb, z)), hess)
 
 
 def plain_lissa(pb, v, scale, damping):
@@ -116,10 +118,7 @@ def test_lissa_blocks_equal_plain_loop(block_size, sub_block, curvature_chunk, f
     z = head(pb["ftr"], pb["w"], pb["b"])
     v_factors = (g * batch.sign[:, None, None], fp)
     fast = lissa(
-        pb["task"],
-        pb["ftr"],
-        z,
-        pb["ytr"],
+        operator(pb["task"], pb, z),
         v_factors,
         scale,
         damping,
@@ -129,13 +128,13 @@ def test_lissa_blocks_equal_plain_loop(block_size, sub_block, curvature_chunk, f
         factored=factored,
     )
     torch.testing.assert_close(fast.flatten(1), ref, rtol=1e-9, atol=1e-12)
-    res = run(pb, IfConfig(solver="lissa", scale=scale, damping=damping, block_size=block_size, k_chunk=2))
+    res = run(pb, IfConfig(solver=Lissa(scale=scale, damping=damping, block_size=block_size), k_chunk=2))
     torch.testing.assert_close(res.scores, ref @ grads.T, rtol=1e-9, atol=1e-12)
 
 
 def test_lissa_float32_matches_float64():
     pb = make_problem(seed=5, n=200)
-    r64 = run(pb, IfConfig(block_size=32))
+    r64 = run(pb, IfConfig(solver=Lissa(block_size=32)))
     from eif.influence import ConfusionTask
     from eif.losses import ProxyNCAPP
 
@@ -145,14 +144,9 @@ def test_lissa_float32_matches_float64():
     pb32 = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in pb.items()}
     pb32["task"] = ConfusionTask.from_loss(loss32)
     r32 = classic_influence(
-        pb32["task"],
-        pb32["ftr"],
-        pb32["ytr"],
-        pb32["w"],
-        pb32["b"],
-        pb32["fte"],
+        as_problem(pb32),
         build_batch(CONFUSIONS, SIGNS, dtype=torch.float32),
-        IfConfig(block_size=32),
+        IfConfig(solver=Lissa(block_size=32)),
     )
     atol = 1e-5 * float(r64.scores.abs().max())
     torch.testing.assert_close(r32.scores.double(), r64.scores, rtol=1e-3, atol=atol)
@@ -165,9 +159,9 @@ def test_lissa_converges_to_scaled_damping_solution():
     long = {**pb, **rep}  # 40 passes over the same data = the same mean Hessian, 1200 steps
     # scale * damping = 2 exceeds |smallest eigenvalue of H| (about 1.3), so the recursion contracts;
     # a large scale averages the per-sample Hessians over many steps.
-    cfg = IfConfig(solver="lissa", scale=100.0, damping=0.02, block_size=200)
+    cfg = IfConfig(solver=Lissa(scale=100.0, damping=0.02, block_size=200))
     lis = run(long, cfg)
-    ex = run(long, IfConfig(solver="exact", damping=cfg.scale * cfg.damping))
+    ex = run(long, IfConfig(solver=Exact(damping=cfg.solver.scale * cfg.solver.damping)))
     corr = np.corrcoef(lis.scores.flatten().numpy(), ex.scores.flatten().numpy())[0, 1]
     assert corr > 0.99
 
@@ -175,7 +169,7 @@ def test_lissa_converges_to_scaled_damping_solution():
 def test_if_sign_on_hand_made_case():
     task, ftr, ytr, w, b, fte = sign_case()
     pb = dict(task=task, ftr=ftr, ytr=ytr, w=w, b=b, fte=fte)
-    for solver in ("exact", "cg", "lissa"):
+    for solver in (Exact(damping=0.01), ConjugateGradients(damping=0.01), Lissa()):
         res = run(pb, IfConfig(solver=solver), [np.array([[0, 1]])], [1.0])
         assert res.scores[0, 0] > 0 > res.scores[0, 1], solver  # x1 harmful, x2 helpful
 
@@ -185,7 +179,7 @@ def test_exact_refuses_large_heads():
     pb["w"], pb["b"] = torch.zeros(64, 200, dtype=DT), torch.zeros(64, dtype=DT)
     pb["ftr"], pb["fte"] = torch.zeros(30, 200, dtype=DT), torch.zeros(12, 200, dtype=DT)
     with pytest.raises(EifError, match="exact IF solver"):
-        run(pb, IfConfig(solver="exact"))
+        run(pb, IfConfig(solver=Exact(damping=5.0)))
 
 
 def test_loss_grad_z_is_per_sample():
@@ -233,11 +227,18 @@ def test_lissa_restores_thread_count():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        lissa(pb["task"], pb["ftr"], z, pb["ytr"], (g, fp), 5.0, 0.05, 8)
+        lissa(operator(pb["task"], pb, z), (g, fp), 5.0, 0.05, 8)
         assert torch.get_num_threads() == 2
         bad = torch.full_like(pb["ytr"], 10**6)  # a label out of range fails inside the step loop
         with pytest.raises((IndexError, RuntimeError)):
-            lissa(pb["task"], pb["ftr"], z, bad, (g, fp), 5.0, 0.05, 8)
+            lissa(
+                HeadHessian(pb["task"], pb["ftr"], z, bad, cache_floats=0),
+                (g, fp),
+                5.0,
+                0.05,
+                8,
+                factored=False,
+            )
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -246,7 +247,7 @@ def test_lissa_restores_thread_count():
 def test_lissa_divergence_is_one_readable_error():
     pb = make_problem(seed=8, n=200)  # per-step growth ~ |H_i| / scale = 1e3: overflows in 200 steps
     with pytest.raises(EifError, match="LiSSA diverged"):
-        run(pb, IfConfig(solver="lissa", scale=1e-3, damping=0.0))
+        run(pb, IfConfig(solver=Lissa(scale=1e-3, damping=0.0)))
 
 
 def _cos_loss(name: str) -> torch.nn.Module:
@@ -271,7 +272,7 @@ def test_curvature_closed_form_matches_autograd_hessian(loss_name):
     does the term-by-term product (the softmax closed form where the loss declares one, else autograd in
     the cosines)."""
     from eif.influence import ConfusionTask
-    from eif.influence.ihvp import curvature_apply, curvature_z
+    from eif.influence.curvature import curvature_apply, curvature_z
 
     g = torch.Generator().manual_seed(11)
     loss = _cos_loss(loss_name)
@@ -354,7 +355,7 @@ def test_lissa_generic_curvature_equals_cosine_form():
     _, g = distance_and_grad(pb["task"], head(fp, pb["w"], pb["b"]), batch)
     z = head(pb["ftr"], pb["w"], pb["b"])
     generic = ConfusionTask(train_loss=pb["task"].train_loss)
-    xs = [lissa(t, pb["ftr"], z, pb["ytr"], (g, fp), 5.0, 0.05, 16) for t in (pb["task"], generic)]
+    xs = [lissa(operator(t, pb, z), (g, fp), 5.0, 0.05, 16) for t in (pb["task"], generic)]
     torch.testing.assert_close(xs[0], xs[1], rtol=1e-10, atol=1e-12)
 
 
@@ -362,20 +363,20 @@ def test_lissa_scale_auto():
     """A head whose per-sample curvature is far above 2 * 500 makes the reference scale diverge (one
     error naming if.scale=auto); auto picks 2x the estimated max curvature, is reported, and equals that
     number given explicitly."""
-    from eif.influence.ihvp import AUTO_SCALE_FACTOR
+    from eif.influence.solvers import AUTO_SCALE_FACTOR
 
     pb = make_problem(seed=8, n=200)
     pb["w"] = 0.01 * pb["w"]  # |z| ~ 0.01 |f|: H_z ~ 1/|z|^2 and |f|^2 stays, so |H_i| grows 1e4x
     pb["ftr"], pb["ytr"] = pb["ftr"].repeat(4, 1), pb["ytr"].repeat(4)  # 800 steps: overflows float64
     curv = _max_curvature(pb)
     assert curv > 2 * 500 * 4
-    with pytest.raises(EifError, match="if.scale=auto"):
-        run(pb, IfConfig(solver="lissa", damping=0.0))
-    auto = run(pb, IfConfig(solver="lissa", scale="auto", block_size=32))
+    with pytest.raises(EifError, match="if.solver.scale=auto"):
+        run(pb, IfConfig(solver=Lissa(damping=0.0)))
+    auto = run(pb, IfConfig(solver=Lissa(scale="auto", block_size=32)))
     assert auto.scale == pytest.approx(AUTO_SCALE_FACTOR * curv, rel=1e-12)
     assert torch.isfinite(auto.scores).all() and auto.scores.abs().max() > 0
-    fixed = run(pb, IfConfig(solver="lissa", scale=auto.scale, block_size=32))
+    fixed = run(pb, IfConfig(solver=Lissa(scale=auto.scale, block_size=32)))
     torch.testing.assert_close(auto.scores, fixed.scores, rtol=0, atol=0)
-    assert fixed.scale == auto.scale and np.isnan(run(pb, IfConfig(solver="exact", scale="auto")).scale)
+    assert fixed.scale == auto.scale and np.isnan(run(pb, IfConfig(solver=Exact(damping=5.0))).scale)
     with pytest.raises(ValidationError, match="auto"):
-        IfConfig(scale="big")
+        IfConfig(solver=Lissa(scale="big"))

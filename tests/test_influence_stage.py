@@ -21,7 +21,7 @@ def test_split_by_sign_orders_by_magnitude():
 
 
 @pytest.mark.slow
-def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
+def test_mine_and_influence_stages(tmp_path: Path, fmnist_available, capfd) -> None:
     cfg = compose_cfg(
         tmp_path,
         [
@@ -31,7 +31,7 @@ def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
             "mine.num_missim=5",
             "progress=false",
             # the 2-epoch model is far from a minimum: per-sample curvature ~6e3
-            "methods.if.scale=20000",
+            "methods.if.solver.scale=20000",
         ],
     )
     record = run_job(cfg)
@@ -55,3 +55,10 @@ def test_mine_and_influence_stages(tmp_path: Path, fmnist_available) -> None:
         if e["method"] == "eif":
             delta = arr["delta_d"][:, 0]
             assert (delta > 0).all() if e["kind"] != "missim" else (delta < 0).all()
+        if e["method"] == "if":  # IF diagnostics: Hessian eigenvalues above lambda = 20000 * 0.01
+            eig = e["info"]["eigenvalues_above_damping"]
+            assert eig["damping"] == pytest.approx(200.0) and 0 <= eig["count"] <= eig["lanczos_steps"]
+    ratio = info["diagnostics"]["stationarity_ratio"]
+    assert 0 < ratio < 1
+    err = capfd.readouterr().err
+    assert ("W0 is far from a stationary point" in err) == (ratio > info["diagnostics"]["stationarity_warn"])

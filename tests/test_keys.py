@@ -76,6 +76,9 @@ FIXED = {
     "model.in_channels": "the data's channels (resnet50 with ImageNet weights: 3; features: D)",
     "model.feature_dim": "resnet50's and torchvision's trunks fix it; features_head: the vectors' D",
     "dataset.transforms.to_rgb": "the fixtures mix grayscale and RGB images: only RGB conversion fits",
+    "methods.if.solver.kind": "a solver's kind comes with its own fields (LiSSA's scale is no CG setting)",
+    "methods.if_converged.solver.kind": "a solver's kind comes with its own fields",
+    "methods.if_converged_low.solver.kind": "a solver's kind comes with its own fields",
 }
 WORDS = (
     "index distance euclidean inner_product eval influence shift uniform augmented harmful all entropy "

@@ -17,7 +17,8 @@ from test_influence_if import SIGNS, dense_parts
 
 from eif.config import load_job
 from eif.influence import ConfusionTask, build_batch
-from eif.influence.ihvp import curvature_z
+from eif.influence.curvature import curvature_z
+from eif.influence.solvers import ConjugateGradients, Exact, Lissa
 from eif.influence.task import head
 from eif.losses import MetricLoss, ProxyNCAPP, build_loss
 from eif.losses.base import LossConfig, per_sample_losses
@@ -233,14 +234,14 @@ def test_if_exact_and_cg_match_dense_autograd(name):
     grads, hess, v, _ = dense_parts(parts(p), CONFUSIONS, SIGNS)
     lam = 0.5 + max(0.0, -float(torch.linalg.eigvalsh(hess)[0]))  # H + lam I positive definite
     ref = torch.linalg.solve(hess + lam * torch.eye(len(hess), dtype=DT), v.T).T @ grads.T
-    exact = InfluenceFunction(solver="exact", damping=lam).score(p, batch)
+    exact = InfluenceFunction(solver=Exact(damping=lam)).score(p, batch)
     torch.testing.assert_close(exact.scores, ref, rtol=1e-8, atol=1e-10)
     assert exact.scores.abs().max() > 1e-4
     for q in (p, generic(p)):
-        cg = InfluenceFunction(solver="cg", damping=lam, cg_tol=1e-12).score(q, batch)
+        cg = InfluenceFunction(solver=ConjugateGradients(damping=lam, tol=1e-12)).score(q, batch)
         torch.testing.assert_close(cg.scores, ref, rtol=1e-6, atol=1e-8 * float(ref.abs().max()))
     lissa = [
-        InfluenceFunction(solver="lissa", scale=50.0, block_size=8).score(q, batch) for q in (p, generic(p))
+        InfluenceFunction(solver=Lissa(scale=50.0, block_size=8)).score(q, batch) for q in (p, generic(p))
     ]
     torch.testing.assert_close(lissa[0].scores, lissa[1].scores, rtol=1e-9, atol=1e-12)
 
@@ -296,7 +297,13 @@ def test_pml_loss_trains_and_is_analysed_by_the_pipeline(tmp_path: Path, fmnist_
     influence (EIF and IF rebuild the loss from model.pt): the training loss falls, scores are finite."""
     cfg = compose_cfg(
         tmp_path,
-        ["loss=arcface", "train.epochs=3", "stages=[influence]", "mine.num_pairs=5", "methods.if.scale=auto"],
+        [
+            "loss=arcface",
+            "train.epochs=3",
+            "stages=[influence]",
+            "mine.num_pairs=5",
+            "methods.if.solver.scale=auto",
+        ],
     )
     record = run_job(cfg)
     history = read_json(Path(record["artifacts"]["train"]) / "history.json")

@@ -15,8 +15,9 @@ from test_influence_if import SIGNS, dense_parts
 
 from eif.influence import ConfusionTask, build_batch
 from eif.influence.hessian import HeadHessian
-from eif.influence.ihvp import IfConfig, classic_influence, exact_hessian
+from eif.influence.ihvp import IfConfig, classic_influence
 from eif.influence.krylov import lanczos, pcg
+from eif.influence.solvers import ConjugateGradients, Exact, Lissa, exact_hessian
 from eif.influence.task import head
 from eif.methods.base import AttributionProblem
 from eif.methods.eif import Eif
@@ -41,7 +42,7 @@ def test_head_hessian_is_the_dense_hessian(cos_form):
     pb = make_problem(seed=2, n=40)
     task = pb["task"] if cos_form else ConfusionTask(train_loss=pb["task"].train_loss)
     z = head(pb["ftr"], pb["w"], pb["b"])
-    dense = exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"])
+    dense = exact_hessian(HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"]))
     op = HeadHessian(task, pb["ftr"], z, pb["ytr"], damping=0.7)
     x = torch.randn(3, *pb["w"].shape, generator=torch.Generator().manual_seed(0), dtype=DT)
     ref = (x.reshape(3, -1) @ dense.T + 0.7 * x.reshape(3, -1)).view_as(x)
@@ -52,7 +53,7 @@ def test_head_hessian_is_the_dense_hessian(cos_form):
 def test_lanczos_finds_the_spectrum():
     pb = make_problem(seed=3, n=50)
     z = head(pb["ftr"], pb["w"], pb["b"])
-    dense = exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"])
+    dense = exact_hessian(HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"]))
     evals = torch.linalg.eigvalsh(dense)
     op = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"])
     full = lanczos(op.matvec, tuple(pb["w"].shape), steps=dense.shape[0], keep=5, dtype=DT)
@@ -71,7 +72,7 @@ def test_lanczos_finds_the_spectrum():
 def test_pcg_solves_every_system(deflate):
     pb = make_problem(seed=4, n=60)
     z = head(pb["ftr"], pb["w"], pb["b"])
-    h = exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"])
+    h = exact_hessian(HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"]))
     lam = 0.5 + max(0.0, -float(torch.linalg.eigvalsh(h)[0]))  # positive definite, not by much
     dense = h + lam * torch.eye(24, dtype=DT)
     op = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=lam)
@@ -90,7 +91,7 @@ def test_deflation_cuts_iterations_on_an_ill_conditioned_head():
     pb = make_problem(seed=5, n=80, d=10, e=6)
     pb["w"] = 4 * pb["w"]  # sharper softmax: a spread-out spectrum
     z = head(pb["ftr"], pb["w"], pb["b"])
-    h = exact_hessian(pb["task"], pb["ftr"], z, pb["ytr"])
+    h = exact_hessian(HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"]))
     lam = 1e-2 + max(0.0, -float(torch.linalg.eigvalsh(h)[0]))
     op = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=lam)
     v = torch.randn(4, *pb["w"].shape, generator=torch.Generator().manual_seed(2), dtype=DT)
@@ -109,9 +110,9 @@ def test_if_records_the_residual_of_its_own_system():
     p = problem(pb)
     lam = 1.0 + max(0.0, -float(torch.linalg.eigvalsh(hess)[0]))  # H + lam I positive definite
     for cfg in (
-        InfluenceFunction(solver="lissa", scale=50.0, damping=lam / 50, block_size=8),
-        InfluenceFunction(solver="exact", damping=lam),
-        InfluenceFunction(solver="cg", damping=lam, cg_tol=1e-4),
+        InfluenceFunction(solver=Lissa(scale=50.0, damping=lam / 50, block_size=8)),
+        InfluenceFunction(solver=Exact(damping=lam)),
+        InfluenceFunction(solver=ConjugateGradients(damping=lam, tol=1e-4)),
     ):
         r = cfg.score(p, batch())
         x = torch.linalg.lstsq(grads, r.scores.T).solution.T  # the solve, recovered from the scores
@@ -119,7 +120,7 @@ def test_if_records_the_residual_of_its_own_system():
         torch.testing.assert_close(r.arrays["residual"], dense_res, rtol=1e-6, atol=1e-9)
         assert r.info["damping_effective"] == pytest.approx(lam)
     assert r.arrays["residual"].max() <= 1e-4
-    lissa = InfluenceFunction(solver="lissa", scale=50.0, damping=lam / 50).score(p, batch())
+    lissa = InfluenceFunction(solver=Lissa(scale=50.0, damping=lam / 50)).score(p, batch())
     assert lissa.info["residual_median"] > 1e-3  # 30 steps are far from the fixed point
     curv = lissa.info["curvature"]
     assert curv["n"] == 30 and 0 <= curv["above_2_scale"] <= 30 and curv["max"] > 0
@@ -128,7 +129,7 @@ def test_if_records_the_residual_of_its_own_system():
 def test_converged_if_refuses_an_indefinite_system():
     pb = make_problem()  # H's smallest eigenvalue is about -1.3 here
     with pytest.raises(EifError, match="not positive definite: H's smallest eigenvalue is about -1"):
-        InfluenceFunction(solver="cg", damping=0.5, deflate=24).score(problem(pb), batch())
+        InfluenceFunction(solver=ConjugateGradients(damping=0.5, deflate=24)).score(problem(pb), batch())
 
 
 def test_grad_dot_and_cos_equal_dense_gradients():
@@ -183,7 +184,7 @@ def test_eif_method_is_empirical_influence():
     pb = make_problem(seed=10)
     cfg = Eif(lr=0.05, max_steps=10)
     r = cfg.score(problem(pb), batch())
-    ref = empirical_influence(pb["task"], pb["ftr"], pb["ytr"], pb["w"], pb["b"], pb["fte"], batch(), cfg)
+    ref = empirical_influence(problem(pb), batch(), cfg)
     torch.testing.assert_close(r.scores, ref.scores)
     torch.testing.assert_close(r.arrays["delta_d"], ref.delta_d)
 
@@ -192,13 +193,13 @@ def test_eif_method_is_empirical_influence():
     "method",
     [
         Eif(),
-        InfluenceFunction(solver="exact", damping=1.0),
-        InfluenceFunction(solver="cg", damping=1.0, deflate=4),
+        InfluenceFunction(solver=Exact(damping=1.0)),
+        InfluenceFunction(solver=ConjugateGradients(damping=1.0, deflate=4)),
         GradDot(),
         GradCos(),
         Representer(l2=0.01),
     ],
-    ids=lambda m: type(m).__name__ + ("" if not hasattr(m, "solver") else f"-{m.solver}"),
+    ids=lambda m: type(m).__name__ + ("" if not hasattr(m, "solver") else f"-{m.solver.kind}"),
 )
 def test_every_method_keeps_the_sign_convention(method):
     task, ftr, ytr, w, b, fte = sign_case()
@@ -210,13 +211,8 @@ def test_every_method_keeps_the_sign_convention(method):
 def test_classic_influence_default_config_runs():
     pb = make_problem(seed=11, n=200)
     res = classic_influence(
-        pb["task"],
-        pb["ftr"],
-        pb["ytr"],
-        pb["w"],
-        pb["b"],
-        pb["fte"],
+        problem(pb),
         batch(),
-        IfConfig(scale="auto", block_size=32),
+        IfConfig(solver=Lissa(scale="auto", block_size=32)),
     )
     assert torch.isfinite(res.scores).all() and res.info["curvature"]["above_2_scale"] == 0

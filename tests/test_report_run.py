@@ -33,7 +33,7 @@ LOG_PREFIX = re.compile(r"^\[[^\]]+\]\[[^\]]+\]\[[A-Z]+\] - ")
 @pytest.mark.slow
 def test_mislabel_run_report_review_and_wandb(tmp_path: Path, fmnist_available: None) -> None:
     proc = launch(
-        ["experiment=fmnist_mislabel", "methods.if.scale=auto", "logger=wandb"], tmp_path, timeout=900
+        ["experiment=fmnist_mislabel", "methods.if.solver.scale=auto", "logger=wandb"], tmp_path, timeout=900
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = tmp_path / "run"

@@ -16,7 +16,7 @@ from eif.pipeline import run_job
 SMALL = [
     "mine.num_pairs=20",
     "progress=false",
-    "methods.if.scale=20000",
+    "methods.if.solver.scale=20000",
     "stats.pair_sizes=[5,20,30]",
     "stats.group_sizes=[2,3,5]",
     "retrain.num_workers=0",

@@ -1,3 +1,4 @@
+# pyright: strict
 """The one schema of influence results, written by the ``influence`` stage and read by every consumer
 (re-training, detection, relabelling, the report, the attribution benchmark).
 
@@ -9,8 +10,10 @@ An influence artifact directory holds, per analysis (kind of confusion x method)
   < 0, by |score| descending; plus the method's own per-confusion arrays (EIF: ``d_theta``,
   ``delta_d``, ``theta_norm``, ``steps``; IF: ``iterations``, ``residual``).
 - ``influence.json``: ``analyses`` (one entry per file: kind, method, file, num_confusions,
-  wall_seconds, info: the method's diagnostics), ``methods`` (each method's settings), ``n_train``,
-  ``sign``.
+  wall_seconds, info: the method's diagnostics; an IF method's include ``eigenvalues_above_damping``),
+  ``methods`` (each method's settings), ``n_train``, ``sign``, and ``diagnostics`` of the trained head
+  (:mod:`eif.influence.diagnostics`: ``stationarity_ratio``, ``mean_gradient_norm``,
+  ``mean_sample_gradient_norm``, ``stationarity_warn``; absent in artifacts written before them).
 
 Only this module names those files.
 """
@@ -73,10 +76,17 @@ def write_analysis(
     }
 
 
-def write_index(out: Path, entries: list[dict[str, Any]], n_train: int, methods: dict[str, Any]) -> None:
+def write_index(
+    out: Path,
+    entries: list[dict[str, Any]],
+    n_train: int,
+    methods: dict[str, Any],
+    diagnostics: dict[str, Any] | None = None,
+) -> None:
     if not entries:
         raise EifError("influence: nothing to analyse (no confusions of the requested kinds)")
-    write_json(out / INDEX, {"analyses": entries, "n_train": n_train, "methods": methods, "sign": SIGN})
+    index = {"analyses": entries, "n_train": n_train, "methods": methods, "sign": SIGN}
+    write_json(out / INDEX, index | ({} if diagnostics is None else {"diagnostics": diagnostics}))
 
 
 @dataclass
@@ -90,7 +100,7 @@ class Analysis:
     d0: np.ndarray
     pairs: list[np.ndarray]
     arrays: dict[str, np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict[str, Any])
     seconds: float = float("nan")
 
     def ranked(self, k: int, side: str, top: int | None = None) -> np.ndarray:
@@ -106,7 +116,7 @@ class Influence:
         self.directory = Path(directory)
         path = self.directory / INDEX
         require(path.is_file(), f"{path} is missing: run the influence stage first")
-        self.index = read_json(path)
+        self.index: dict[str, Any] = read_json(path)
         self._loaded: dict[tuple[str, str], Analysis] = {}
 
     @cached_property
@@ -117,6 +127,11 @@ class Influence:
     def methods(self) -> list[str]:
         return list(dict.fromkeys(m for _, m in self.entries))
 
+    @property
+    def diagnostics(self) -> dict[str, Any]:
+        """The trained head's diagnostics (stationarity; module doc), empty when not recorded."""
+        return dict(self.index.get("diagnostics", {}))
+
     def kinds(self) -> list[str]:
         return list(dict.fromkeys(k for k, _ in self.entries))
 
@@ -126,10 +141,10 @@ class Influence:
     def get(self, kind: str, method: str) -> Analysis:
         if (kind, method) not in self._loaded:
             entry = self.entries.get((kind, method))
-            require(
-                entry is not None,
-                f"{self.directory} holds no {kind} analysis by {method!r} (it has {sorted(self.entries)})",
-            )
+            if entry is None:
+                raise EifError(
+                    f"{self.directory} holds no {kind} analysis by {method!r} (it has {sorted(self.entries)})"
+                )
             with np.load(self.directory / entry["file"]) as z:
                 arrays = {k: z[k] for k in z.files}
             off, flat = arrays.pop("pair_offsets"), arrays.pop("pairs").astype(np.int64)
@@ -148,7 +163,7 @@ class Influence:
 
     def group_scores(self, group: int) -> dict[str, np.ndarray]:
         """Every method's scores (N,) float64 of confusion group ``group`` (a row of its group analysis)."""
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for (kind, method), entry in self.entries.items():
             if kind != "group":
                 continue

@@ -1,3 +1,4 @@
+# pyright: strict
 """A Kronecker coarse-space preconditioner for (H + lambda I) X = V on the head weight W (E, D).
 
 H X = mean_i H_z,i X f_i f_i^T (:mod:`eif.influence.hessian`). Its large eigenvalues are many (on a
@@ -33,10 +34,12 @@ against the dense Hessian and the solves against dense ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from eif.influence.hessian import APPLY_FLOATS, HeadHessian
+from eif.influence.torch_typed import cholesky_ex, eigh, eigvalsh, unique
 from eif.utils.errors import EifError
 
 
@@ -44,7 +47,7 @@ def _embedding_basis(hess: HeadHessian, q: int, probe: int) -> tuple[torch.Tenso
     """Psi (E, q): the top-|eigenvalue| eigenvectors of C = mean_i |f_i|^2 H_z,i over <= ``probe``
     evenly spaced samples, and tr(C), an estimate of the trace of H."""
     n, e = hess.n, hess.e
-    idx = torch.linspace(0, n - 1, min(n, probe)).round().long().unique()
+    idx = unique(torch.linspace(0, n - 1, min(n, probe)).round().long())
     eye = torch.eye(e, dtype=hess.z.dtype, device=hess.z.device)
     weight = hess.features.pow(2).sum(-1).double()
     if hess.softmax is not None:  # closed form: sum_i w_i H_z,i without any per-sample E x E matrix
@@ -61,7 +64,7 @@ def _embedding_basis(hess: HeadHessian, q: int, probe: int) -> tuple[torch.Tenso
     trace = float(total.trace())
     if q >= e:
         return eye, trace
-    values, vectors = torch.linalg.eigh(total)
+    values, vectors = eigh(total)
     order = values.abs().argsort(descending=True)[:q]
     return vectors[:, order].to(hess.z.dtype), trace
 
@@ -76,7 +79,7 @@ class KroneckerCoarse:
     phi: torch.Tensor
     factor: torch.Tensor
     alpha: float
-    info: dict
+    info: dict[str, Any]
 
     @staticmethod
     def build(
@@ -87,7 +90,7 @@ class KroneckerCoarse:
         f, n, dim, e = hess.features, hess.n, hess.dim, hess.e
         dtype = f.dtype
         second = (f.T.double() @ f.double()) / n
-        _, vecs = torch.linalg.eigh(second)
+        _, vecs = eigh(second)
         r = max(1, min(int(rank_d), dim))
         phi = vecs[:, -r:].flip(1).to(dtype)  # (D, r), descending
         psi, trace_h = _embedding_basis(hess, max(1, min(int(rank_e), e)), probe)
@@ -110,9 +113,9 @@ class KroneckerCoarse:
         mean_rest = (trace_h - float(hs.diagonal().sum())) / rest if rest > 0 else 0.0
         alpha = float(damping) + max(0.0, mean_rest)
         shifted = hs + float(damping) * torch.eye(q * r, dtype=hs.dtype, device=hs.device)
-        factor, bad = torch.linalg.cholesky_ex(shifted)
+        factor, bad = cholesky_ex(shifted)
         if int(bad) != 0:
-            lowest = float(torch.linalg.eigvalsh(hs)[0])
+            lowest = float(eigvalsh(hs)[0])
             raise EifError(
                 f"H + {damping:g} I is not positive definite: on its top {q} x {r} Kronecker subspace H "
                 f"has an eigenvalue of about {lowest:.3g}; use a damping above {-lowest:.3g}"

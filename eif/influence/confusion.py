@@ -1,3 +1,4 @@
+# pyright: strict
 """A batch of K confusions (pairs, groups, mis-similar pairs) in the padded form EIF and IF use.
 
 Confusion k is a set of test pairs over its ``r_k`` distinct test samples (its *members*). Its value
@@ -11,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from eif.influence.task import ConfusionTask
+from eif.influence.torch_typed import from_numpy
 from eif.utils.errors import require
 
 
@@ -58,9 +61,10 @@ def build_batch(
     require(len(pairs) > 0, "no confusions to analyse")
     k = len(pairs)
     signs = np.broadcast_to(np.asarray(sign, dtype=np.float64), (k,))
-    uniq, inv = [], []
-    for p in pairs:
-        p = np.asarray(p, dtype=np.int64).reshape(-1, 2)
+    uniq: list[npt.NDArray[np.int64]] = []
+    inv: list[npt.NDArray[np.intp]] = []
+    for part in pairs:
+        p = np.asarray(part, dtype=np.int64).reshape(-1, 2)
         require(len(p) > 0, "every confusion needs at least one pair")
         u, i = np.unique(p, return_inverse=True)
         uniq.append(u)
@@ -78,7 +82,7 @@ def build_batch(
         valid[j, : len(u)] = True
         pa[j, : len(i)], pb[j, : len(i)] = i[:, 0], i[:, 1]
         w[j, : len(i)] = 1.0 / len(i)
-    t = torch.from_numpy
+    t = from_numpy
     return ConfusionBatch(t(members), t(valid), t(pa), t(pb), t(w).to(dtype), t(signs.copy()).to(dtype))
 
 

@@ -1,3 +1,4 @@
+# pyright: strict
 """EIF (paper Eq. 5-6; docs/protocol.md, EIF) on cached trunk features, batched over K confusions.
 
 theta_max moves the head weight W by plain gradient ascent on the confusion's objective (sign * d;
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 
 import torch
 from pydantic import PositiveFloat, PositiveInt
+from tqdm.auto import tqdm
 
 from eif.influence.confusion import ConfusionBatch, confusion_distance, distance_and_grad
+from eif.influence.problem import AttributionProblem
 from eif.influence.task import ConfusionTask, head
 from eif.losses.base import MetricLoss
 from eif.settings import SPEED, Settings, setting
@@ -116,7 +119,9 @@ def _thetas(
     mask = batch.valid.to(z0.dtype).unsqueeze(1)
     for _ in range(2, cfg.num_thetas):
         x = torch.randn(a_max.shape, generator=gen, dtype=torch.float64).to(z0) * mask
-        basis = []  # Gram-Schmidt against every earlier direction, in the Frobenius inner product
+        basis: list[
+            torch.Tensor
+        ] = []  # Gram-Schmidt against every earlier direction, in the Frobenius inner product
         for u in dirs:
             for q in basis:
                 u = u - (_inner(u, gram, q))[:, None, None] * q
@@ -153,9 +158,8 @@ class _CosPieces:
     def dloss(self, proj: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """L_i(z_i + proj_ik a_k^T) - L_i(z_i) (K, N) for proj (K, N, R), displacements a (K, E, R).
 
-        Works on slices of about ``COS_SLICE`` (K, n, M) cosines: the elementwise loss then runs in
-        cache (2.7x faster than whole (K, N, M) tensors on a 2-core Xeon). 2^19 (2 MiB, the L2 of one
-        core) rather than 2^21: at 2 threads the loss on 2^21 slices was 1.3-5x slower than at 1 thread."""
+        Works on slices of about ``COS_SLICE`` (K, n, M) cosines, so that the elementwise loss runs in
+        one core's cache (benchmarks/README.md has the measurements behind the size)."""
         k, e, r = a.shape
         ap = a.transpose(1, 2) @ self.pu.T  # A_k^T P^^T (K, R, M)
         ata = a.transpose(1, 2) @ a  # (K, R, R)
@@ -177,27 +181,19 @@ def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
 
 
 def empirical_influence(
-    task: ConfusionTask,
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    test_features: torch.Tensor,
-    batch: ConfusionBatch,
-    cfg: EifConfig | None = None,
-    progress: bool = False,
+    problem: AttributionProblem, batch: ConfusionBatch, cfg: EifConfig | None = None, progress: bool = False
 ) -> EifResult:
     """EIF scores of all N training samples for all K confusions of ``batch`` (see module doc).
 
-    ``train_features`` (N, D), ``train_labels`` (N,), ``weight`` (E, D), ``bias`` (E,),
-    ``test_features`` (N_test, D). Memory: O(N D + k_chunk N r + COS_SLICE); without a cosine form
+    ``problem``: train features (N, D) and labels (N,), head weight (E, D) and bias (E,), test features
+    (N_test, D). Memory: O(N D + k_chunk N r + COS_SLICE); without a cosine form
     O(N D + k_chunk N r + GENERIC_K N E).
     """
     cfg = EifConfig() if cfg is None else cfg
     require(cfg.num_thetas >= 1, f"eif.num_thetas must be >= 1, got {cfg.num_thetas}")
     require(cfg.max_steps >= 1 and cfg.lr > 0, "eif.max_steps must be >= 1 and eif.lr > 0")
-    from tqdm.auto import tqdm
-
+    task, train_features, train_labels = problem.task, problem.train_features, problem.train_labels
+    weight, bias, test_features = problem.weight, problem.bias, problem.test_features
     gen = torch.Generator().manual_seed(int(cfg.seed))
     z_train = head(train_features, weight, bias)
     cos = None if task.cos_loss is None else _CosPieces.build(task.cos_loss, z_train, train_labels)
@@ -213,7 +209,8 @@ def empirical_influence(
         dirs, steps = _thetas(task, z0, gram, sub, cfg, gen)
         proj = (fp.reshape(-1, fp.shape[-1]) @ train_features.T).view(*fp.shape[:2], -1).transpose(1, 2)
         score = z0.new_zeros(len(sub), len(train_features))
-        d_theta, norms = [], []
+        d_theta: list[torch.Tensor] = []
+        norms: list[torch.Tensor] = []
         for a in dirs:
             d = confusion_distance(task, z0 + gram @ a.transpose(1, 2), sub)
             norm = _inner(a, gram, a).clamp_min(0).sqrt()

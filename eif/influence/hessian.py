@@ -1,3 +1,4 @@
+# pyright: strict
 """The Hessian of the mean training loss with respect to the head weight W, as an operator.
 
 With z_i = W f_i + b and per-sample losses L_i(z_i), the Hessian of mean_i L_i in W applied to a
@@ -7,12 +8,12 @@ the rows of T in place (small row blocks that stay in cache), and one GEMM ``T^T
 (N x D x E) per direction. Splitting the two GEMMs over sample chunks instead would read and write
 the (K E, D) output once per chunk, which costs more than the arithmetic at these sizes.
 
-The per-sample curvatures come from :func:`eif.influence.ihvp.curvature_factors` (a loss with a
+The per-sample curvatures come from :func:`eif.influence.curvature.curvature_factors` (a loss with a
 cosine form: H_z = B S B^T - sigma I on M + 2 columns) and are computed once and kept when they fit
 in ``cache_floats``. Otherwise (many cosine targets, e.g. InShop's 3,997 proxies) each product applies
 H_z term by term without any M x M matrix, O(K M E) per sample: in closed form from per-sample
 statistics kept once (N x M floats) for a softmax-form loss (:mod:`eif.influence.softmax_curvature`),
-else through autograd in the cosines (:func:`eif.influence.ihvp.curvature_apply`); a loss without a
+else through autograd in the cosines (:func:`eif.influence.curvature.curvature_apply`); a loss without a
 cosine form uses double backprop through the per-sample loss.
 """
 
@@ -20,13 +21,15 @@ from __future__ import annotations
 
 import torch
 
+from eif.influence.curvature import curvature_apply, curvature_factors, hvp_z
 from eif.influence.softmax_curvature import SoftmaxCurvature
 from eif.influence.task import ConfusionTask
+from eif.influence.torch_typed import norm
 
 CACHE_FLOATS = 1 << 28  # 1 GiB of float32 curvature factors at most
 ROWS = 32  # samples per in-place curvature block
 # Floats per (rows, K, M) temporary when H_z is applied term by term: larger blocks than ROWS, since
-# each call's fixed cost dominates at 32 rows (InShop: 18.3 s per product at 32 rows, 10.2 s at 256).
+# each call's fixed cost dominates at 32 rows (benchmarks/README.md: the InShop-shaped measurement).
 APPLY_FLOATS = 1 << 22
 
 
@@ -42,8 +45,6 @@ class HeadHessian:
         damping: float = 0.0,
         cache_floats: int = CACHE_FLOATS,
     ) -> None:
-        from eif.influence.ihvp import curvature_factors
-
         self.task, self.features, self.z, self.y = task, features, z, y
         self.damping = float(damping)
         self.n, self.dim = features.shape
@@ -54,12 +55,14 @@ class HeadHessian:
         self.factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.softmax: SoftmaxCurvature | None = None
         if loss is not None and self.n * (m + 2) ** 2 <= cache_floats:
-            parts = [
-                curvature_factors(loss, z[s : s + 1024], y[s : s + 1024]) for s in range(0, self.n, 1024)
-            ]
-            self.factors = tuple(
-                torch.cat(p) for p in zip(*parts)
-            )  # uq (N, E, 2), S (N, M+2, M+2), sigma (N,)
+            # uq (N, E, 2), S (N, M+2, M+2), sigma (N,), filled in place (no second copy to concatenate)
+            uq, core = z.new_empty(self.n, self.e, 2), z.new_empty(self.n, m + 2, m + 2)
+            sigma = z.new_empty(self.n)
+            for s in range(0, self.n, 1024):
+                part = curvature_factors(loss, z[s : s + 1024], y[s : s + 1024])
+                for dst, src in zip((uq, core, sigma), part):
+                    dst[s : s + 1024] = src
+            self.factors = (uq, core, sigma)
         elif loss is not None and loss.cos_logit_scale() is not None and self.n * m <= cache_floats:
             self.softmax = SoftmaxCurvature.build(loss, z, y)
         self.counter = [0]  # directions multiplied so far (each about two head passes), shared by copies
@@ -72,9 +75,10 @@ class HeadHessian:
         cosines) or "autograd" (double backprop)."""
         if self.factors is not None:
             return "factors"
-        if self.pu is None:
+        loss = self.task.cos_loss
+        if loss is None:
             return "autograd"
-        return "cosine_autograd" if self.task.cos_loss.cos_logit_scale() is None else "softmax"
+        return "cosine_autograd" if loss.cos_logit_scale() is None else "softmax"
 
     @property
     def products(self) -> int:
@@ -93,15 +97,14 @@ class HeadHessian:
 
     def curvature_at(self, idx: slice | torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """H_z,i t for the samples ``idx`` (a slice or index tensor of n): t (n, K, E) -> (n, K, E)."""
-        from eif.influence.ihvp import curvature_apply, hvp_z
-
         if self.softmax is not None:
             return self.softmax.apply(idx, t)
         zc, yc = self.z[idx], self.y[idx]
-        if self.pu is None:
+        loss = self.task.cos_loss
+        if self.pu is None or loss is None:
             return hvp_z(self.task, zc, yc, t.transpose(0, 1)).transpose(0, 1)
         if self.factors is None:
-            return curvature_apply(self.task.cos_loss, zc, yc, t)
+            return curvature_apply(loss, zc, yc, t)
         uq, core, sigma = (f[idx] for f in self.factors)
         m = self.pu.shape[0]
         y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): targets, then u and q
@@ -126,6 +129,18 @@ class HeadHessian:
         out.diagonal(dim1=-2, dim2=-1).sub_(sigma[:, None])
         return out
 
+    def curvature_rows(self, start: int, t: torch.Tensor) -> None:
+        """In place, H_z,i applied to the rows of t (n, K E) for the samples start, ..., start + n - 1
+        (row i holds the K directions X_k f_i): small row blocks that stay in cache."""
+        n = t.shape[0]
+        k = t.shape[1] // self.e
+        step = ROWS
+        if self.factors is None and self.pu is not None:  # term by term: fewer, larger calls (~4M floats)
+            step = max(ROWS, min(1024, APPLY_FLOATS // (k * self.pu.shape[0])))
+        for s in range(0, n, step):  # in place: H_z,i X f_i replaces X f_i
+            rows = t[s : s + step].view(-1, k, self.e)
+            rows.copy_(self.curvature(start + s, rows))
+
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """(H + damping I) X for X (K, E, D)."""
         k = x.shape[0]
@@ -133,12 +148,7 @@ class HeadHessian:
         if self._buffer is None or self._buffer.numel() < self.n * k * self.e:
             self._buffer = x.new_empty(self.n * k * self.e)
         t = torch.mm(self.features, flat.T, out=self._buffer[: self.n * k * self.e].view(self.n, k * self.e))
-        step = ROWS
-        if self.factors is None and self.pu is not None:  # term by term: fewer, larger calls (~4M floats)
-            step = max(ROWS, min(1024, APPLY_FLOATS // (k * self.pu.shape[0])))
-        for s in range(0, self.n, step):  # in place: H_z,i X f_i replaces X f_i
-            rows = t[s : s + step].view(-1, k, self.e)
-            rows.copy_(self.curvature(s, rows))
+        self.curvature_rows(0, t)
         out = torch.mm(t.T, self.features).div_(self.n)
         if self.damping:
             out.add_(flat, alpha=self.damping)
@@ -153,9 +163,10 @@ class HeadHessian:
         lam = self.z.new_zeros(self.n)
         for s in range(0, self.n, 1024):
             block = t[s : s + 1024]
+            size = block.new_zeros(len(block), 1, 1)  # |H_z,i t| of the last iterate (0 if iters = 0)
             for _ in range(iters):
                 u = self.curvature(s, block)
-                norm = u.norm(dim=-1, keepdim=True)
-                block = u / norm.clamp_min(1e-30)
-            lam[s : s + len(block)] = norm[:, 0, 0]
+                size = norm(u, dim=-1, keepdim=True)
+                block = u / size.clamp_min(1e-30)
+            lam[s : s + len(block)] = size[:, 0, 0]
         return lam * self.features.pow(2).sum(-1)

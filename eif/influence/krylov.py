@@ -1,3 +1,4 @@
+# pyright: strict
 """Krylov methods for (H + lambda I) X = V with many right-hand sides and a shared spectrum.
 
 - :func:`lanczos`: the top of H's spectrum, once per model: ``steps`` Lanczos iterations from one
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from eif.influence.torch_typed import eigh, norm
 from eif.utils.errors import EifError
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
@@ -65,9 +67,10 @@ def lanczos(
     Ritz pairs and the smallest Ritz value."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(1, *shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    q /= q.norm()
+    q /= norm(q)
     basis = torch.empty(steps, *shape, dtype=dtype, device=device)
-    alpha, beta = [], []
+    alpha: list[float] = []
+    beta: list[float] = []
     flat = basis.view(steps, -1)
     m = 0
     for j in range(steps):
@@ -79,7 +82,7 @@ def lanczos(
         # extreme Ritz values the preconditioner uses are insensitive to the rest of the loss)
         coef = flat[: j + 1] @ w.reshape(-1)
         w = w - (coef @ flat[: j + 1]).view(shape)
-        b = float(w.norm())
+        b = float(norm(w))
         alpha.append(a)
         m = j + 1
         if b <= 1e-8 * max(1.0, abs(a)):
@@ -90,7 +93,7 @@ def lanczos(
     if m > 1:
         off = torch.tensor(beta[: m - 1], dtype=torch.float64)
         t += torch.diag(off, 1) + torch.diag(off, -1)
-    theta, y = torch.linalg.eigh(t)
+    theta, y = eigh(t)
     order = torch.argsort(theta, descending=True)[: max(0, min(keep, m))]
     vectors = (y[:, order].T.to(dtype=dtype, device=device) @ flat[:m]).view(-1, *shape)
     return Spectrum(theta[order].to(dtype), vectors, float(theta.min()), m)

@@ -1,3 +1,4 @@
+# pyright: strict
 """Ranked helpful / harmful index lists, stored ragged (concatenated values plus offsets) for numpy."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ def split_by_sign(scores: np.ndarray) -> dict[str, np.ndarray]:
     scores = np.asarray(scores)
     order = np.argsort(-np.abs(scores), axis=1, kind="stable")
     ranked = np.take_along_axis(scores, order, 1)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, mask in (("harmful", ranked > 0), ("helpful", ranked < 0)):
         out[name] = order[mask].astype(np.int64)  # row-major: confusion by confusion, in rank order
         out[f"{name}_offsets"] = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)

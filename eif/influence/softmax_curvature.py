@@ -1,3 +1,4 @@
+# pyright: strict
 """Per-sample curvatures H_z,i in closed form for a softmax-form cosine loss (ProxyNCA++, ProxyNCA,
 NormalizedSoftmax, CosFace: ``MetricLoss.cos_logit_scale()`` = a).
 
@@ -61,7 +62,10 @@ class SoftmaxCurvature:
         if a is None:
             raise ValueError(f"{type(loss).__name__} has no softmax form (cos_logit_scale() is None)")
         pu = loss.cosine_targets().detach()  # (M, E); influence never moves the targets
-        ell = lambda cc, yy: loss.per_sample_cos(cc[None], yy[None])[0]  # noqa: E731
+
+        def ell(cc: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+            return loss.per_sample_cos(cc[None], yy[None])[0]
+
         inv_r2 = 1.0 / z.pow(2).sum(-1)
         u = z * inv_r2.sqrt()[:, None]
         p = z.new_empty(len(z), pu.shape[0])

@@ -1,3 +1,4 @@
+# pyright: strict
 """The confusion task: what EIF and IF need from a model, as pure tensor functions.
 
 Following kronfluence's ``Task``, the influence code only talks to a task and to tensors (trunk

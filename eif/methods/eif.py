@@ -16,9 +16,6 @@ class Eif(EifConfig, MethodConfig):
     def score(
         self, problem: AttributionProblem, batch: ConfusionBatch, progress: bool = False
     ) -> MethodResult:
-        p = problem
-        r = empirical_influence(
-            p.task, p.train_features, p.train_labels, p.weight, p.bias, p.test_features, batch, self, progress
-        )
+        r = empirical_influence(problem, batch, self, progress)
         arrays = {"d_theta": r.d_theta, "delta_d": r.delta_d, "theta_norm": r.theta_norm, "steps": r.steps}
         return MethodResult(r.scores, r.d0, arrays, {"median_steps": float(r.steps[:, 0].float().median())})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import PositiveInt
 
 from eif.influence.confusion import ConfusionBatch
-from eif.influence.ihvp import loss_grad_z
+from eif.influence.curvature import loss_grad_z
 from eif.methods.base import AttributionProblem, MethodConfig, MethodResult
 from eif.methods.grad_dot import gradient_products
 from eif.settings import SPEED, setting

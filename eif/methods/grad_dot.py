@@ -11,7 +11,7 @@ import torch
 from pydantic import PositiveInt
 
 from eif.influence.confusion import ConfusionBatch
-from eif.influence.ihvp import loss_grad_z
+from eif.influence.curvature import loss_grad_z
 from eif.methods.base import AttributionProblem, MethodConfig, MethodResult, chunks
 from eif.settings import SPEED, setting
 

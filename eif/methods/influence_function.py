@@ -18,9 +18,6 @@ class InfluenceFunction(IfConfig, MethodConfig):
     def score(
         self, problem: AttributionProblem, batch: ConfusionBatch, progress: bool = False
     ) -> MethodResult:
-        p = problem
-        r = classic_influence(
-            p.task, p.train_features, p.train_labels, p.weight, p.bias, p.test_features, batch, self, progress
-        )
+        r = classic_influence(problem, batch, self, progress)
         info = {**r.info, "scale": r.scale if r.scale == r.scale else None, "tolerance": self.warn_residual}
         return MethodResult(r.scores, r.d0, {"iterations": r.iterations, "residual": r.residual}, info)

@@ -23,7 +23,7 @@ import torch
 from pydantic import PositiveFloat, PositiveInt
 
 from eif.influence.confusion import ConfusionBatch
-from eif.influence.ihvp import loss_grad_z
+from eif.influence.curvature import loss_grad_z
 from eif.influence.task import head
 from eif.methods.base import AttributionProblem, MethodConfig, MethodResult
 from eif.methods.grad_dot import gradient_products

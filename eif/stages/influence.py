@@ -5,7 +5,10 @@ Reads the head (W, b) and the trained proxies from ``train``, the cached trunk f
 and the confusions from ``mine``; never images. The methods are the job's ``methods`` group
 (``methods=[eif,if]`` by default; docs/influence.md lists them); the artifact layout is
 :mod:`eif.influence.artifacts`. ``publish`` prints one warning line per run naming every IF
-variant whose linear solve is off its own system (median relative residual above its ``warn_residual``).
+variant whose linear solve is off its own system (median relative residual above its ``warn_residual``),
+the trained head's IF diagnostics (:mod:`eif.influence.diagnostics`: the stationarity ratio and, per
+IF variant, the number of Hessian eigenvalues above its damping), and one note when W0 is far from
+stationary (ratio above ``STATIONARITY_WARN``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 import torch
 
 from eif.influence.artifacts import Influence, write_analysis, write_index
+from eif.influence.diagnostics import STATIONARITY_WARN, stationarity
 from eif.methods.base import MethodConfig
 from eif.settings import Settings, dump
 from eif.stages.base import Run, Stage
@@ -126,7 +130,8 @@ def _compute(s: InfluenceSettings, run: Run, out: Path) -> None:
                     seconds,
                 )
             )
-    write_index(out, entries, problem.n_train, {n: dump(m) for n, m in s.methods.items()})
+    methods = {n: dump(m) for n, m in s.methods.items()}
+    write_index(out, entries, problem.n_train, methods, stationarity(problem).record())
 
 
 def residual_warning(influence: Influence) -> str | None:
@@ -155,6 +160,30 @@ def residual_warning(influence: Influence) -> str | None:
     return "IF is off its own linear system: " + "; ".join(parts) + " (docs/science.md: what this means)"
 
 
+def diagnostics_lines(influence: Influence) -> tuple[str | None, str | None]:
+    """(one summary line of the IF diagnostics, one note when W0 is far from stationary), each None
+    when there is nothing to say (artifacts written before the diagnostics)."""
+    ratio = influence.diagnostics.get("stationarity_ratio")
+    parts = [] if ratio is None else [f"stationarity |mean_i grad L_i| / mean_i |grad L_i| = {ratio:.3g}"]
+    for (kind, method), entry in influence.entries.items():
+        eig = entry.get("info", {}).get("eigenvalues_above_damping")
+        if eig and kind == next(iter(influence.kinds())):  # the same H for every kind: name it once
+            bound = "at least " if eig["saturated"] else ""
+            parts.append(
+                f"{method}: {bound}{eig['count']} Hessian eigenvalues above the damping {eig['damping']:.3g} "
+                f"({eig['lanczos_steps']} Lanczos steps; largest {eig['highest']:.3g})"
+            )
+    summary = "IF diagnostics: " + "; ".join(parts) if parts else None
+    note = None
+    if ratio is not None and ratio > STATIONARITY_WARN:
+        note = (
+            f"W0 is far from a stationary point of the training loss (stationarity ratio {ratio:.3g} > "
+            f"{STATIONARITY_WARN:g}): IF's first-order picture assumes one "
+            "(docs/influence.md, IF diagnostics)"
+        )
+    return summary, note
+
+
 def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
     influence = Influence(out)
     rows = []
@@ -165,6 +194,9 @@ def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
         for key in ("residual_median", "residual_max"):
             if key in info:
                 run.logger.summary({f"influence/{kind}_{method}_{key}": info[key]})
+        if "eigenvalues_above_damping" in info:
+            count = info["eigenvalues_above_damping"]["count"]
+            run.logger.summary({f"influence/{kind}_{method}_eigenvalues_above_damping": count})
         n_harm, n_help = np.diff(a.arrays["harmful_offsets"]), np.diff(a.arrays["helpful_offsets"])
         for k in range(entry["num_confusions"]):
             row = {
@@ -188,6 +220,14 @@ def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
     warning = residual_warning(influence)
     if warning:
         console.warn(log, warning)
+    summary, note = diagnostics_lines(influence)
+    if summary:
+        log.info(summary)
+    if note:
+        console.warn(log, note)
+    diag = influence.diagnostics
+    if "stationarity_ratio" in diag:
+        run.logger.summary({"influence/stationarity_ratio": diag["stationarity_ratio"]})
     run.logger.table("influence/confusions", pd.DataFrame(rows))
 
 
@@ -199,5 +239,5 @@ STAGE = Stage(
     deps=("train", "embed", "mine"),
     config=("influence", InfluenceConfig),
     check=_check,
-    version=2,
+    version=3,
 )
