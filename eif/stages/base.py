@@ -12,7 +12,8 @@ A :class:`Stage` declares
   dirs (``run.input(name)``), the data, the device and the logger, never the config;
 - ``publish(settings, run, out)``: prints and logs an output, also when it was reused from the store;
 - ``check(job)``: cross-setting checks that only matter when the stage runs; ``check_data(job, data)``
-  the same against the data set (sizes, classes), both before anything is computed.
+  the same against the data set (sizes, classes), both before anything is computed;
+- ``network(job)``: the transform under which it feeds images through the network, if it does.
 
 :mod:`eif.pipeline` plans a job (validates everything and computes every key) before running any.
 """
@@ -52,6 +53,9 @@ class Stage:
     check: Callable[[Any], None] | None = None
     check_data: Callable[[Any, Any], None] | None = None
     version: int = 1
+    # Runs images through the network: the dataset transform it feeds (``train``, ``eval``, ...) as a
+    # function of the job; the pipeline test-feeds one image of it before computing. None: it does not.
+    network: Callable[[Any], str] | None = None
 
     def dependencies(self, job: Any) -> tuple[str, ...]:
         """The stages this one reads; ``job`` (a ``JobConfig``) decides optional inputs, None = all."""
