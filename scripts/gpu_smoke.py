@@ -387,7 +387,8 @@ def peak_memory(device: torch.device, sizes: dict[str, int]) -> dict[str, tuple[
     (eif, random_eif, if, random_if, drift: the retrain stage's heads) over one epoch of ``batch``-size
     batches; peaks are measured above what the inputs hold (CUDA only; 0 elsewhere)."""
     from eif.influence import EifConfig, IfConfig, classic_influence, empirical_influence
-    from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
+    from eif.retrain.adam import AdamConfig
+    from eif.retrain.head import EpochBatches, retrain_heads
 
     p = inshop_problem(device, sizes)
     args = (p["task"], p["features"], p["labels"], p["weight"], p["bias"], p["test_features"], p["batch"])
@@ -405,7 +406,14 @@ def peak_memory(device: torch.device, sizes: dict[str, int]) -> dict[str, tuple[
         "eif": lambda: empirical_influence(*args, EifConfig()),
         "if": lambda: classic_influence(*args, IfConfig(scale="auto")),
         "retrain": lambda: retrain_heads(
-            p["weight"], p["bias"], weights, epoch, p["loss"].per_sample, RetrainConfig(), device
+            p["weight"],
+            p["bias"],
+            weights,
+            epoch,
+            p["loss"].per_sample,
+            AdamConfig(lr=4e-5, betas=(0.9, 0.999), eps=1e-8),
+            10.0,
+            device,
         ),
     }
     out = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from eif.retrain.adam import AdamConfig, AdamState, adam_step
 from eif.utils.errors import require
@@ -71,6 +72,8 @@ def retrain_heads(
     device: torch.device | str = "cpu",
     heads_per_chunk: int | None = None,
     snapshots: Sequence[int] | None = None,
+    progress: bool = False,
+    desc: str = "re-train heads",
 ) -> torch.Tensor:
     """Re-train H copies of the head weight ``w0`` (E, D), copy h with sample weights ``weights[h]``.
 
@@ -81,7 +84,8 @@ def retrain_heads(
     ``heads_per_chunk`` bounds memory (W, grad and two Adam moments per head); chunks run one after
     another, the heads inside a chunk together.
     Returns W' (H, E, D) on the CPU; with ``snapshots`` (numbers of steps, e.g. the ends of epochs)
-    the weights after each of them instead, (S, H, E, D).
+    the weights after each of them instead, (S, H, E, D). ``progress``: a bar over the steps of all
+    chunks, labelled ``desc``.
     """
     require(weights.ndim == 2, f"weights must be (heads, train samples), got {tuple(weights.shape)}")
     n_train = weights.shape[1]
@@ -102,6 +106,8 @@ def retrain_heads(
     marks = sorted(set(snapshots)) if snapshots is not None else [steps]
     require(all(0 <= m <= steps for m in marks), f"snapshots must lie in [0, {steps}] steps, got {marks}")
     out: list[list[torch.Tensor]] = []
+    n_chunks = -(-n_heads // chunk)
+    bar = tqdm(total=n_chunks * marks[-1], desc=desc, unit="step", leave=False, disable=not progress)
     for start in range(0, n_heads, chunk):
         sw = weights[start : start + chunk].to(device, torch.float32)
         w = w0.expand(sw.shape[0], *w0.shape).clone()
@@ -120,6 +126,8 @@ def retrain_heads(
             adam_step(w, grad, state, optimizer.lr, optimizer.betas, optimizer.eps)
             if t + 1 in marks:
                 taken.append(w.to("cpu", copy=True))
+            bar.update()
         out.append(taken)
+    bar.close()
     stacked = torch.stack([torch.cat(parts) for parts in zip(*out)])  # (S, H, E, D)
     return stacked if snapshots is not None else stacked[0]

@@ -24,6 +24,7 @@ training labels of every variant), ``variants/<name>.json``.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,7 @@ def _compute(s: CleanSettings, run: Run, out: Path) -> None:
         done = out / "variants" / f"{name}.json"
         if not done.is_file():
             log.info("clean: re-training on the labels of %s (%d of %d)", name, i + 1, len(variants))
+            t0 = time.perf_counter()
             train_set = data.train.with_labels(labels)
             model, _, history = fit(
                 s.train,
@@ -152,6 +154,14 @@ def _compute(s: CleanSettings, run: Run, out: Path) -> None:
             )
             metrics = test_metrics(model, data, s.evaluate, run.device, run.progress)
             write_json(done, {"metrics": metrics, "final_loss": history[-1]["loss"] if history else None})
+            log.info(
+                "clean: %s done (%d of %d) in %.0f s: %s",
+                name,
+                i + 1,
+                len(variants),
+                time.perf_counter() - t0,
+                "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+            )
         rows.append({"variant": name, **clean.outcome(labels, noisy, truth), **read_json(done)["metrics"]})
     table = pd.DataFrame(rows)
     if not known:  # no true labels to compare with (a review of un-noised data)

@@ -126,10 +126,20 @@ def _compute(s: LdsSettings, run: Run, out: Path) -> None:
             run.device,
             cfg.heads_per_chunk,
             snapshots=steps,
+            progress=run.progress,
+            desc=f"lds: batch order {si + 1} of {len(cfg.batch_seeds)}",
         )  # (S, M, E, D)
         for hi in range(len(cfg.horizons)):
             for k in kinds:
                 measured[k][si, hi] = confusion_distances(ws[hi], bias.cpu(), test, pairs[k]).T.numpy()
+        log.info(
+            "lds: batch order %d of %d: %d subsets re-trained for %s epochs (%.1f s so far)",
+            si + 1,
+            len(cfg.batch_seeds),
+            cfg.subsets,
+            list(cfg.horizons),
+            time.perf_counter() - t0,
+        )
     lds_seconds = time.perf_counter() - t0
     rows, ceilings = [], []
     for k in kinds:
@@ -160,7 +170,7 @@ def _compute(s: LdsSettings, run: Run, out: Path) -> None:
                     }
                 )
     t1 = time.perf_counter()
-    removal = _removal(s, influence, methods, kinds, pairs, w0, bias, feats, labels, test, loss, run.device)
+    removal = _removal(s, influence, methods, kinds, pairs, w0, bias, feats, labels, test, loss, run)
     save_npz(out / "measured.npz", **{k: v for k, v in measured.items()})
     save_npz(out / "subsets.npz", membership=member)
     write_json(
@@ -198,7 +208,7 @@ def _removal(
     labels: np.ndarray,
     test: torch.Tensor,
     loss: Any,
-    device: torch.device,
+    run: Run,
 ) -> list[dict[str, Any]]:
     """Each confusion re-trained without its k most harmful samples (per method) or k random ones."""
     cfg = s.lds
@@ -217,9 +227,21 @@ def _removal(
             weights.append(lds.removal_weights(scores, k, seed=s.seed + k))
             weights += [lds.removal_weights(influence.get(kind, m).scores, k) for m in scored]
         w = torch.as_tensor(np.concatenate(weights))  # (|k| * (1 + methods) * K, N)
+        t0 = time.perf_counter()
         ws = retrain_heads(
-            w0, bias, w, epoch, loss.per_sample, s.optimizer, s.clip_grad_value, device, cfg.heads_per_chunk
+            w0,
+            bias,
+            w,
+            epoch,
+            loss.per_sample,
+            s.optimizer,
+            s.clip_grad_value,
+            run.device,
+            cfg.heads_per_chunk,
+            progress=run.progress,
+            desc=f"lds removal: {kind}s",
         )
+        log.info("lds removal: %d %s re-trainings in %.1f s", len(w), kind, time.perf_counter() - t0)
         delta = np.empty(len(w))
         for j in range(0, len(w), kk):  # head j + c re-trained for confusion c
             d = confusion_distances(ws[j : j + kk], bias.cpu(), test, pairs[kind]).numpy()

@@ -169,7 +169,19 @@ def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
     t0 = time.perf_counter()
     weights = torch.stack([h.weights for h in heads])
     opt, clip = rc.optimizer, rc.clip_grad_value
-    w1 = retrain_heads(w0, bias, weights, epoch, loss.per_sample, opt, clip, run.device, rc.heads_per_chunk)
+    log.info("retrain: re-training %d heads over %d batches", len(heads), epoch.num_batches)
+    w1 = retrain_heads(
+        w0,
+        bias,
+        weights,
+        epoch,
+        loss.per_sample,
+        opt,
+        clip,
+        run.device,
+        rc.heads_per_chunk,
+        progress=run.progress,
+    )
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     seconds = time.perf_counter() - t0
