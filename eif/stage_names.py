@@ -1,28 +1,30 @@
-"""The stage names in pipeline order, importable without torch or any stage module: the command line
+"""The stage names, importable without torch or any stage module: the command line
 checks the requested names with them first, so a typo'd stage is reported in about a second instead
 of after the whole pipeline has been imported (:func:`eif.cli.run`)."""
 
 from __future__ import annotations
 
+import ast
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
-NAMES = (
-    "train",
-    "evaluate",
-    "embed",
-    "mine",
-    "influence",
-    "retrain_features",
-    "retrain",
-    "stats",
-    "detect",
-    "relabel",
-    "survey",
-    "report",
-    "lds",
-    "clean",
-)
+
+def _scan() -> tuple[str, ...]:
+    """The modules of ``eif/stages/`` that assign ``STAGE`` at top level, found by parsing (no import):
+    a new stage is its module there, with no list to extend."""
+    found = []
+    for path in sorted((Path(__file__).parent / "stages").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        if any(
+            isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "STAGE" for t in n.targets)
+            for n in tree.body
+        ):
+            found.append(path.stem)
+    return tuple(found)
+
+
+NAMES = _scan()
 
 
 def unknown_message(name: str, known: Iterable[str] = NAMES) -> str:

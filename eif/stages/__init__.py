@@ -1,5 +1,6 @@
-"""Stages, by name: the registry. Each module in ``MODULES`` defines ``STAGE``; a new stage is one
-module here plus its name in ``eif/stage_names.py`` and its config group ``conf/<group>/default.yaml``."""
+"""Stages, by name: the registry. Every module of this package that assigns ``STAGE`` is a stage
+(found by :mod:`eif.stage_names` without importing it); docs/architecture.md, "Stages", says what
+adding one takes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from eif.stage_names import NAMES
 from eif.stages.base import Stage, unknown_stage
 
-MODULES = NAMES  # eif/stage_names.py: the names without importing any stage
+MODULES = NAMES  # the stage modules, found by eif/stage_names.py without importing any
 
 
 @cache
