@@ -10,6 +10,7 @@ from pydantic import PositiveInt
 
 from eif.data.transforms import Geometric, Normalization, compose
 from eif.evaluation.metrics import evaluate_embeddings, evaluate_query_gallery
+from eif.models.embedder import Embedder
 from eif.settings import SPEED, Settings, setting
 from eif.training.inference import predict
 
@@ -49,7 +50,7 @@ def evaluate_settings(job: Any, env: Any) -> EvaluateSettings:
 
 
 def test_metrics(
-    model: torch.nn.Module, data: Any, s: EvaluateSettings, device: torch.device, progress: bool
+    model: Embedder, data: Any, s: EvaluateSettings, device: torch.device, progress: bool
 ) -> dict[str, float]:
     """Recall@K (InShop: query -> gallery), NMI and MAP@R of ``model`` on the test classes of ``data``
     (a DataBundle), on embeddings of the eval transform."""

@@ -85,7 +85,7 @@ def _publish(s: ReportSettings, run: Run, out: Path) -> None:
     write_text(path, page)
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
     pages = [path]
-    if cfg.review != "none" and {"embed", "influence", "relabel"} <= set(outputs):
+    if cfg.review != "none" and train_load is not None and {"embed", "influence", "relabel"} <= set(outputs):
         settings = review.ReviewSettings(cfg.review, cfg.review_max, cfg.review_px, cfg.review_examples)
         text = review.build(
             f"Review label suggestions: {j.dataset}, {j.loss}, noise {j.noise}, seed {j.seed}",
@@ -98,7 +98,12 @@ def _publish(s: ReportSettings, run: Run, out: Path) -> None:
         pages.append(run.run_dir / "review.html")
         write_text(pages[-1], text)
         log.info("review page: %s (%.1f MB)", pages[-1], pages[-1].stat().st_size / 1e6)
-    if run.logger.active and train_load is not None and {"embed", "influence"} <= set(outputs):
+    if (
+        run.logger.active
+        and train_load is not None
+        and test_load is not None
+        and {"embed", "influence"} <= set(outputs)
+    ):
         table = run_report.influence_table(
             outputs["embed"], outputs["influence"], cfg.pairs, cfg.top_k, train_load, test_load, cfg.thumb_px
         )

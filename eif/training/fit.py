@@ -16,8 +16,9 @@ from eif.data.config import BatchConfig
 from eif.data.noise import NoiseConfig
 from eif.data.transforms import Geometric, Normalization, compose
 from eif.logging.run_logger import RunLogger
-from eif.losses.base import LossConfig
+from eif.losses.base import LossConfig, MetricLoss
 from eif.models.config import ModelConfig, ReferenceCheckpoint
+from eif.models.embedder import Embedder
 from eif.settings import Settings
 from eif.training.trainer import TrainConfig, Trainer
 from eif.utils.errors import EifError
@@ -132,7 +133,7 @@ def fit(
     logger: RunLogger,
     progress: bool,
     ckpt_dir: Path,
-) -> tuple[torch.nn.Module, torch.nn.Module, list[dict[str, Any]]]:
+) -> tuple[Embedder, MetricLoss, list[dict[str, Any]]]:
     """Train a fresh model and loss on ``train_set`` (an ImageSet, eval transform; the augmentation of
     ``s`` is applied here) with the recipe and seed of ``s``; resumes from ``ckpt_dir``. ``logger`` gets the
     curves. Returns (model, loss, per-epoch history)."""
