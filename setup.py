@@ -7,7 +7,8 @@ from setuptools import find_namespace_packages, find_packages, setup
 
 groups = [f"eif.conf.{p}" for p in find_namespace_packages(where="conf", exclude=["local", "local.*"])]
 setup(
-    packages=[*find_packages(include=["eif", "eif.*"]), "eif.conf", *groups],
+    # hydra_plugins.eif_stages: composes the stages' config groups (docs/architecture.md, "Stages")
+    packages=[*find_packages(include=["eif", "eif.*"]), "hydra_plugins.eif_stages", "eif.conf", *groups],
     package_dir={"eif.conf": "conf"},
     package_data={"eif.conf": ["*.yaml"], **{g: ["*.yaml"] for g in groups}},
 )

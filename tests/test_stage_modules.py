@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from eif.stage_names import NAMES
+from eif.stage_names import MODULES, NAMES
 from eif.stages import registry
 
 STAGES = Path(__file__).resolve().parents[1] / "eif" / "stages"
@@ -41,6 +41,10 @@ def test_no_stage_module_imports_another() -> None:
 
 def test_scanned_names_are_the_registry() -> None:
     assert sorted(registry()) == sorted(NAMES)
+    # the config groups Hydra composes (hydra_plugins/eif_stages) are the ones the stages declare
+    assert {n: m.group for n, m in MODULES.items()} == {
+        n: s.config[0] if s.config else None for n, s in registry().items()
+    }
     assert {n for n, s in registry().items() if s.network is not None} == {
         "train",
         "evaluate",

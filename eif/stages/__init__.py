@@ -8,16 +8,16 @@ import importlib
 from functools import cache
 from typing import Any
 
-from eif.stage_names import NAMES
+from eif.stage_names import MODULES as FOUND
 from eif.stages.base import Stage, unknown_stage
 
-MODULES = NAMES  # the stage modules, found by eif/stage_names.py without importing any
+MODULES = tuple(FOUND)  # the stage names, found by eif/stage_names.py without importing any stage
 
 
 @cache
 def registry() -> dict[str, Stage]:
     """Stage name -> :class:`Stage`."""
-    stages = [importlib.import_module(f"eif.stages.{m}").STAGE for m in MODULES]
+    stages = [importlib.import_module(m.module).STAGE for m in FOUND.values()]
     return {s.name: s for s in stages}
 
 
