@@ -16,16 +16,20 @@ MODULES = tuple(FOUND)  # the stage names, found by eif/stage_names.py without i
 
 @cache
 def registry() -> dict[str, Stage]:
-    """Stage name -> :class:`Stage`."""
-    stages = [importlib.import_module(m.module).STAGE for m in FOUND.values()]
-    return {s.name: s for s in stages}
+    """Stage name -> :class:`Stage`, every stage after the stages it reads (the pipeline's order)."""
+    stages = {n: importlib.import_module(m.module).STAGE for n, m in FOUND.items()}
+    return {s.name: s for s in _ordered(stages, stages, None)}
 
 
 def closure(names: Any, job: Any = None) -> list[Stage]:
     """The stages ``names`` and everything they read, each once, dependencies first.
 
     Unknown names are one :class:`EifError` line (with a close match when there is one)."""
-    reg = registry()
+    return _ordered(registry(), names, job)
+
+
+def _ordered(reg: dict[str, Stage], names: Any, job: Any) -> list[Stage]:
+    """Depth-first over ``deps``: the stages ``names`` of ``reg`` and what they read, dependencies first."""
     order: list[Stage] = []
     seen: set[str] = set()
 

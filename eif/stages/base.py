@@ -34,6 +34,7 @@ import torch
 
 from eif.logging.run_logger import RunLogger
 from eif.settings import Settings
+from eif.stage_names import unknown_message
 from eif.utils.errors import EifError
 from eif.utils.io import read_json
 from eif.utils.provenance import provenance
@@ -155,11 +156,5 @@ def link_artifacts(src: Path, dst: Path) -> None:
     os.rename(staging, dst)
 
 
-def stage_names(registry: Mapping[str, Stage]) -> str:
-    return ", ".join(sorted(registry))
-
-
 def unknown_stage(name: str, registry: Mapping[str, Stage]) -> EifError:
-    from eif.stage_names import unknown_message
-
     return EifError(unknown_message(name, registry))
