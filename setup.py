@@ -21,6 +21,8 @@ setup(
         *sweep_groups,
         *templates,
         "hydra_plugins.eif_sweeps",
+        # composes the stages' config groups (docs/architecture.md, "Stages")
+        "hydra_plugins.eif_stages",
     ],
     package_dir={"eif.conf": "conf", "eif.sweeps": "sweeps"},
     package_data={

@@ -87,7 +87,7 @@ def job_model() -> type[JobBase]:
     for stage in registry().values():
         if stage.config is not None:
             name, cls = stage.config
-            groups[name] = (cls, cls())
+            groups[name] = (cls, ...)  # values: the group's YAML (docs/architecture.md, "Stages")
     return create_model("JobConfig", __base__=JobBase, **groups)
 
 

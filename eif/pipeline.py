@@ -42,8 +42,6 @@ from eif.utils.store import ArtifactStore, spec_key
 log = logging.getLogger("eif")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
-MODEL_STAGES = ("train", "evaluate", "embed", "retrain_features")  # stages that run the network
-
 
 class Env:
     """The job's inputs as stage settings see them: data fingerprints and file digests.
@@ -225,19 +223,14 @@ def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
     for stage in plan.stages:
         if stage.check_data is not None:
             stage.check_data(job, env.bundle)
-    pending = [
-        n
-        for n in MODEL_STAGES
-        if n in plan.keys and not (store.path(n, plan.keys[n]) / "MANIFEST.json").is_file()
-    ]
+    pending = {
+        stage.network(job)
+        for stage in plan.stages
+        if stage.network is not None
+        and not (store.path(stage.name, plan.keys[stage.name]) / "MANIFEST.json").is_file()
+    }
     if pending:
-        uses = {
-            "train": "train",
-            "evaluate": "eval",
-            "embed": job.embed.transform,
-            "retrain_features": "train",
-        }
-        check_model(job, env.bundle, sorted({uses[n] for n in pending}))
+        check_model(job, env.bundle, sorted(pending))
     seed_everything(job.seed)
     ident = Job(job.dataset.name, job.model.name, job.loss.name, job.noise.name, job.seed)
     logger: RunLogger = RunLogger()

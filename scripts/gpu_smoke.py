@@ -398,7 +398,8 @@ def peak_memory(device: torch.device, sizes: dict[str, int]) -> dict[str, tuple[
     batches; peaks are measured above what the inputs hold (CUDA only; 0 elsewhere)."""
     from eif.influence import AttributionProblem, EifConfig, IfConfig, classic_influence, empirical_influence
     from eif.influence.solvers import Lissa
-    from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
+    from eif.retrain.adam import AdamConfig
+    from eif.retrain.head import EpochBatches, retrain_heads
 
     p = inshop_problem(device, sizes)
     problem = AttributionProblem(
@@ -418,7 +419,14 @@ def peak_memory(device: torch.device, sizes: dict[str, int]) -> dict[str, tuple[
         "eif": lambda: empirical_influence(problem, p["batch"], EifConfig()),
         "if": lambda: classic_influence(problem, p["batch"], IfConfig(solver=Lissa(scale="auto"))),
         "retrain": lambda: retrain_heads(
-            p["weight"], p["bias"], weights, epoch, p["loss"].per_sample, RetrainConfig(), device
+            p["weight"],
+            p["bias"],
+            weights,
+            epoch,
+            p["loss"].per_sample,
+            AdamConfig(lr=4e-5, betas=(0.9, 0.999), eps=1e-8),
+            10.0,
+            device,
         ),
     }
     out = {}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from eif.stage_names import NAMES
+from eif.stages import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,9 @@ def test_help_lists_stages_in_order_methods_losses_datasets_and_examples():
     text = _help()
     assert text.splitlines()[2].startswith("Usage: eif ")
     stages = [ln.split()[0] for ln in _section(text, "Stages").splitlines()[1:] if ln.strip()]
-    assert stages == list(NAMES)
+    assert sorted(stages) == sorted(NAMES)
+    reads = {n: st.dependencies(None) for n, st in registry().items()}
+    assert all(stages.index(d) < stages.index(n) for n in stages for d in reads[n])  # pipeline order
     methods = _names(_section(text, "Methods"))
     assert methods == _options("methods")
     losses = _section(text, "Losses")

@@ -18,8 +18,8 @@ from eif.data.base import ArrayImageSet, CroppedFileImageSet, FileImageSet
 from eif.data.transforms import NoGeometric, Normalization, Resize, ResizeCenterCrop, compose
 from eif.models.small_cnn import build_small_cnn
 from eif.pipeline import Env, run_job
-from eif.stages.common import load_trained
 from eif.training.inference import equal_size_batches, predict, stored_sizes, transformed_sizes
+from eif.training.trained import load_trained
 from eif.utils.io import read_json
 from tests.conftest import compose_cfg
 from tests.fixtures import make_imagefolder, write_image

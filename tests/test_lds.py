@@ -15,10 +15,10 @@ from test_influence_eif import DT, make_problem
 from eif import lds
 from eif.methods.base import AttributionProblem
 from eif.methods.grad_dot import GradDot
+from eif.retrain.adam import AdamConfig
 from eif.retrain.distance import confusion_distance, confusion_distances
-from eif.retrain.features import batches_from_indices
-from eif.retrain.head import RetrainConfig, retrain_heads
-from eif.stages.retrain_features import epoch_batches
+from eif.retrain.features import batches_from_indices, epoch_batches
+from eif.retrain.head import retrain_heads
 
 
 def test_spearman_rows_and_noise_ceiling_match_scipy():
@@ -69,14 +69,14 @@ def test_many_heads_distances_and_snapshots_equal_loops():
     epoch = batches_from_indices(epoch_batches(labels, _batch(), 0, 2), pb["ftr"].float().numpy(), labels)
     loss = pb["task"].cos_loss.float()
     weights = torch.rand(3, 48, generator=torch.Generator().manual_seed(2))
-    cfg = RetrainConfig(lr=1e-2)
+    cfg = AdamConfig(lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
     w0, b = pb["w"].float(), pb["b"].float()
-    snaps = retrain_heads(w0, b, weights, epoch, loss.per_sample, cfg, snapshots=[2, 5])
+    snaps = retrain_heads(w0, b, weights, epoch, loss.per_sample, cfg, 10.0, snapshots=[2, 5])
     for i, steps in enumerate((2, 5)):
         short = type(epoch)(
             epoch.features, epoch.labels, epoch.indices, epoch.aug_seeds, epoch.batch_ptr[: steps + 1]
         )
-        torch.testing.assert_close(snaps[i], retrain_heads(w0, b, weights, short, loss.per_sample, cfg))
+        torch.testing.assert_close(snaps[i], retrain_heads(w0, b, weights, short, loss.per_sample, cfg, 10.0))
 
 
 def _batch():
@@ -99,8 +99,8 @@ def test_lds_equals_a_brute_force_loop():
     epoch = batches_from_indices(epoch_batches(labels, _batch(), 7, 2), pb["ftr"].numpy(), labels)
     loss = pb["task"].cos_loss.float()  # re-training runs in float32
     w0, b, fte = pb["w"].float(), pb["b"].float(), pb["fte"].float()
-    cfg = RetrainConfig(lr=5e-2, clip_grad_value=None)
-    ws = retrain_heads(w0, b, torch.as_tensor(member, dtype=torch.float32), epoch, loss.per_sample, cfg)
+    cfg = AdamConfig(lr=5e-2, betas=(0.9, 0.999), eps=1e-8)
+    ws = retrain_heads(w0, b, torch.as_tensor(member, dtype=torch.float32), epoch, loss.per_sample, cfg, None)
     pairs = [torch.as_tensor(q) for q in pairs_np]
     measured = confusion_distances(ws, b, fte, pairs).T.numpy()
     fast = lds.lds(lds.predictions(scores, member), measured)

@@ -7,13 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eif.retrain.adam import AdamState, adam_step
+from eif.retrain.adam import AdamConfig, AdamState, adam_step
 from eif.retrain.distance import confusion_distance, pair_distance
 from eif.retrain.features import augmented_epoch, batches_from_indices
-from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
+from eif.retrain.head import EpochBatches, retrain_heads
 from eif.retrain.weights import sample_weights
 
 E, D, C, N = 6, 10, 4, 40
+
+ADAM = AdamConfig(lr=1e-2, betas=(0.9, 0.999), eps=1e-8)  # a large lr, so a few steps move W
 
 
 def proxy_loss(proxies: torch.Tensor):
@@ -67,13 +69,13 @@ def test_adam_step_matches_torch_optim_adam():
 def test_batched_retrain_equals_one_at_a_time_and_torch_adam(setup):
     w0, bias, per_sample, weights = setup
     epoch = small_epoch()
-    cfg = RetrainConfig(lr=1e-2, clip_grad_value=0.05)  # a large lr and a small clip so both matter
-    batched = retrain_heads(w0, bias, weights, epoch, per_sample, cfg)
+    cfg, clip = AdamConfig(lr=1e-2, betas=(0.9, 0.999), eps=1e-8), 0.05  # a large lr and a small clip
+    batched = retrain_heads(w0, bias, weights, epoch, per_sample, cfg, clip)
     assert batched.shape == (3, E, D)
-    chunked = retrain_heads(w0, bias, weights, epoch, per_sample, cfg, heads_per_chunk=2)
+    chunked = retrain_heads(w0, bias, weights, epoch, per_sample, cfg, clip, heads_per_chunk=2)
     torch.testing.assert_close(chunked, batched)
     for h in range(3):
-        single = retrain_heads(w0, bias, weights[h : h + 1], epoch, per_sample, cfg)[0]
+        single = retrain_heads(w0, bias, weights[h : h + 1], epoch, per_sample, cfg, clip)[0]
         torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
         # The reference loop: an nn.Linear head, torch.optim.Adam, clip_grad_value_, frozen bias.
         head = torch.nn.Linear(D, E)
@@ -88,7 +90,7 @@ def test_batched_retrain_equals_one_at_a_time_and_torch_adam(setup):
             w = weights[h, torch.as_tensor(epoch.indices[sl])]
             opt.zero_grad()
             (w * per_sample(head(f), y)).mean().backward()
-            torch.nn.utils.clip_grad_value_(head.parameters(), cfg.clip_grad_value)
+            torch.nn.utils.clip_grad_value_(head.parameters(), clip)
             opt.step()
         torch.testing.assert_close(batched[h], head.weight.detach(), rtol=1e-5, atol=1e-6)
         assert not torch.allclose(batched[h], w0, atol=1e-3)
@@ -97,7 +99,7 @@ def test_batched_retrain_equals_one_at_a_time_and_torch_adam(setup):
 
 def test_zero_weights_leave_the_head_unchanged(setup):
     w0, bias, per_sample, _ = setup
-    w = retrain_heads(w0, bias, torch.zeros(1, N), small_epoch(), per_sample, RetrainConfig(lr=1e-2))
+    w = retrain_heads(w0, bias, torch.zeros(1, N), small_epoch(), per_sample, ADAM, 10.0)
     torch.testing.assert_close(w[0], w0)
 
 
@@ -191,9 +193,8 @@ def test_batched_retrain_with_the_project_losses(setup, loss_cfg):
     w0, bias, _, weights = setup
     torch.manual_seed(0)
     loss = build_loss(loss_cfg, C, E).requires_grad_(False)
-    cfg = RetrainConfig(lr=1e-2)
-    batched = retrain_heads(w0, bias, weights, small_epoch(), loss.per_sample, cfg)
+    batched = retrain_heads(w0, bias, weights, small_epoch(), loss.per_sample, ADAM, 10.0)
     for h in range(3):
-        single = retrain_heads(w0, bias, weights[h : h + 1], small_epoch(), loss.per_sample, cfg)[0]
+        single = retrain_heads(w0, bias, weights[h : h + 1], small_epoch(), loss.per_sample, ADAM, 10.0)[0]
         torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
     assert loss.proxies.grad is None

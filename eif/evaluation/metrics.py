@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 from eif.evaluation.knn import as_float32, kmeans, knn
-from eif.utils.errors import require
+from eif.utils.errors import EifError, require
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -82,14 +82,15 @@ def map_at_r(
     if self_search:
         ref, yr = q, yq
     else:
-        require(reference_labels is not None, "map_at_r needs reference_labels with a reference set")
+        if reference_labels is None:
+            raise EifError("map_at_r needs reference_labels with a reference set")
         ref = as_float32(reference)
         yr = _labels(reference_labels, ref.shape[0])
     classes, counts = np.unique(yr, return_counts=True)
     pos = np.clip(np.searchsorted(classes, yq), 0, len(classes) - 1)
     r = np.where(classes[pos] == yq, counts[pos], 0) - int(self_search)
     keep = r > 0
-    require(keep.any(), "map_at_r: no query has a same-label sample in the reference set")
+    require(bool(keep.any()), "map_at_r: no query has a same-label sample in the reference set")
     exclude = np.flatnonzero(keep) if self_search else None
     _, idx = knn(q[keep], ref, int(r[keep].max()), metric=metric, exclude=exclude)
     yq, r = yq[keep], r[keep]

@@ -14,6 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from pydantic import PositiveFloat
+
+from eif.settings import Settings
+
+
+class AdamConfig(Settings):
+    """Adam's settings (no weight decay, no amsgrad); the values of a job are ``retrain.optimizer`` in
+    conf/retrain/default.yaml (the reference's re-training: lr 4e-5, betas (0.9, 0.999), eps 1e-8)."""
+
+    lr: PositiveFloat
+    betas: tuple[float, float]
+    eps: PositiveFloat
 
 
 @dataclass

@@ -14,10 +14,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from eif.data.config import BatchConfig
+from eif.data.samplers import BalancedBatchSampler
 from eif.retrain.head import EpochBatches
 
 Batch = Sequence[tuple[int, int]]
 """One batch from ``BalancedBatchSampler``: (training index, augmentation seed) per sample."""
+
+
+def epoch_batches(
+    labels: np.ndarray, batch: BatchConfig, seed: int, epochs: int
+) -> list[list[tuple[int, int]]]:
+    """The sampler's batches of re-training epochs 0..epochs-1 under the original model's ``seed``
+    (the same batches and augmentation seeds as the original training's first epochs)."""
+    return [
+        b
+        for epoch in range(epochs)
+        for b in BalancedBatchSampler(labels, batch.classes_per_batch, batch.samples_per_class, seed, epoch)
+    ]
 
 
 def batches_from_indices(batches: Sequence[Batch], features: np.ndarray, labels: np.ndarray) -> EpochBatches:

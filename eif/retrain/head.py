@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import PositiveFloat
+from tqdm.auto import tqdm
 
-from eif.retrain.adam import AdamState, adam_step
-from eif.settings import Settings
+from eif.retrain.adam import AdamConfig, AdamState, adam_step
 from eif.utils.errors import require
 
 log = logging.getLogger(__name__)
@@ -62,36 +61,31 @@ class EpochBatches:
         return cls(*(np.asarray(a[k]) for k in ("features", "labels", "indices", "aug_seeds", "batch_ptr")))
 
 
-class RetrainConfig(Settings):
-    """Optimiser settings of the reference re-training: Adam lr 4e-5, default betas, eps 1e-8, gradient
-    values clipped at 10."""
-
-    lr: PositiveFloat = 4e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: PositiveFloat = 1e-8
-    clip_grad_value: PositiveFloat | None = 10.0
-
-
 def retrain_heads(
     w0: torch.Tensor,
     bias: torch.Tensor,
     weights: torch.Tensor,
     epoch: EpochBatches,
     per_sample: PerSample,
-    cfg: RetrainConfig,
+    optimizer: AdamConfig,
+    clip_grad_value: float | None,
     device: torch.device | str = "cpu",
     heads_per_chunk: int | None = None,
     snapshots: Sequence[int] | None = None,
+    progress: bool = False,
+    desc: str = "re-train heads",
 ) -> torch.Tensor:
     """Re-train H copies of the head weight ``w0`` (E, D), copy h with sample weights ``weights[h]``.
 
     ``weights`` (H, N_train) is indexed by training-set position. Each step computes
     ``loss_h = mean_b(weights[h, i_b] * L(z_hb, y_b))`` (divides by the batch size, as the
-    reference), clamps every gradient element to +-clip_grad_value (``clip_grad_value_``) and takes
-    one Adam step, once per batch of ``epoch``. ``heads_per_chunk`` bounds memory (W, grad and two
-    Adam moments per head); chunks run one after another, the heads inside a chunk together.
+    reference), clamps every gradient element to +-``clip_grad_value`` (``clip_grad_value_``; None:
+    no clipping) and takes one Adam step with ``optimizer``, once per batch of ``epoch``.
+    ``heads_per_chunk`` bounds memory (W, grad and two Adam moments per head); chunks run one after
+    another, the heads inside a chunk together.
     Returns W' (H, E, D) on the CPU; with ``snapshots`` (numbers of steps, e.g. the ends of epochs)
-    the weights after each of them instead, (S, H, E, D).
+    the weights after each of them instead, (S, H, E, D). ``progress``: a bar over the steps of all
+    chunks, labelled ``desc``.
     """
     require(weights.ndim == 2, f"weights must be (heads, train samples), got {tuple(weights.shape)}")
     n_train = weights.shape[1]
@@ -112,6 +106,8 @@ def retrain_heads(
     marks = sorted(set(snapshots)) if snapshots is not None else [steps]
     require(all(0 <= m <= steps for m in marks), f"snapshots must lie in [0, {steps}] steps, got {marks}")
     out: list[list[torch.Tensor]] = []
+    n_chunks = -(-n_heads // chunk)
+    bar = tqdm(total=n_chunks * marks[-1], desc=desc, unit="step", leave=False, disable=not progress)
     for start in range(0, n_heads, chunk):
         sw = weights[start : start + chunk].to(device, torch.float32)
         w = w0.expand(sw.shape[0], *w0.shape).clone()
@@ -125,11 +121,13 @@ def retrain_heads(
             loss = (sw[:, i] * per_sample(z, y)).mean(dim=1)  # (H,)
             (dz,) = torch.autograd.grad(loss.sum(), z)
             torch.matmul(dz.transpose(1, 2), f, out=grad)  # (H, E, D)
-            if cfg.clip_grad_value is not None:
-                grad.clamp_(-cfg.clip_grad_value, cfg.clip_grad_value)
-            adam_step(w, grad, state, cfg.lr, cfg.betas, cfg.eps)
+            if clip_grad_value is not None:
+                grad.clamp_(-clip_grad_value, clip_grad_value)
+            adam_step(w, grad, state, optimizer.lr, optimizer.betas, optimizer.eps)
             if t + 1 in marks:
                 taken.append(w.to("cpu", copy=True))
+            bar.update()
         out.append(taken)
+    bar.close()
     stacked = torch.stack([torch.cat(parts) for parts in zip(*out)])  # (S, H, E, D)
     return stacked if snapshots is not None else stacked[0]

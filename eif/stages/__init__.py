@@ -1,5 +1,6 @@
-"""Stages, by name: the registry. Each module in ``MODULES`` defines ``STAGE``; a new stage is one
-module here plus its name in ``eif/stage_names.py`` and its config group ``conf/<group>/default.yaml``."""
+"""Stages, by name: the registry. Every module of this package that assigns ``STAGE`` is a stage
+(found by :mod:`eif.stage_names` without importing it); docs/architecture.md, "Stages", says what
+adding one takes."""
 
 from __future__ import annotations
 
@@ -7,24 +8,28 @@ import importlib
 from functools import cache
 from typing import Any
 
-from eif.stage_names import NAMES
+from eif.stage_names import MODULES as FOUND
 from eif.stages.base import Stage, unknown_stage
 
-MODULES = NAMES  # eif/stage_names.py: the names without importing any stage
+MODULES = tuple(FOUND)  # the stage names, found by eif/stage_names.py without importing any stage
 
 
 @cache
 def registry() -> dict[str, Stage]:
-    """Stage name -> :class:`Stage`."""
-    stages = [importlib.import_module(f"eif.stages.{m}").STAGE for m in MODULES]
-    return {s.name: s for s in stages}
+    """Stage name -> :class:`Stage`, every stage after the stages it reads (the pipeline's order)."""
+    stages = {n: importlib.import_module(m.module).STAGE for n, m in FOUND.items()}
+    return {s.name: s for s in _ordered(stages, stages, None)}
 
 
 def closure(names: Any, job: Any = None) -> list[Stage]:
     """The stages ``names`` and everything they read, each once, dependencies first.
 
     Unknown names are one :class:`EifError` line (with a close match when there is one)."""
-    reg = registry()
+    return _ordered(registry(), names, job)
+
+
+def _ordered(reg: dict[str, Stage], names: Any, job: Any) -> list[Stage]:
+    """Depth-first over ``deps``: the stages ``names`` of ``reg`` and what they read, dependencies first."""
     order: list[Stage] = []
     seen: set[str] = set()
 

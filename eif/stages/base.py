@@ -12,7 +12,8 @@ A :class:`Stage` declares
   dirs (``run.input(name)``), the data, the device and the logger, never the config;
 - ``publish(settings, run, out)``: prints and logs an output, also when it was reused from the store;
 - ``check(job)``: cross-setting checks that only matter when the stage runs; ``check_data(job, data)``
-  the same against the data set (sizes, classes), both before anything is computed.
+  the same against the data set (sizes, classes), both before anything is computed;
+- ``network(job)``: the transform under which it feeds images through the network, if it does.
 
 :mod:`eif.pipeline` plans a job (validates everything and computes every key) before running any.
 """
@@ -33,6 +34,7 @@ import torch
 
 from eif.logging.run_logger import RunLogger
 from eif.settings import Settings
+from eif.stage_names import unknown_message
 from eif.utils.errors import EifError
 from eif.utils.io import read_json
 from eif.utils.provenance import provenance
@@ -52,6 +54,9 @@ class Stage:
     check: Callable[[Any], None] | None = None
     check_data: Callable[[Any, Any], None] | None = None
     version: int = 1
+    # Runs images through the network: the dataset transform it feeds (``train``, ``eval``, ...) as a
+    # function of the job; the pipeline test-feeds one image of it before computing. None: it does not.
+    network: Callable[[Any], str] | None = None
 
     def dependencies(self, job: Any) -> tuple[str, ...]:
         """The stages this one reads; ``job`` (a ``JobConfig``) decides optional inputs, None = all."""
@@ -151,11 +156,5 @@ def link_artifacts(src: Path, dst: Path) -> None:
     os.rename(staging, dst)
 
 
-def stage_names(registry: Mapping[str, Stage]) -> str:
-    return ", ".join(sorted(registry))
-
-
 def unknown_stage(name: str, registry: Mapping[str, Stage]) -> EifError:
-    from eif.stage_names import unknown_message
-
     return EifError(unknown_message(name, registry))

@@ -12,8 +12,8 @@ Two ways to decide the labels:
   weighted-kNN recommendation (Algorithm 1); ``oracle`` restores every true label. Runs with label
   noise only.
 
-Every variant is one full re-training (the ``train`` stage's recipe: :func:`eif.stages.train.fit`) and
-one evaluation (:func:`eif.stages.evaluate.test_metrics`); the noisy model is the ``train`` stage's own.
+Every variant is one full re-training (the ``train`` stage's recipe: :func:`eif.training.fit.fit`) and
+one evaluation (:func:`eif.evaluation.test_set.test_metrics`); the noisy model is the ``train`` stage's own.
 Each variant's result is written as soon as it is done, so a killed run resumes with the next one.
 
 Artifacts: ``clean.json`` (rows, budget, settings), ``clean.csv``/``.md`` (one row per variant:
@@ -24,7 +24,7 @@ training labels of every variant), ``variants/<name>.json``.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,13 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from eif.evaluation.test_set import EvaluateSettings, evaluate_settings, test_metrics
 from eif.logging.run_logger import Prefixed
 from eif.mislabel import clean, knn
 from eif.settings import Settings, setting
-from eif.stages import evaluate, train
 from eif.stages.base import Run, Stage
-from eif.stages.evaluate import EvaluateSettings, test_metrics
-from eif.stages.train import TrainSettings, fit
 from eif.tables.format import write_table
+from eif.training.fit import TrainSettings, fit, train_settings
 from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_json, write_text
 
@@ -51,10 +50,10 @@ class CleanConfig(Settings):
     """``clean``: which corrected labels to re-train on (module doc)."""
 
     # a review page export (CSV); null = compare the automatic cleaners below
-    labels: str | None = None
-    cleaners: tuple[str, ...] = ("oracle", "eif", "eif_abs", "if", "loss", "cleanlab_quality", "random")
+    labels: str | None
+    cleaners: tuple[str, ...]
     # samples inspected per cleaner, as a fraction of the training set
-    budget: float = setting(0.1, gt=0, le=1)
+    budget: float = setting(gt=0, le=1)
 
 
 class CleanSettings(Settings):
@@ -69,8 +68,8 @@ def _settings(job: Any, env: Any) -> CleanSettings:
     return CleanSettings(
         clean=job.clean,
         review=None if labels is None else env.file_digest(labels),
-        train=train.STAGE.settings(job, env),
-        evaluate=evaluate.STAGE.settings(job, env),
+        train=train_settings(job, env),
+        evaluate=evaluate_settings(job, env),
     )
 
 
@@ -142,11 +141,27 @@ def _compute(s: CleanSettings, run: Run, out: Path) -> None:
         done = out / "variants" / f"{name}.json"
         if not done.is_file():
             log.info("clean: re-training on the labels of %s (%d of %d)", name, i + 1, len(variants))
-            variant = replace(run, logger=Prefixed(run.logger, f"clean/{name}"))
+            t0 = time.perf_counter()
             train_set = data.train.with_labels(labels)
-            model, _, history = fit(s.train, train_set, data.num_train_classes, variant, out / "ckpt" / name)
-            metrics = test_metrics(model, data, s.evaluate, run)
+            model, _, history = fit(
+                s.train,
+                train_set,
+                data.num_train_classes,
+                run.device,
+                Prefixed(run.logger, f"clean/{name}"),
+                run.progress,
+                out / "ckpt" / name,
+            )
+            metrics = test_metrics(model, data, s.evaluate, run.device, run.progress)
             write_json(done, {"metrics": metrics, "final_loss": history[-1]["loss"] if history else None})
+            log.info(
+                "clean: %s done (%d of %d) in %.0f s: %s",
+                name,
+                i + 1,
+                len(variants),
+                time.perf_counter() - t0,
+                "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+            )
         rows.append({"variant": name, **clean.outcome(labels, noisy, truth), **read_json(done)["metrics"]})
     table = pd.DataFrame(rows)
     if not known:  # no true labels to compare with (a review of un-noised data)

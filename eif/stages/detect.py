@@ -54,7 +54,7 @@ def _check(job: Any) -> None:
 
 def per_sample_losses(run: Run, features: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
     """Training loss (N,) of every sample under the trained head and proxies (eval mode, no grad)."""
-    from eif.stages.common import load_trained
+    from eif.training.trained import load_trained
 
     model, loss, _ = load_trained(run.input("train"), run.device)
     out = []

@@ -25,7 +25,7 @@ from pydantic import NonNegativeInt, PositiveInt
 from eif.data.transforms import TransformsConfig
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
-from eif.stages.common import load_trained
+from eif.training.trained import load_trained
 from eif.utils.io import read_json, save_npz, write_json
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,14 @@ class EmbedConfig(Settings):
     ``influence`` (the reference's EIF/IF input: short side resized, no crop; sizes vary, and images
     of equal size are batched together), and how fast inference runs."""
 
-    transform: Literal["eval", "influence"] = "eval"
-    batch_size: PositiveInt = setting(256, unkeyed=SPEED)
+    transform: Literal["eval", "influence"]
+    batch_size: PositiveInt = setting(unkeyed=SPEED)
     # float16 autocast of the trunk on CUDA (ignored on CPU). Keyed as set: on CUDA it changes the
     # cached features (docs/gpu.md, "Batched inference"); on a CPU it gives the float32 numbers.
-    amp: bool = False
-    channels_last: bool = setting(False, unkeyed=SPEED)
-    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
-    cpu_num_workers: NonNegativeInt = setting(0, unkeyed=SPEED)
+    amp: bool
+    channels_last: bool = setting(unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(unkeyed=SPEED)
+    cpu_num_workers: NonNegativeInt = setting(unkeyed=SPEED)
 
 
 class EmbedSettings(Settings):
@@ -53,11 +53,11 @@ class EmbedSettings(Settings):
     data: dict[str, str]
     which: Literal["eval", "influence"]
     transforms: TransformsConfig
-    amp: bool = False
-    batch_size: PositiveInt = setting(256, unkeyed=SPEED)
-    channels_last: bool = setting(False, unkeyed=SPEED)
-    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
-    cpu_num_workers: NonNegativeInt = setting(0, unkeyed=SPEED)
+    amp: bool
+    batch_size: PositiveInt = setting(unkeyed=SPEED)
+    channels_last: bool = setting(unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(unkeyed=SPEED)
+    cpu_num_workers: NonNegativeInt = setting(unkeyed=SPEED)
 
 
 def _settings(job: Any, env: Any) -> EmbedSettings:
@@ -146,4 +146,5 @@ STAGE = Stage(
     publish=_publish,
     deps=("train",),
     config=("embed", EmbedConfig),
+    network=lambda job: job.embed.transform,
 )

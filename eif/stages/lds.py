@@ -31,20 +31,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import PositiveInt
+from pydantic import PositiveFloat, PositiveInt
 
 from eif import lds
 from eif.data.config import BatchConfig
 from eif.influence.artifacts import Influence
+from eif.retrain.adam import AdamConfig
 from eif.retrain.distance import confusion_distances
-from eif.retrain.features import batches_from_indices
-from eif.retrain.head import RetrainConfig, retrain_heads
+from eif.retrain.features import batches_from_indices, epoch_batches
+from eif.retrain.head import retrain_heads
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
-from eif.stages.common import load_trained
-from eif.stages.retrain_features import epoch_batches
 from eif.tables.format import fmt, write_table
 from eif.tables.robustness import mean_ci, one_sided
+from eif.training.trained import load_trained
 from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_json, write_text
 
@@ -54,32 +54,36 @@ log = logging.getLogger(__name__)
 class LdsConfig(Settings):
     """``lds``: the attribution benchmark's design (docs/science.md)."""
 
-    subsets: PositiveInt = 100
-    alpha: float = setting(0.5, gt=0, lt=1)
+    subsets: PositiveInt
+    alpha: float = setting(gt=0, lt=1)
     # re-training horizons, in epochs from the trained head (Table 1's protocol is 1)
-    horizons: tuple[PositiveInt, ...] = (1, 5, 20)
-    batch_seeds: tuple[int, ...] = (0, 1)
-    kinds: tuple[Literal["pair", "group"], ...] = ("pair", "group")
+    horizons: tuple[PositiveInt, ...]
+    batch_seeds: tuple[int, ...]
+    kinds: tuple[Literal["pair", "group"], ...]
     # removal check: drop each confusion's k most harmful samples (and, as control, k random ones)
-    removal_k: tuple[PositiveInt, ...] = (10, 50, 200)
-    removal_horizon: PositiveInt = 1
-    bootstrap: PositiveInt = 1000
-    heads_per_chunk: PositiveInt | None = setting(None, unkeyed=SPEED)
+    removal_k: tuple[PositiveInt, ...]
+    removal_horizon: PositiveInt
+    bootstrap: PositiveInt
+    heads_per_chunk: PositiveInt | None = setting(unkeyed=SPEED)
 
 
 class LdsSettings(Settings):
     lds: LdsConfig
-    optimizer: RetrainConfig
+    optimizer: AdamConfig
+    clip_grad_value: PositiveFloat | None
     seed: int
     batch: BatchConfig
 
 
 def _settings(job: Any, env: Any) -> LdsSettings:
     r = job.retrain
-    opt = RetrainConfig(
-        lr=r.optimizer.lr, betas=r.optimizer.betas, eps=r.optimizer.eps, clip_grad_value=r.clip_grad_value
+    return LdsSettings(
+        lds=job.lds,
+        optimizer=r.optimizer,
+        clip_grad_value=r.clip_grad_value,
+        seed=job.seed,
+        batch=job.dataset.batch,
     )
-    return LdsSettings(lds=job.lds, optimizer=opt, seed=job.seed, batch=job.dataset.batch)
 
 
 def _check(job: Any) -> None:
@@ -118,13 +122,24 @@ def _compute(s: LdsSettings, run: Run, out: Path) -> None:
             epoch,
             loss.per_sample,
             s.optimizer,
+            s.clip_grad_value,
             run.device,
             cfg.heads_per_chunk,
             snapshots=steps,
+            progress=run.progress,
+            desc=f"lds: batch order {si + 1} of {len(cfg.batch_seeds)}",
         )  # (S, M, E, D)
         for hi in range(len(cfg.horizons)):
             for k in kinds:
                 measured[k][si, hi] = confusion_distances(ws[hi], bias.cpu(), test, pairs[k]).T.numpy()
+        log.info(
+            "lds: batch order %d of %d: %d subsets re-trained for %s epochs (%.1f s so far)",
+            si + 1,
+            len(cfg.batch_seeds),
+            cfg.subsets,
+            list(cfg.horizons),
+            time.perf_counter() - t0,
+        )
     lds_seconds = time.perf_counter() - t0
     rows, ceilings = [], []
     for k in kinds:
@@ -155,7 +170,7 @@ def _compute(s: LdsSettings, run: Run, out: Path) -> None:
                     }
                 )
     t1 = time.perf_counter()
-    removal = _removal(s, influence, methods, kinds, pairs, w0, bias, feats, labels, test, loss, run.device)
+    removal = _removal(s, influence, methods, kinds, pairs, w0, bias, feats, labels, test, loss, run)
     save_npz(out / "measured.npz", **{k: v for k, v in measured.items()})
     save_npz(out / "subsets.npz", membership=member)
     write_json(
@@ -193,7 +208,7 @@ def _removal(
     labels: np.ndarray,
     test: torch.Tensor,
     loss: Any,
-    device: torch.device,
+    run: Run,
 ) -> list[dict[str, Any]]:
     """Each confusion re-trained without its k most harmful samples (per method) or k random ones."""
     cfg = s.lds
@@ -212,7 +227,21 @@ def _removal(
             weights.append(lds.removal_weights(scores, k, seed=s.seed + k))
             weights += [lds.removal_weights(influence.get(kind, m).scores, k) for m in scored]
         w = torch.as_tensor(np.concatenate(weights))  # (|k| * (1 + methods) * K, N)
-        ws = retrain_heads(w0, bias, w, epoch, loss.per_sample, s.optimizer, device, cfg.heads_per_chunk)
+        t0 = time.perf_counter()
+        ws = retrain_heads(
+            w0,
+            bias,
+            w,
+            epoch,
+            loss.per_sample,
+            s.optimizer,
+            s.clip_grad_value,
+            run.device,
+            cfg.heads_per_chunk,
+            progress=run.progress,
+            desc=f"lds removal: {kind}s",
+        )
+        log.info("lds removal: %d %s re-trainings in %.1f s", len(w), kind, time.perf_counter() - t0)
         delta = np.empty(len(w))
         for j in range(0, len(w), kk):  # head j + c re-trained for confusion c
             d = confusion_distances(ws[j : j + kk], bias.cpu(), test, pairs[kind]).numpy()

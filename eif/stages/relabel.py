@@ -125,10 +125,10 @@ def review_media(review: pd.DataFrame, run: Run, px: int = 64) -> pd.DataFrame:
     out = review.copy()
     out.insert(1, "thumbnail", [thumbnail(train.load(int(i)), px) for i in review.sample_id])
     out.insert(
-        out.columns.get_loc("current_label"), "current_class", [names[y] for y in review.current_label]
+        list(out.columns).index("current_label"), "current_class", [names[y] for y in review.current_label]
     )
     out.insert(
-        out.columns.get_loc("recommended_label"),
+        list(out.columns).index("recommended_label"),
         "recommended_class",
         [names[y] for y in review.recommended_label],
     )

@@ -34,14 +34,14 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 
 from eif.data.config import BatchConfig
 from eif.influence.artifacts import Influence
+from eif.retrain.adam import AdamConfig
 from eif.retrain.distance import confusion_distance
-from eif.retrain.features import batches_from_indices
-from eif.retrain.head import EpochBatches, RetrainConfig, retrain_heads
+from eif.retrain.features import batches_from_indices, epoch_batches
+from eif.retrain.head import EpochBatches, retrain_heads
 from eif.retrain.weights import sample_weights
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
-from eif.stages.common import load_trained
-from eif.stages.retrain_features import epoch_batches
+from eif.training.trained import load_trained
 from eif.utils.errors import EifError, require
 from eif.utils.io import read_json, save_npz, write_json, write_text
 from eif.utils.seed import derive_seed
@@ -53,35 +53,29 @@ class WeightsConfig(Settings):
     """The paper's epsilon: helpful samples (score < 0) get ``helpful``, harmful ones ``harmful``, the
     rest 1; ``topk``: None = every sample by its sign (the reference), k = only the k largest |score|."""
 
-    helpful: NonNegativeFloat = 2.0
-    harmful: NonNegativeFloat = 0.0
-    topk: PositiveInt | None = None
-
-
-class AdamConfig(Settings):
-    lr: PositiveFloat = 4e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: PositiveFloat = 1e-8
+    helpful: NonNegativeFloat
+    harmful: NonNegativeFloat
+    topk: PositiveInt | None
 
 
 class RetrainStageConfig(Settings):
     """``retrain``: re-weight per confusion and method, re-train the head W (docs/table1.md)."""
 
     # Methods whose scores re-weight the training set; null = every method the influence stage ran.
-    methods: tuple[str, ...] | None = None
-    kinds: tuple[Literal["pair", "group"], ...] = ("pair", "group")
-    weights: WeightsConfig = WeightsConfig()
+    methods: tuple[str, ...] | None
+    kinds: tuple[Literal["pair", "group"], ...]
+    weights: WeightsConfig
     # drift: one re-training with every weight 1 (what re-training alone does to d); random: for
     # every confusion and method, that method's weights randomly permuted (same counts of 0s and 2s).
-    controls: tuple[Literal["drift", "random"], ...] = ("drift", "random")
-    optimizer: AdamConfig = AdamConfig()
-    clip_grad_value: PositiveFloat | None = 10.0
-    epochs: PositiveInt = 1
+    controls: tuple[Literal["drift", "random"], ...]
+    optimizer: AdamConfig
+    clip_grad_value: PositiveFloat | None
+    epochs: PositiveInt
     # augmented: the epoch's trunk features under the train transform (the reference); eval: the
     # cached embed-stage features in the same batch order (cheaper).
-    features: Literal["augmented", "eval"] = "augmented"
-    heads_per_chunk: PositiveInt | None = setting(None, unkeyed=SPEED)
-    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
+    features: Literal["augmented", "eval"]
+    heads_per_chunk: PositiveInt | None = setting(unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(unkeyed=SPEED)
 
 
 class RetrainSettings(Settings):
@@ -170,14 +164,24 @@ def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
         test_features = torch.as_tensor(z["features"], dtype=torch.float32)
     heads, pairs = plan_heads(s, Influence(run.input("influence")))
     epoch = _epoch(s, run)
-    opt = RetrainConfig(
-        lr=rc.optimizer.lr, betas=rc.optimizer.betas, eps=rc.optimizer.eps, clip_grad_value=rc.clip_grad_value
-    )
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     t0 = time.perf_counter()
     weights = torch.stack([h.weights for h in heads])
-    w1 = retrain_heads(w0, bias, weights, epoch, loss.per_sample, opt, run.device, rc.heads_per_chunk)
+    opt, clip = rc.optimizer, rc.clip_grad_value
+    log.info("retrain: re-training %d heads over %d batches", len(heads), epoch.num_batches)
+    w1 = retrain_heads(
+        w0,
+        bias,
+        weights,
+        epoch,
+        loss.per_sample,
+        opt,
+        clip,
+        run.device,
+        rc.heads_per_chunk,
+        progress=run.progress,
+    )
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     seconds = time.perf_counter() - t0

@@ -19,9 +19,10 @@ from pydantic import NonNegativeInt, PositiveInt
 
 from eif.data.config import BatchConfig
 from eif.data.transforms import Geometric, Normalization, compose
+from eif.retrain.features import augmented_epoch, epoch_batches
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
-from eif.stages.common import load_trained
+from eif.training.trained import load_trained
 from eif.utils.io import save_npz, write_json
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,7 @@ def _settings(job: Any, env: Any) -> RetrainFeaturesSettings:
     )
 
 
-def epoch_batches(
-    labels: np.ndarray, batch: BatchConfig, seed: int, epochs: int
-) -> list[list[tuple[int, int]]]:
-    """The sampler's batches for re-training epochs 0..epochs-1 under the original model's seed."""
-    from eif.data.samplers import BalancedBatchSampler
-
-    return [
-        b
-        for epoch in range(epochs)
-        for b in BalancedBatchSampler(labels, batch.classes_per_batch, batch.samples_per_class, seed, epoch)
-    ]
-
-
 def _compute(s: RetrainFeaturesSettings, run: Run, out: Path) -> None:
-    from eif.retrain.features import augmented_epoch
-
     model, _, _ = load_trained(run.input("train"), run.device)
     data = run.data()
     train_set = data.train.with_transform(compose(s.normalization, s.augment))
@@ -85,4 +71,10 @@ def _compute(s: RetrainFeaturesSettings, run: Run, out: Path) -> None:
     )
 
 
-STAGE = Stage(name="retrain_features", settings=_settings, compute=_compute, deps=("train",))
+STAGE = Stage(
+    name="retrain_features",
+    settings=_settings,
+    compute=_compute,
+    deps=("train",),
+    network=lambda job: "train",
+)

@@ -50,7 +50,7 @@ def _compute(cfg: SurveyConfig, run: Run, out: Path) -> None:
     names = read_json(run.input("embed") / "embed.json")["train_class_names"]  # e.g. the class folders
     details.insert(1, "name", [names[c] for c in details["class"]])
     details.insert(
-        details.columns.get_loc("top_other") + 1,
+        list(details.columns).index("top_other") + 1,
         "top_other_name",
         [names[c] if c >= 0 else "" for c in details["top_other"]],
     )

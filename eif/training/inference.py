@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from eif.data.base import ArrayImageSet, CroppedFileImageSet, FileImageSet, ImageSet, crop_box
 from eif.data.features import FeatureSet
-from eif.data.transforms import Geometric
+from eif.data.transforms import Geometric, RandomResizedCrop, Resize, ResizeCenterCrop
+from eif.models.embedder import Embedder
 from eif.utils.errors import EifError
 
 HEADER_READERS = 16  # threads reading image headers (a network file system answers slowly, in parallel)
@@ -66,8 +67,7 @@ def transformed_sizes(geometric: Geometric, sizes: Sequence[tuple[int, int]]) ->
     (torchvision's rule); the cropping steps give a fixed size and ``none`` keeps the size. A wrong
     prediction costs only speed: :func:`predict` splits a batch whose tensors differ in shape.
     """
-    name = geometric.name
-    if name == "resize":
+    if isinstance(geometric, Resize):
         s = geometric.resize
         out = []
         for w, h in sizes:
@@ -75,9 +75,9 @@ def transformed_sizes(geometric: Geometric, sizes: Sequence[tuple[int, int]]) ->
             new_long = int(s * long / short)
             out.append((s, new_long) if w <= h else (new_long, s))
         return out
-    if name == "resize_center_crop":
+    if isinstance(geometric, ResizeCenterCrop):
         return [(geometric.crop, geometric.crop)] * len(sizes)
-    if name == "random_resized_crop":
+    if isinstance(geometric, RandomResizedCrop):
         return [(geometric.size, geometric.size)] * len(sizes)
     return list(sizes)
 
@@ -106,8 +106,8 @@ def _collate_by_shape(items: list[tuple[torch.Tensor, int, int]]) -> list[tuple[
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module,
-    dataset: torch.utils.data.Dataset,
+    model: Embedder,
+    dataset: ImageSet,
     batch_size: int,
     device: torch.device,
     desc: str = "embed",

@@ -1,4 +1,4 @@
-"""Loading a trained model back from a ``train`` artifact (shared by the stages that read one)."""
+"""Loading a trained model back from a ``train`` artifact (for every stage that reads one)."""
 
 from __future__ import annotations
 
