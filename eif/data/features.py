@@ -195,9 +195,11 @@ def _check_split(path: str, split: str, part: dict[str, np.ndarray], dim: int | 
         )
     if dim is not None and x.shape[1] != dim:
         raise EifError(f"{where}_features has D={x.shape[1]}, the train features D={dim}")
-    bad = int(np.count_nonzero(~np.isfinite(x)))
+    # Checked as the float32 that training sees: float64 beyond float32's range (3.4e38) becomes inf.
+    with np.errstate(over="ignore"):
+        bad = int(np.count_nonzero(~np.isfinite(x.astype(np.float32))))
     if bad:
-        raise EifError(f"{where}_features holds {bad} values that are NaN or infinite")
+        raise EifError(f"{where}_features holds {bad} values that are NaN or infinite as float32")
     if y.shape != (x.shape[0],) or y.dtype.kind not in "iuUSO":
         raise EifError(
             f"{where}_labels must be {x.shape[0]} integers or strings (one per row), got {y.dtype} {y.shape}"

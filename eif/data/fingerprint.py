@@ -9,8 +9,10 @@ Feature vectors are not images: they skip the image checks.
 
 Hashing and decoding every image of a large data set takes minutes, so per-file results (content
 hash, PIL mode, size, or why the file cannot be used) are cached per data set root in
-``<cache_dir>/data_index/``, keyed by the file's (size, mtime, inode): a later job re-reads only
-files that changed, and costs one ``stat`` per file otherwise.
+``<cache_dir>/data_index/``, keyed by the file's (size, mtime, inode, ctime): a later job re-reads
+only files that changed, and costs one ``stat`` per file otherwise. The ctime is part of the key (as in
+git's index) because a program can restore a rewritten file's mtime (``os.utime``, ``touch -r``,
+``rsync -t``) but not its ctime, which every write and every ``utime`` set to the current time.
 """
 
 from __future__ import annotations
@@ -42,26 +44,26 @@ MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "F": 1, "RGB": 3}
 class FileInfo:
     """What one image file is: ``digest`` of its bytes, PIL ``mode`` and ``size`` (w, h), or ``error``."""
 
-    stat: tuple[int, int, int]  # size, mtime_ns, inode
+    stat: tuple[int, ...]  # size, mtime_ns, inode, ctime_ns
     digest: str
     mode: str
     size: tuple[int, int]
     error: str = ""
 
 
-def _stat(path: Path) -> tuple[int, int, int] | None:
+def _stat(path: Path) -> tuple[int, ...] | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def inspect_file(path: Path) -> FileInfo:
     """Read ``path`` once: hash its bytes and decode it fully (a truncated JPEG fails here, not later)."""
     st = _stat(path)
     if st is None:
-        return FileInfo((0, 0, 0), "", "", (0, 0), "missing")
+        return FileInfo((0, 0, 0, 0), "", "", (0, 0), "missing")
     try:
         data = path.read_bytes()
     except OSError as e:

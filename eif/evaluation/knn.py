@@ -7,6 +7,9 @@ logged once per call and the work is redone on the CPU. Both paths are exact fla
 return the same neighbours (up to float round-off in the distances). The GPU is the job's device:
 :func:`set_device` pins ``cuda:N`` to GPU N and ``cpu`` to the CPU; without it, torch's current CUDA
 device is used.
+
+Embeddings must be finite: a NaN or infinite value (a diverged model) is refused with one line before
+faiss sees it, and an error faiss raises on the CPU becomes one line too (:class:`EifError`).
 """
 
 from __future__ import annotations
@@ -68,7 +71,20 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
         x = x.detach().cpu().numpy()
     x = np.ascontiguousarray(x, dtype=np.float32)
     require(x.ndim == 2, f"embeddings must have shape (N, E), got {x.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(x)))  # after the cast: float64 beyond 3.4e38 becomes inf
+    if bad:
+        rows = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
+        raise EifError(
+            f"{rows} of {x.shape[0]} embeddings hold {bad} NaN or infinite values (as float32): the model "
+            "diverged or its inputs overflow; re-train with lower learning rates or rescaled inputs"
+        )
     return x
+
+
+def _faiss_error(err: Exception, what: str) -> EifError:
+    """One line for an error faiss raised on the CPU (faiss turns C++ exceptions into RuntimeError)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return EifError(f"faiss failed during {what}: {' '.join(first.split())[:300]}")
 
 
 def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = None) -> object:
@@ -157,9 +173,12 @@ def knn(
             return _search(index, q, k, metric, exclude)
         except RuntimeError as err:  # faiss turns C++ and CUDA errors into RuntimeError
             _gpu_failed(err, gpu, f"a k={k} search")
-    index = flat_index(q.shape[1], metric, False)
-    index.add(r)
-    return _search(index, q, k, metric, exclude)
+    try:
+        index = flat_index(q.shape[1], metric, False)
+        index.add(r)
+        return _search(index, q, k, metric, exclude)
+    except RuntimeError as err:
+        raise _faiss_error(err, f"a k={k} search") from None
 
 
 def kmeans(x: np.ndarray | torch.Tensor, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
@@ -176,7 +195,10 @@ def kmeans(x: np.ndarray | torch.Tensor, k: int, seed: int = 0, niter: int = 25)
             return _kmeans(faiss, x, k, seed, niter, gpu)
         except RuntimeError as err:
             _gpu_failed(err, gpu, f"k-means with k={k}")
-    return _kmeans(faiss, x, k, seed, niter, None)
+    try:
+        return _kmeans(faiss, x, k, seed, niter, None)
+    except RuntimeError as err:
+        raise _faiss_error(err, f"k-means with k={k}") from None
 
 
 def _kmeans(faiss: ModuleType, x: np.ndarray, k: int, seed: int, niter: int, gpu: int | None) -> np.ndarray:
