@@ -9,6 +9,10 @@ Columns (OML's names; others are ignored):
   row may leave all four empty): the image is cropped to it on load.
 - optional ``category``: names classes ``<category>/<label>``; without it a class is named by its label.
 
+A row is an image (its path, and its box when the table has box columns): the same image listed
+twice, in one split or in both, is refused with the lines naming it (a repeated validation image is its
+own nearest neighbour and inflates Recall@K; one in both splits is a test image seen in training).
+
 Train labels become ``0..C-1`` by sorted label value; validation labels ``C + rank`` of their sorted
 values, so they never collide with train labels, even where a label value occurs in both splits (as in
 OML's CUB and Cars tables, which keep the official per-image splits). The flags map to eif's splits:
@@ -20,6 +24,7 @@ Recall@K query -> gallery, and the test set pools query + gallery. docs/data.md 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +127,29 @@ def _names(table: pd.DataFrame, labels: np.ndarray, values: np.ndarray) -> list[
     return [f"{first[v]}/{v}" if v in first.index else str(v) for v in values]
 
 
+def _refuse_repeated_rows(table: pd.DataFrame, root: Path, path: Path, boxes: np.ndarray | None) -> None:
+    """One line naming the first image listed twice (same file, same box), and how many repeat."""
+    files = [os.path.normpath(root / p) for p in table["path"].str.strip()]
+    ident = (
+        pd.Series(files) if boxes is None else pd.Series(files) + "\0" + pd.Series(map(str, boxes.tolist()))
+    )
+    repeated = ident.duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return
+    first = int(np.flatnonzero(repeated)[0])
+    lines = [int(table.index[i]) + 2 for i in np.flatnonzero((ident == ident.iloc[first]).to_numpy())]
+    splits = sorted(
+        set(table["split"].str.strip().iloc[np.flatnonzero((ident == ident.iloc[first]).to_numpy())])
+    )
+    extra = int(ident.duplicated().sum())
+    raise EifError(
+        f"dataframe: {path} lists the image {table['path'].iloc[first]!r} {len(lines)} times (lines "
+        f"{', '.join(map(str, lines[:5]))}; {' and '.join(splits)}); {extra} repeated row"
+        f"{'s' if extra > 1 else ''} in all: remove them (a repeated image is its own nearest neighbour "
+        "and inflates Recall@K; one in both splits is a test image seen in training)"
+    )
+
+
 def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
     """Splits of an OML table (the module doc); ``path`` names the table in errors."""
     for c in ("label", "path", "split"):
@@ -169,6 +197,7 @@ def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
                 f"(e.g. {test_values[missing[0] - c]}); every query needs its class in the gallery"
             )
     boxes = _boxes(table, path)
+    _refuse_repeated_rows(table, root, path, boxes)
     paths = table["path"].tolist()
 
     def images(rows: np.ndarray, split_labels: np.ndarray) -> FileImageSet:
