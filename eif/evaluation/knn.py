@@ -69,7 +69,8 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A C-contiguous float32 (N, E) numpy copy/view of embeddings, as faiss needs."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        x = np.ascontiguousarray(x, dtype=np.float32)
     require(x.ndim == 2, f"embeddings must have shape (N, E), got {x.shape}")
     bad = int(np.count_nonzero(~np.isfinite(x)))  # after the cast: float64 beyond 3.4e38 becomes inf
     if bad:
@@ -77,6 +78,13 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
         raise EifError(
             f"{rows} of {x.shape[0]} embeddings hold {bad} NaN or infinite values (as float32): the model "
             "diverged or its inputs overflow; re-train with lower learning rates or rescaled inputs"
+        )
+    huge = int(np.count_nonzero(~np.isfinite(np.einsum("ij,ij->i", x, x))))
+    if huge:  # finite values whose squared norm overflows float32: every distance to them is inf
+        raise EifError(
+            f"{huge} of {x.shape[0]} embeddings are too large for float32 distances (squared norm beyond "
+            f"3.4e38, largest |value| {float(np.abs(x).max()):.3g}): the model diverged; re-train with "
+            "lower learning rates or rescaled inputs"
         )
     return x
 

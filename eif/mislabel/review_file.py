@@ -84,9 +84,9 @@ def read_review(path: Path) -> pd.DataFrame:
         not (acting & (decided["new_label_id"] == "").to_numpy()).any(),
         f"clean.labels: {path}: every accept/change row needs an integer new_label_id",
     )
-    for col in ID_COLUMNS:
-        values = decided[col].replace("", None)
-        decided[col] = pd.array([None if v is None else int(float(v)) for v in values], dtype="Int64")
+    for col in ID_COLUMNS:  # validated above as [+-]digits[.0...]
+        values = [None if v == "" else int(v.split(".")[0]) for v in decided[col]]
+        decided[col] = pd.array(values, dtype="Int64")
     return decided
 
 
@@ -149,7 +149,7 @@ def _check_names(table: pd.DataFrame, path: Path, class_names: Sequence[str]) ->
             i = int(np.flatnonzero(clash)[0])
             raise EifError(
                 f"clean.labels: {path} line {_line(table, clash)}: {name_col} {names.iloc[i]!r} contradicts "
-                f"{id_col} {int(given.iloc[i])} ({expected[i]!r}); fix one of them"
+                f"{id_col} {int(given.iloc[i])} ({str(expected[i])!r}); fix one of them"
             )
 
 

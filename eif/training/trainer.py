@@ -16,8 +16,9 @@
   fresh objects and only then commits them, so a bad or foreign checkpoint never leaves a
   half-loaded model; one that fails to load for any reason (checksum, a payload that unpickling
   refuses, states that do not fit) is reported on one line and the previous one is tried.
-- Finite or nothing: the first non-finite loss (or, without amp, gradient) stops training with one
-  line naming the epoch, the batch and the likely cause (learning rate or input scale). Its
+- Finite or nothing: the first non-finite loss, embedding squared norm (distances need it finite)
+  or, without amp, gradient stops training with one line naming the epoch, the batch and the likely
+  cause (learning rate or input scale). Its
   checkpoints are deleted (resuming would diverge again), so the store publishes nothing and keeps
   no work directory. With amp, GradScaler's skipped steps on overflowing gradients are expected and
   only a non-finite loss stops training.
@@ -334,10 +335,18 @@ class Trainer:
             with torch.autocast("cuda", enabled=self.amp):
                 z = self.model(x)
             value = self.loss(z.float(), y)
-            loss_value = float(value.detach())
+            # One host sync for both: the loss, and the largest squared embedding norm, which must stay
+            # finite for any distance to be (a loss on normalised embeddings stays finite past that).
+            loss_value, sq_norm = torch.stack(
+                [value.detach().float(), z.detach().float().square().sum(1).amax()]
+            )
+            loss_value, sq_norm = float(loss_value), float(sq_norm)
             if not math.isfinite(loss_value):
                 bar.close()
                 raise self._diverged(epoch, i, f"the loss is {loss_value}", x)
+            if not math.isfinite(sq_norm):
+                bar.close()
+                raise self._diverged(epoch, i, "the embeddings' squared norms overflow float32", x)
             opt.zero_grad(set_to_none=True)
             self.scaler.scale(value).backward()
             if not self.amp:  # with amp, GradScaler skips steps whose gradients overflow, by design
