@@ -239,7 +239,7 @@ def test_review_values_are_never_coerced(
     labels = np.array([0, 1, 2, 3, 4, 0, 1, 2])
     path = _review(tmp_path / "r.csv", rows, names)
     with pytest.raises(EifError, match="clean.labels") as err:
-        clean.from_review(path, labels, num_classes=5, class_names=list("abcde"))
+        clean.from_review(path, labels, 5, *([list("abcde")] if names else []))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
