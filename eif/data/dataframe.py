@@ -104,7 +104,7 @@ def _boxes(table: pd.DataFrame, path: Path) -> np.ndarray | None:
     if len(present) < 4:
         missing = ", ".join(c for c in BOX_COLUMNS if c not in present)
         raise EifError(f"dataframe: {path} has bounding box columns {', '.join(present)} but not {missing}")
-    values = {c: pd.to_numeric(table[c], errors="coerce") for c in BOX_COLUMNS}
+    values = {c: pd.Series(pd.to_numeric(table[c], errors="coerce")) for c in BOX_COLUMNS}
     for c in BOX_COLUMNS:
         v = values[c]
         not_whole = (v.isna() & table[c].notna()) | (v.notna() & (v % 1 != 0))
@@ -154,8 +154,14 @@ def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
     """Splits of an OML table (the module doc); ``path`` names the table in errors."""
     for c in ("label", "path", "split"):
         _fail_at(path, table[c].isna(), f"{c} is empty", table, c)
-    split = table["split"].str.strip()
-    _fail_at(path, ~split.isin(["train", "validation"]), "split must be train or validation", table, "split")
+    split = pd.Series(table["split"].str.strip())
+    _fail_at(
+        path,
+        ~split.isin(["train", "validation"]).to_numpy(),
+        "split must be train or validation",
+        table,
+        "split",
+    )
     label_text = table["label"].str.strip()
     _fail_at(path, ~label_text.str.fullmatch(r"[+-]?\d+"), "label must be an integer", table, "label")
     labels = label_text.astype(np.int64).to_numpy()
@@ -163,7 +169,7 @@ def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
     for rows, which in ((train, "train"), (val, "validation")):
         if not rows.any():
             raise EifError(f"dataframe: {path} has no {which} rows; eif needs both splits")
-    vt = table[val]
+    vt = pd.DataFrame(table.loc[val])
     is_query, is_gallery = _flags(vt, "is_query", path), _flags(vt, "is_gallery", path)
     _fail_at(path, ~is_query & ~is_gallery, "a validation row must be query, gallery or both", vt, "is_query")
     both = is_query & is_gallery

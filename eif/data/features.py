@@ -177,9 +177,10 @@ def _read_parquet(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[An
     if "class_name" not in table.columns:
         return arrays, None
     pairs = table[["label", "class_name"]].drop_duplicates()
-    clash = pairs["label"][pairs["label"].duplicated()]
+    pair_labels = pd.Series(pairs["label"])
+    clash = pair_labels[pair_labels.duplicated()]
     if len(clash):
-        raise EifError(f"features: {path}: label {clash.iloc[0]!r} has more than one class_name")
+        raise EifError(f"features: {path}: label {clash.to_numpy()[0]!r} has more than one class_name")
     return arrays, {k.item() if hasattr(k, "item") else k: str(v) for k, v in pairs.itertuples(index=False)}
 
 
@@ -339,7 +340,9 @@ def _write_parquet(out: Path, arrays: dict[str, np.ndarray], class_names: np.nda
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m eif.data.features export <embed dir> <out.npz|out.parquet>``."""
-    parser = argparse.ArgumentParser(prog="python -m eif.data.features", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m eif.data.features", description=(__doc__ or "").split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="write an embed artifact's features for dataset=features")
     export.add_argument(

@@ -126,7 +126,7 @@ class FileIndex:
             log.warning("cannot write the data index %s (%s)", self.path, e.strerror or e)
 
 
-def _hash_labels(h: hashlib._Hash, images: ImageSet, class_names: Sequence[str]) -> None:
+def _hash_labels(h: hashlib.blake2b, images: ImageSet, class_names: Sequence[str]) -> None:
     h.update(np.ascontiguousarray(images.clean_labels, dtype=np.int64).tobytes())
     h.update(json.dumps(list(class_names)).encode())
 

@@ -100,7 +100,7 @@ class ImageFolder(DatasetConfig):
                 )
             train_ids, test_ids = list(range(n_train)), list(range(n_train, len(names)))
         elif train_spec is None:  # one list given: the other split gets every remaining class
-            test_ids = _names_to_ids(test_spec, class_to_idx, "test_classes")
+            test_ids = _names_to_ids(test_spec or (), class_to_idx, "test_classes")
             train_ids = [c for c in range(len(names)) if c not in set(test_ids)]
         else:
             train_ids = _names_to_ids(train_spec, class_to_idx, "train_classes")

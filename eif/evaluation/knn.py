@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ def _faiss_error(err: Exception, what: str) -> EifError:
     return EifError(f"faiss failed during {what}: {' '.join(first.split())[:300]}")
 
 
-def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = None) -> object:
+def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = None) -> Any:
     """An exact faiss index: ``euclidean`` (squared L2 scores) or ``inner_product``.
 
     ``gpu``: None or True = on :func:`gpu_device` (the CPU when it is None), False = on the CPU, an int
@@ -119,7 +120,7 @@ def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = Non
 
 
 def _search(
-    index: object, q: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
+    index: Any, q: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Chunked search of ``index``; drops each query's excluded index (see :func:`knn`)."""
     k_search = k + int(exclude is not None)

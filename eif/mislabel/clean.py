@@ -41,7 +41,8 @@ def from_review(
     out = labels.copy()
     acting = table["decision"].to_numpy() != "reject"
     out[ids[acting]] = table.loc[acting, "new_label_id"].to_numpy(np.int64)
-    counts = {d: int((table["decision"] == d).sum()) for d in DECISIONS}
+    decisions = table["decision"].to_numpy()
+    counts = {d: int(np.count_nonzero(decisions == d)) for d in DECISIONS}
     return Review(out, counts, np.flatnonzero(out != labels).astype(np.int64))
 
 

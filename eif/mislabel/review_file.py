@@ -58,7 +58,8 @@ def read_review(path: Path) -> pd.DataFrame:
     require(
         not missing, f"clean.labels: {path} lacks the column(s) {', '.join(missing)} (review page export)"
     )
-    table = table.apply(lambda col: col.str.strip())
+    for col in table.columns:
+        table[col] = table[col].str.strip()
     table["decision"] = table["decision"].str.lower()
     bad = sorted(set(table["decision"]) - {*DECISIONS, ""})
     require(not bad, f"clean.labels: {path} has decision(s) {bad}; use one of {', '.join(DECISIONS)}")
@@ -69,9 +70,9 @@ def read_review(path: Path) -> pd.DataFrame:
         if wrong.any():
             raise EifError(
                 f"clean.labels: {path} line {_line(table, wrong)}: {col} must be a whole number, got "
-                f"{text_ids[wrong].iloc[0]!r} ({int(wrong.sum())} such rows in column {col})"
+                f"{text_ids.iloc[int(np.flatnonzero(wrong)[0])]!r} ({int(wrong.sum())} such rows)"
             )
-    decided = table[table["decision"] != ""].copy()
+    decided = table.loc[(table["decision"] != "").to_numpy()].copy()
     for col in ("id", "old_label_id"):
         empty = (decided[col] == "").to_numpy()
         if empty.any():
@@ -123,7 +124,7 @@ def check_review(
     if out.any():
         raise EifError(
             f"clean.labels: {path} line {_line(table, out)} has new_label_id outside 0..{c - 1} "
-            f"(got {new[out].iloc[0]})"
+            f"(got {new.iloc[int(np.flatnonzero(out)[0])]})"
         )
     if class_names is not None:
         _check_names(table, path, class_names)
@@ -140,7 +141,8 @@ def _check_names(table: pd.DataFrame, path: Path, class_names: Sequence[str]) ->
         unknown = filled & ~names.isin(list(class_names)).to_numpy()
         if unknown.any():
             raise EifError(
-                f"clean.labels: {path} line {_line(table, unknown)}: {name_col} {names[unknown].iloc[0]!r} "
+                f"clean.labels: {path} line {_line(table, unknown)}: {name_col} "
+                f"{names.iloc[int(np.flatnonzero(unknown)[0])]!r} "
                 f"is not a training class of this run ({c} classes)"
             )
         expected = np.array([class_names[int(v)] if f else "" for v, f in zip(given.fillna(0), filled)])
@@ -164,7 +166,8 @@ def check_identity(table: pd.DataFrame, path: Path, identity: Mapping[str, str])
         other = ((cells != "") & (cells != str(want))).to_numpy()
         if other.any():
             raise EifError(
-                f"clean.labels: {path} line {_line(table, other)}: {col} is {cells[other].iloc[0]!r}, this "
+                f"clean.labels: {path} line {_line(table, other)}: {col} is "
+                f"{cells.iloc[int(np.flatnonzero(other)[0])]!r}, this "
                 f"run has {want!r}: the file was exported by another run"
             )
 

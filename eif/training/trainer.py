@@ -108,7 +108,7 @@ def make_optimizer(
     model: nn.Module, loss: nn.Module, ocfg: OptimizerConfig, warmup: bool
 ) -> torch.optim.Adam:
     """Adam over trunk / head / proxies; in warm-up the trunk's learning rate is 0."""
-    head = list(model.head.parameters())
+    head = list(model.get_submodule("head").parameters())
     head_ids = {id(p) for p in head}
     trunk = [p for p in model.parameters() if id(p) not in head_ids]
     groups = [

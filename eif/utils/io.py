@@ -188,7 +188,8 @@ def load_checked(path: str | os.PathLike[str], map_location: str | torch.device 
 def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     """``np.savez`` (uncompressed, loadable without this project) through an atomic rename."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(buf, **named)
     write_bytes(path, buf.getvalue())
 
 
