@@ -137,10 +137,9 @@ def _refuse_repeated_rows(table: pd.DataFrame, root: Path, path: Path, boxes: np
     if not repeated.any():
         return
     first = int(np.flatnonzero(repeated)[0])
-    lines = [int(table.index[i]) + 2 for i in np.flatnonzero((ident == ident.iloc[first]).to_numpy())]
-    splits = sorted(
-        set(table["split"].str.strip().iloc[np.flatnonzero((ident == ident.iloc[first]).to_numpy())])
-    )
+    rows = np.flatnonzero((ident == ident.iloc[first]).to_numpy())  # every row of that image
+    lines = [int(table.index[i]) + 2 for i in rows]
+    splits = sorted(set(table["split"].str.strip().iloc[rows]))
     extra = int(ident.duplicated().sum())
     raise EifError(
         f"dataframe: {path} lists the image {table['path'].iloc[first]!r} {len(lines)} times (lines "
@@ -153,7 +152,7 @@ def _refuse_repeated_rows(table: pd.DataFrame, root: Path, path: Path, boxes: np
 def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
     """Splits of an OML table (the module doc); ``path`` names the table in errors."""
     for c in ("label", "path", "split"):
-        _fail_at(path, table[c].isna(), f"{c} is empty", table, c)
+        _fail_at(path, table[c].isna().to_numpy(), f"{c} is empty", table, c)
     split = pd.Series(table["split"].str.strip())
     _fail_at(
         path,

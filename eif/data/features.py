@@ -178,9 +178,9 @@ def _read_parquet(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[An
         return arrays, None
     pairs = table[["label", "class_name"]].drop_duplicates()
     pair_labels = pd.Series(pairs["label"])
-    clash = pair_labels[pair_labels.duplicated()]
+    clash = pair_labels.to_numpy()[pair_labels.duplicated().to_numpy()]
     if len(clash):
-        raise EifError(f"features: {path}: label {clash.to_numpy()[0]!r} has more than one class_name")
+        raise EifError(f"features: {path}: label {clash[0]!r} has more than one class_name")
     return arrays, {k.item() if hasattr(k, "item") else k: str(v) for k, v in pairs.itertuples(index=False)}
 
 
