@@ -252,6 +252,17 @@ def test_review_integers_written_as_floats_and_matching_names_pass(tmp_path: Pat
     np.testing.assert_array_equal(review.labels, [0, 3, 2, 3, 4, 0, 1, 2])
 
 
+def test_review_names_are_compared_as_written_with_csv_injection_escaping_undone(tmp_path: Path) -> None:
+    labels = np.array([0, 1, 2])
+    names = ["=cmd", " b", "c"]
+    path = _review(tmp_path / "r.csv", [(0, 0, 1, "change", "'=cmd", " b")], True)
+    review = clean.from_review(path, labels, 3, names)
+    np.testing.assert_array_equal(review.labels, [1, 1, 2])
+    bad = _review(tmp_path / "bad.csv", [(0, 0, 1, "change", "'=cmd", "b")], True)
+    with pytest.raises(EifError, match="new_label 'b' is not a training class"):
+        clean.from_review(bad, labels, 3, names)
+
+
 def test_run_identity_columns_are_checked_when_present(tmp_path: Path) -> None:
     from eif.mislabel.review_file import check_identity, read_review
 

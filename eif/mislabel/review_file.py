@@ -12,7 +12,9 @@ The whole file is parsed and checked; every problem is one :class:`EifError` lin
   run's current label of that sample (else the file comes from another run or noise seed);
   ``new_label_id`` is a training class ``0..C-1``;
 - where the optional name columns ``old_label`` / ``new_label`` are filled, they name a class of this
-  run and agree with the ids (a ``new_label`` that contradicts ``new_label_id`` is refused).
+  run and agree with the ids (a ``new_label`` that contradicts ``new_label_id`` is refused). Names are
+  compared as written, except that a leading ``'`` before ``=``, ``+``, ``-``, ``@``, tab or CR (the
+  CSV-injection escaping of an export) is dropped.
 
 :func:`check_identity` checks run-identity columns (e.g. store keys and overrides that an export
 records) against the values of the run at hand; it is separate so that the caller decides which
@@ -34,6 +36,13 @@ DECISIONS = ("accept", "reject", "change")
 COLUMNS = ("id", "old_label_id", "new_label_id", "decision")
 ID_COLUMNS = ("id", "old_label_id", "new_label_id")
 NAME_COLUMNS = {"old_label": "old_label_id", "new_label": "new_label_id"}
+# OWASP's CSV-injection rule: an exported cell that begins with one of these gets a leading quote.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def unescape_cell(cell: str) -> str:
+    """A text cell as written before CSV-injection escaping (``'=x`` -> ``=x``); other cells as they are."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
 
 
 def _line(table: pd.DataFrame, mask: np.ndarray) -> int:
@@ -58,8 +67,8 @@ def read_review(path: Path) -> pd.DataFrame:
     require(
         not missing, f"clean.labels: {path} lacks the column(s) {', '.join(missing)} (review page export)"
     )
-    for col in table.columns:
-        table[col] = table[col].str.strip()
+    for col in (*COLUMNS, *(c for c in NAME_COLUMNS if c in table.columns)):
+        table[col] = table[col].str.strip() if col not in NAME_COLUMNS else table[col].map(unescape_cell)
     table["decision"] = table["decision"].str.lower()
     bad = sorted(set(table["decision"]) - {*DECISIONS, ""})
     require(not bad, f"clean.labels: {path} has decision(s) {bad}; use one of {', '.join(DECISIONS)}")
