@@ -297,3 +297,174 @@ def test_frozen_holder_that_lost_its_lock_exits_without_writing(
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == published
     assert not list(store.rglob("*.partial*")), list(store.rglob("*.partial*"))
     assert_same(results(store), clean)
+
+
+# ------------------------------------------------------------------ nothing silently wrong (issue 23)
+def cli(store: Path, run: Path, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``launch.py`` with only ``args`` (no FAULT_CFG), the store and run dir given; output merged."""
+    cmd = [sys.executable, str(ROOT / "launch.py"), *args, f"paths.store_dir={store}", f"hydra.run.dir={run}"]
+    return subprocess.run(
+        cmd,
+        env=ENV,
+        cwd=run.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_and_nothing_kept(proc: subprocess.CompletedProcess, store: Path, expect: str) -> str:
+    """Exit non-zero with one ``error:`` line (no traceback) containing ``expect``; nothing published,
+    no lock, no lock staging dir, no work dir left in the store."""
+    out = proc.stdout
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and "Traceback" not in out, out[-3000:]
+    assert expect in errors[0], errors[0]
+    left = [p.relative_to(store).as_posix() for p in store.glob("*/*")] if store.exists() else []
+    assert left == [], left
+    return errors[0]
+
+
+def test_a_nan_diverging_job_ends_in_one_line_and_publishes_nothing(tmp_path: Path) -> None:
+    """``train.optimizer.lr_head=1e30`` (was: a NaN model published, then SIGABRT in faiss leaving a lock
+    and a partial dir): one line naming epoch, batch and the learning rate; nothing kept."""
+    store = tmp_path / "store"
+    proc = start(store, tmp_path / "run", ["train.optimizer.lr_head=1e30"])
+    out, _ = proc.communicate(timeout=300)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out)
+    line = assert_one_line_and_nothing_kept(result, store, "error: training diverged at epoch 1, batch ")
+    assert "likely cause: the learning rates" in line and "lr_head=1e+30" in line
+    again = start(store, tmp_path / "run2", ["train.optimizer.lr_head=1e30"])  # re-runs fail the same way
+    out2, _ = again.communicate(timeout=300)
+    assert again.returncode != 0 and line in out2
+
+
+def test_features_near_1e30_end_in_one_line(tmp_path: Path) -> None:
+    from tests.fixtures import make_features
+
+    made = make_features(tmp_path / "f")
+    arrays = {k: v * 1e30 if k.endswith("_features") else v for k, v in made.items()}
+    np.savez(tmp_path / "f" / "features.npz", **arrays)
+    store = tmp_path / "store"
+    args = ["dataset=features", f"dataset.path={tmp_path}/f/features.npz", "logger=none", "device=cpu"]
+    args += ["train.epochs=2", "train.warmup_epochs=0", "stages=[train,evaluate,embed]"]
+    proc = cli(store, tmp_path / "run", args)
+    line = assert_one_line_and_nothing_kept(proc, store, "error: training diverged at epoch 1, batch 1")
+    assert "likely cause: the input scale" in line
+
+
+def test_a_duplicate_row_table_is_refused_before_training(tmp_path: Path) -> None:
+    """A ``dataset=dataframe`` table listing every validation row twice (was: exit 0, recall@1 0.967 ->
+    1.000, each image its own neighbour) is refused before anything is computed."""
+    import pandas as pd
+
+    from tests.fixtures import make_oml_csv
+
+    make_oml_csv(tmp_path / "oml", flags="both")
+    table = pd.read_csv(tmp_path / "oml" / "df.csv", dtype=str, keep_default_na=False)
+    pd.concat([table, table[table["split"] == "validation"]]).to_csv(tmp_path / "oml" / "df.csv", index=False)
+    store = tmp_path / "store"
+    args = [
+        "dataset=dataframe",
+        f"dataset.root={tmp_path}/oml",
+        "model=small_cnn",
+        "logger=none",
+        "device=cpu",
+    ]
+    proc = cli(store, tmp_path / "run", [*args, "stages=[train,evaluate]"])
+    line = assert_one_line_and_nothing_kept(proc, store, "2 times (lines ")
+    n_val = int((table["split"] == "validation").sum())
+    assert f"{n_val} repeated rows in all" in line
+
+
+def _bmp_folder(root: Path, classes: int = 4, per_class: int = 8) -> list[Path]:
+    """An image folder of 16x16 RGB BMPs (uncompressed: every file has the same size)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    files = []
+    for c in range(classes):
+        for j in range(per_class):
+            path = root / f"c{c}" / f"{j:02d}.bmp"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            base = rng.integers(0, 64, size=3) * 4
+            Image.fromarray((base + rng.integers(0, 40, size=(16, 16, 3))).astype(np.uint8)).save(path)
+            files.append(path)
+    return files
+
+
+def test_restored_mtime_swap_recomputes_training(tmp_path: Path) -> None:
+    """Swapping the bytes of images in place (same size, same inode, mtime restored) changes the data:
+    the next run trains again instead of reusing the old model (the file cache keys on ctime too)."""
+    files = _bmp_folder(tmp_path / "data")
+    store = tmp_path / "store"
+    args = ["dataset=imagefolder", f"dataset.root={tmp_path}/data", "logger=none", "device=cpu"]
+    args += ["train.epochs=1", "train.warmup_epochs=0", "stages=[train]", f"paths.cache_dir={tmp_path}/cache"]
+    first = cli(store, tmp_path / "run1", args)
+    assert first.returncode == 0 and "stage train computed" in first.stdout, first.stdout[-3000:]
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    for a, b in zip(files[:8], files[-8:]):  # class c0's images swapped with class c3's
+        sa, sb = a.stat(), b.stat()
+        da, db = a.read_bytes(), b.read_bytes()
+        assert len(da) == len(db)
+        for path, data, st in ((a, db, sa), (b, da, sb)):
+            with open(path, "r+b") as fh:
+                fh.write(data)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            assert (path.stat().st_ino, path.stat().st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    second = cli(store, tmp_path / "run2", args)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "stage train computed" in second.stdout and "stage train: reusing" not in second.stdout
+    keys = [read_json(tmp_path / r / "run.json")["keys"]["train"] for r in ("run1", "run2")]
+    assert keys[0] != keys[1]
+
+
+class _Forged:
+    """Pickles as a call of os.system: a loader that honoured it would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_forged_checkpoint_is_reported_and_skipped(tmp_path: Path, clean: dict[str, object]) -> None:
+    """A checkpoint with a correct checksum whose payload pickles ``os.system`` (was: an
+    UnpicklingError traceback on every re-run) is not executed, is reported on one line, and training
+    resumes from the previous checkpoint to the clean run's exact results."""
+    from eif.utils.io import save_checked
+
+    store = tmp_path / "store"
+    proc = start(store, tmp_path / "run1")
+    wait_for((store, "train/*.partial*/ckpt/*.ckpt"), proc)
+    time.sleep(0.5)
+    kill(proc)
+    (ckpt_dir,) = {p.parent for p in store.glob("train/*.partial*/ckpt/*.ckpt")}
+    marker = tmp_path / "executed"
+    save_checked(ckpt_dir / "e9999-b0000000.ckpt", {"epoch": 9999, "payload": _Forged(marker)})
+    out = finish(start(store, tmp_path / "run2"))
+    assert "e9999-b0000000.ckpt cannot be loaded" in out and "resuming training at epoch" in out
+    assert not marker.exists()
+    assert_same(results(store), clean)
+
+
+def test_a_malformed_review_file_fails_in_seconds_on_an_empty_store(tmp_path: Path) -> None:
+    review = tmp_path / "review.csv"
+    review.write_text("id,old_label_id,new_label_id,decision\n587.7,1,2,accept\n")
+    store = tmp_path / "store"
+    t0 = time.perf_counter()
+    args = [
+        "dataset.max_per_class=200",
+        "logger=none",
+        "device=cpu",
+        "stages=[clean]",
+        f"clean.labels={review}",
+    ]
+    proc = cli(store, tmp_path / "run", args, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert_one_line_and_nothing_kept(proc, store, "id must be a whole number, got '587.7'")
+    # Refused while the job is validated, before the run starts (its first line) and the data are read.
+    # The wall time is mostly importing torch (8 s of CPU here); the bound catches a check that runs late.
+    assert "run dir:" not in proc.stdout and seconds < 60, (seconds, proc.stdout[-2000:])

@@ -129,6 +129,8 @@ class FileImageSet(ImageSet):
     that name images stay valid when the data set moves.
     """
 
+    paths: list[str]
+
     def __init__(
         self,
         root: str | Path,

@@ -9,6 +9,10 @@ Columns (OML's names; others are ignored):
   row may leave all four empty): the image is cropped to it on load.
 - optional ``category``: names classes ``<category>/<label>``; without it a class is named by its label.
 
+A row is an image (its path, and its box when the table has box columns): the same image listed
+twice, in one split or in both, is refused with the lines naming it (a repeated validation image is its
+own nearest neighbour and inflates Recall@K; one in both splits is a test image seen in training).
+
 Train labels become ``0..C-1`` by sorted label value; validation labels ``C + rank`` of their sorted
 values, so they never collide with train labels, even where a label value occurs in both splits (as in
 OML's CUB and Cars tables, which keep the official per-image splits). The flags map to eif's splits:
@@ -20,6 +24,7 @@ Recall@K query -> gallery, and the test set pools query + gallery. docs/data.md 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +104,7 @@ def _boxes(table: pd.DataFrame, path: Path) -> np.ndarray | None:
     if len(present) < 4:
         missing = ", ".join(c for c in BOX_COLUMNS if c not in present)
         raise EifError(f"dataframe: {path} has bounding box columns {', '.join(present)} but not {missing}")
-    values = {c: pd.to_numeric(table[c], errors="coerce") for c in BOX_COLUMNS}
+    values = {c: pd.Series(pd.to_numeric(table[c], errors="coerce")) for c in BOX_COLUMNS}
     for c in BOX_COLUMNS:
         v = values[c]
         not_whole = (v.isna() & table[c].notna()) | (v.notna() & (v % 1 != 0))
@@ -122,12 +127,40 @@ def _names(table: pd.DataFrame, labels: np.ndarray, values: np.ndarray) -> list[
     return [f"{first[v]}/{v}" if v in first.index else str(v) for v in values]
 
 
+def _refuse_repeated_rows(table: pd.DataFrame, root: Path, path: Path, boxes: np.ndarray | None) -> None:
+    """One line naming the first image listed twice (same file, same box), and how many repeat."""
+    files = [os.path.normpath(root / p) for p in table["path"].str.strip()]
+    ident = (
+        pd.Series(files) if boxes is None else pd.Series(files) + "\0" + pd.Series(map(str, boxes.tolist()))
+    )
+    repeated = ident.duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return
+    first = int(np.flatnonzero(repeated)[0])
+    rows = np.flatnonzero((ident == ident.iloc[first]).to_numpy())  # every row of that image
+    lines = [int(table.index[i]) + 2 for i in rows]
+    splits = sorted(set(table["split"].str.strip().iloc[rows]))
+    extra = int(ident.duplicated().sum())
+    raise EifError(
+        f"dataframe: {path} lists the image {table['path'].iloc[first]!r} {len(lines)} times (lines "
+        f"{', '.join(map(str, lines[:5]))}; {' and '.join(splits)}); {extra} repeated row"
+        f"{'s' if extra > 1 else ''} in all: remove them (a repeated image is its own nearest neighbour "
+        "and inflates Recall@K; one in both splits is a test image seen in training)"
+    )
+
+
 def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
     """Splits of an OML table (the module doc); ``path`` names the table in errors."""
     for c in ("label", "path", "split"):
-        _fail_at(path, table[c].isna(), f"{c} is empty", table, c)
-    split = table["split"].str.strip()
-    _fail_at(path, ~split.isin(["train", "validation"]), "split must be train or validation", table, "split")
+        _fail_at(path, table[c].isna().to_numpy(), f"{c} is empty", table, c)
+    split = pd.Series(table["split"].str.strip())
+    _fail_at(
+        path,
+        ~split.isin(["train", "validation"]).to_numpy(),
+        "split must be train or validation",
+        table,
+        "split",
+    )
     label_text = table["label"].str.strip()
     _fail_at(path, ~label_text.str.fullmatch(r"[+-]?\d+"), "label must be an integer", table, "label")
     labels = label_text.astype(np.int64).to_numpy()
@@ -135,7 +168,7 @@ def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
     for rows, which in ((train, "train"), (val, "validation")):
         if not rows.any():
             raise EifError(f"dataframe: {path} has no {which} rows; eif needs both splits")
-    vt = table[val]
+    vt = pd.DataFrame(table.loc[val])
     is_query, is_gallery = _flags(vt, "is_query", path), _flags(vt, "is_gallery", path)
     _fail_at(path, ~is_query & ~is_gallery, "a validation row must be query, gallery or both", vt, "is_query")
     both = is_query & is_gallery
@@ -169,6 +202,7 @@ def split_table(table: pd.DataFrame, root: Path, path: Path) -> Splits:
                 f"(e.g. {test_values[missing[0] - c]}); every query needs its class in the gallery"
             )
     boxes = _boxes(table, path)
+    _refuse_repeated_rows(table, root, path, boxes)
     paths = table["path"].tolist()
 
     def images(rows: np.ndarray, split_labels: np.ndarray) -> FileImageSet:

@@ -177,9 +177,10 @@ def _read_parquet(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[An
     if "class_name" not in table.columns:
         return arrays, None
     pairs = table[["label", "class_name"]].drop_duplicates()
-    clash = pairs["label"][pairs["label"].duplicated()]
+    pair_labels = pd.Series(pairs["label"])
+    clash = pair_labels.to_numpy()[pair_labels.duplicated().to_numpy()]
     if len(clash):
-        raise EifError(f"features: {path}: label {clash.iloc[0]!r} has more than one class_name")
+        raise EifError(f"features: {path}: label {clash[0]!r} has more than one class_name")
     return arrays, {k.item() if hasattr(k, "item") else k: str(v) for k, v in pairs.itertuples(index=False)}
 
 
@@ -195,9 +196,11 @@ def _check_split(path: str, split: str, part: dict[str, np.ndarray], dim: int | 
         )
     if dim is not None and x.shape[1] != dim:
         raise EifError(f"{where}_features has D={x.shape[1]}, the train features D={dim}")
-    bad = int(np.count_nonzero(~np.isfinite(x)))
+    # Checked as the float32 that training sees: float64 beyond float32's range (3.4e38) becomes inf.
+    with np.errstate(over="ignore"):
+        bad = int(np.count_nonzero(~np.isfinite(x.astype(np.float32))))
     if bad:
-        raise EifError(f"{where}_features holds {bad} values that are NaN or infinite")
+        raise EifError(f"{where}_features holds {bad} values that are NaN or infinite as float32")
     if y.shape != (x.shape[0],) or y.dtype.kind not in "iuUSO":
         raise EifError(
             f"{where}_labels must be {x.shape[0]} integers or strings (one per row), got {y.dtype} {y.shape}"
@@ -337,7 +340,9 @@ def _write_parquet(out: Path, arrays: dict[str, np.ndarray], class_names: np.nda
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m eif.data.features export <embed dir> <out.npz|out.parquet>``."""
-    parser = argparse.ArgumentParser(prog="python -m eif.data.features", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m eif.data.features", description=(__doc__ or "").split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="write an embed artifact's features for dataset=features")
     export.add_argument(

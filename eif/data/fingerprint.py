@@ -9,8 +9,10 @@ Feature vectors are not images: they skip the image checks.
 
 Hashing and decoding every image of a large data set takes minutes, so per-file results (content
 hash, PIL mode, size, or why the file cannot be used) are cached per data set root in
-``<cache_dir>/data_index/``, keyed by the file's (size, mtime, inode): a later job re-reads only
-files that changed, and costs one ``stat`` per file otherwise.
+``<cache_dir>/data_index/``, keyed by the file's (size, mtime, inode, ctime): a later job re-reads
+only files that changed, and costs one ``stat`` per file otherwise. The ctime is part of the key (as in
+git's index) because a program can restore a rewritten file's mtime (``os.utime``, ``touch -r``,
+``rsync -t``) but not its ctime, which every write and every ``utime`` set to the current time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,26 +44,26 @@ MODE_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "F": 1, "RGB": 3}
 class FileInfo:
     """What one image file is: ``digest`` of its bytes, PIL ``mode`` and ``size`` (w, h), or ``error``."""
 
-    stat: tuple[int, int, int]  # size, mtime_ns, inode
+    stat: tuple[int, ...]  # size, mtime_ns, inode, ctime_ns
     digest: str
     mode: str
     size: tuple[int, int]
     error: str = ""
 
 
-def _stat(path: Path) -> tuple[int, int, int] | None:
+def _stat(path: Path) -> tuple[int, ...] | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def inspect_file(path: Path) -> FileInfo:
     """Read ``path`` once: hash its bytes and decode it fully (a truncated JPEG fails here, not later)."""
     st = _stat(path)
     if st is None:
-        return FileInfo((0, 0, 0), "", "", (0, 0), "missing")
+        return FileInfo((0, 0, 0, 0), "", "", (0, 0), "missing")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -124,7 +126,7 @@ class FileIndex:
             log.warning("cannot write the data index %s (%s)", self.path, e.strerror or e)
 
 
-def _hash_labels(h: hashlib._Hash, images: ImageSet, class_names: Sequence[str]) -> None:
+def _hash_labels(h: hashlib.blake2b, images: ImageSet, class_names: Sequence[str]) -> None:
     h.update(np.ascontiguousarray(images.clean_labels, dtype=np.int64).tobytes())
     h.update(json.dumps(list(class_names)).encode())
 
@@ -156,11 +158,64 @@ def fingerprint(images: ImageSet, class_names: Sequence[str], infos: Sequence[Fi
 
 @dataclass
 class DataCheck:
-    """Fingerprints of every split of a bundle and the problems found in its images."""
+    """Fingerprints of every split of a bundle, the problems found in its images, and the images
+    whose content repeats (``duplicates``: one description per repeated image, see
+    :func:`content_duplicates`)."""
 
     fingerprints: dict[str, str]
     problems: list[str]
     modes: dict[str, int]
+    duplicates: list[str] = field(default_factory=list)
+
+
+def content_ids(images: ImageSet, infos: Sequence[FileInfo] | None = None) -> list[str]:
+    """A content hash per sample: the file's digest (and crop box), the array image's or the feature
+    vector's bytes. Equal ids mean the model sees the very same input."""
+    if isinstance(images, FileImageSet):
+        if infos is None:
+            raise ValueError("a file image set needs its file infos")
+        if isinstance(images, CroppedFileImageSet):
+            return [f"{info.digest}:{box}" for info, box in zip(infos, images.boxes.tolist())]
+        return [info.digest for info in infos]
+    rows = images.images if isinstance(images, ArrayImageSet) else getattr(images, "features", None)
+    if rows is None:
+        raise TypeError(f"cannot hash the samples of {type(images).__name__}")
+    return [hashlib.blake2b(np.ascontiguousarray(r).tobytes(), digest_size=16).hexdigest() for r in rows]
+
+
+def content_duplicates(train: list[str], test: list[str]) -> list[str]:
+    """Descriptions of the samples whose content id repeats within train, within test, or between
+    them (``train[i]`` / ``test[j]`` name them by split and index), first occurrence first."""
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    for split, ids in (("train", train), ("test", test)):
+        for i, cid in enumerate(ids):
+            where = f"{split}[{i}]"
+            if cid in seen:
+                out.append(f"{where} = {seen[cid]}")
+            else:
+                seen[cid] = where
+    return out
+
+
+def repeated_files(train: FileImageSet, test: FileImageSet) -> list[str]:
+    """Problems for image files (and crop boxes) listed more than once in train and test together."""
+
+    def ident(images: FileImageSet) -> list[str]:
+        paths = [os.path.normpath(images.root / p) for p in images.paths]
+        if isinstance(images, CroppedFileImageSet):
+            return [f"{p}:{box}" for p, box in zip(paths, images.boxes.tolist())]
+        return paths
+
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    for split, images in (("train", train), ("test", test)):
+        for rel, cid in zip(images.paths, ident(images)):
+            if cid in seen:
+                out.append(f"{rel} (listed again in {split}, first in {seen[cid]})")
+            else:
+                seen[cid] = split
+    return out
 
 
 def check_bundle(
@@ -176,6 +231,7 @@ def check_bundle(
     problems: list[str] = []
     modes: dict[str, int] = {}
     indexes: dict[Path, FileIndex] = {}
+    ids: dict[str, list[str]] = {}
     for split, images in splits.items():
         if images is None:
             continue
@@ -186,6 +242,7 @@ def check_bundle(
             fps[split] = fingerprint(images, class_names, infos)
             if split in ("query", "gallery"):
                 continue  # the pooled test split holds the same files
+            ids[split] = content_ids(images, infos)
             boxes = images.boxes if isinstance(images, CroppedFileImageSet) else None
             for k, (rel, info) in enumerate(zip(images.paths, infos)):
                 if info.error:
@@ -205,6 +262,8 @@ def check_bundle(
                     problems.append(f"{rel} (mode {info.mode}: {what}, the model takes {channels})")
         else:
             fps[split] = fingerprint(images, class_names)
+            if split not in ("query", "gallery"):
+                ids[split] = content_ids(images)
             if isinstance(images, ArrayImageSet):
                 mode = "L" if images.images.ndim == 3 else "RGB"
                 modes[mode] = modes.get(mode, 0) + len(images)
@@ -212,7 +271,22 @@ def check_bundle(
                     problems.append(
                         f"all {len(images)} {split} images (mode {mode}, the model takes {channels})"
                     )
-    return DataCheck(fps, problems, modes)
+    if isinstance(bundle.train, FileImageSet) and isinstance(bundle.test, FileImageSet):
+        problems += repeated_files(bundle.train, bundle.test)
+    duplicates = content_duplicates(ids["train"], ids["test"])
+    if duplicates:
+        n = len(duplicates)
+        log.warning(
+            "%d sample%s repeat%s the content of an earlier one (%s%s): an exact copy in the test split is "
+            "its own nearest neighbour and inflates Recall@K; one in train and test is a test sample seen "
+            "in training",
+            n,
+            "s" if n > 1 else "",
+            "" if n > 1 else "s",
+            "; ".join(duplicates[:3]),
+            "; ..." if n > 3 else "",
+        )
+    return DataCheck(fps, problems, modes, duplicates)
 
 
 def file_digest(path: str | os.PathLike, cache_dir: Path | None) -> str:

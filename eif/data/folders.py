@@ -41,6 +41,17 @@ def scan_folders(directory: Path, dataset: str, layout: str) -> tuple[FileImageS
     return FileImageSet(directory, paths, labels), names
 
 
+def require_images(images: FileImageSet, names: list[str], ids: list[int], dataset: str) -> None:
+    """One line naming the class folders among ``ids`` (indices into ``names``) that hold no image."""
+    empty = sorted(set(ids) - set(np.unique(images.labels).tolist()))
+    if empty:
+        shown = ", ".join(repr(names[c]) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise EifError(
+            f"{dataset}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} under {images.root} "
+            f"hold{'' if len(empty) > 1 else 's'} no images ({shown}); add images or leave the class out"
+        )
+
+
 class Cub(DatasetConfig):
     """CUB-200-2011: labels are the sorted folder indices 0..199 of ``root/images`` (ImageFolder order)."""
 
@@ -51,9 +62,9 @@ class Cub(DatasetConfig):
         images, names = scan_folders(
             Path(self.root) / "images", "cub", "root/images/NNN.Name/*.jpg (CUB_200_2011)"
         )
-        return split_by_class(
-            images, names, class_ids(self.train_classes), class_ids(self.test_classes), "cub"
-        )
+        train_ids, test_ids = class_ids(self.train_classes), class_ids(self.test_classes)
+        require_images(images, names, [c for c in (*train_ids, *test_ids) if 0 <= c < len(names)], "cub")
+        return split_by_class(images, names, train_ids, test_ids, "cub")
 
 
 def _names_to_ids(spec: tuple[str, ...], class_to_idx: dict[str, int], which: str) -> list[int]:
@@ -89,7 +100,7 @@ class ImageFolder(DatasetConfig):
                 )
             train_ids, test_ids = list(range(n_train)), list(range(n_train, len(names)))
         elif train_spec is None:  # one list given: the other split gets every remaining class
-            test_ids = _names_to_ids(test_spec, class_to_idx, "test_classes")
+            test_ids = _names_to_ids(test_spec or (), class_to_idx, "test_classes")
             train_ids = [c for c in range(len(names)) if c not in set(test_ids)]
         else:
             train_ids = _names_to_ids(train_spec, class_to_idx, "train_classes")
@@ -98,4 +109,5 @@ class ImageFolder(DatasetConfig):
                 if test_spec is not None
                 else [c for c in range(len(names)) if c not in set(train_ids)]
             )
+        require_images(images, names, [*train_ids, *test_ids], "imagefolder")
         return split_by_class(images, names, train_ids, test_ids, "imagefolder")

@@ -7,12 +7,16 @@ logged once per call and the work is redone on the CPU. Both paths are exact fla
 return the same neighbours (up to float round-off in the distances). The GPU is the job's device:
 :func:`set_device` pins ``cuda:N`` to GPU N and ``cpu`` to the CPU; without it, torch's current CUDA
 device is used.
+
+Embeddings must be finite: a NaN or infinite value (a diverged model) is refused with one line before
+faiss sees it, and an error faiss raises on the CPU becomes one line too (:class:`EifError`).
 """
 
 from __future__ import annotations
 
 import logging
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,12 +70,33 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A C-contiguous float32 (N, E) numpy copy/view of embeddings, as faiss needs."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        x = np.ascontiguousarray(x, dtype=np.float32)
     require(x.ndim == 2, f"embeddings must have shape (N, E), got {x.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(x)))  # after the cast: float64 beyond 3.4e38 becomes inf
+    if bad:
+        rows = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
+        raise EifError(
+            f"{rows} of {x.shape[0]} embeddings hold {bad} NaN or infinite values (as float32): the model "
+            "diverged or its inputs overflow; re-train with lower learning rates or rescaled inputs"
+        )
+    huge = int(np.count_nonzero(~np.isfinite(np.einsum("ij,ij->i", x, x))))
+    if huge:  # finite values whose squared norm overflows float32: every distance to them is inf
+        raise EifError(
+            f"{huge} of {x.shape[0]} embeddings are too large for float32 distances (squared norm beyond "
+            f"3.4e38, largest |value| {float(np.abs(x).max()):.3g}): the model diverged; re-train with "
+            "lower learning rates or rescaled inputs"
+        )
     return x
 
 
-def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = None) -> object:
+def _faiss_error(err: Exception, what: str) -> EifError:
+    """One line for an error faiss raised on the CPU (faiss turns C++ exceptions into RuntimeError)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return EifError(f"faiss failed during {what}: {' '.join(first.split())[:300]}")
+
+
+def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = None) -> Any:
     """An exact faiss index: ``euclidean`` (squared L2 scores) or ``inner_product``.
 
     ``gpu``: None or True = on :func:`gpu_device` (the CPU when it is None), False = on the CPU, an int
@@ -95,7 +120,7 @@ def flat_index(dim: int, metric: str = "euclidean", gpu: bool | int | None = Non
 
 
 def _search(
-    index: object, q: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
+    index: Any, q: np.ndarray, k: int, metric: str, exclude: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Chunked search of ``index``; drops each query's excluded index (see :func:`knn`)."""
     k_search = k + int(exclude is not None)
@@ -157,9 +182,12 @@ def knn(
             return _search(index, q, k, metric, exclude)
         except RuntimeError as err:  # faiss turns C++ and CUDA errors into RuntimeError
             _gpu_failed(err, gpu, f"a k={k} search")
-    index = flat_index(q.shape[1], metric, False)
-    index.add(r)
-    return _search(index, q, k, metric, exclude)
+    try:
+        index = flat_index(q.shape[1], metric, False)
+        index.add(r)
+        return _search(index, q, k, metric, exclude)
+    except RuntimeError as err:
+        raise _faiss_error(err, f"a k={k} search") from None
 
 
 def kmeans(x: np.ndarray | torch.Tensor, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
@@ -176,7 +204,10 @@ def kmeans(x: np.ndarray | torch.Tensor, k: int, seed: int = 0, niter: int = 25)
             return _kmeans(faiss, x, k, seed, niter, gpu)
         except RuntimeError as err:
             _gpu_failed(err, gpu, f"k-means with k={k}")
-    return _kmeans(faiss, x, k, seed, niter, None)
+    try:
+        return _kmeans(faiss, x, k, seed, niter, None)
+    except RuntimeError as err:
+        raise _faiss_error(err, f"k-means with k={k}") from None
 
 
 def _kmeans(faiss: ModuleType, x: np.ndarray, k: int, seed: int, niter: int, gpu: int | None) -> np.ndarray:

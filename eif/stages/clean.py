@@ -34,7 +34,7 @@ from pydantic import Field
 
 from eif.evaluation.test_set import EvaluateSettings, evaluate_settings, test_metrics
 from eif.logging.run_logger import Prefixed
-from eif.mislabel import clean, knn
+from eif.mislabel import clean, knn, review_file
 from eif.settings import Settings, setting
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
@@ -86,6 +86,7 @@ def _check(job: Any) -> None:
     )
     if c.labels is not None:
         require(Path(c.labels).is_file(), f"clean.labels: {c.labels} does not exist")
+        review_file.read_review(Path(c.labels))  # the whole file parses before the data is read
         return
     require(
         job.noise.fraction > 0,
@@ -95,6 +96,14 @@ def _check(job: Any) -> None:
     valid = [*BASELINES, *(f"{m}{a}" for m in job.methods for a in ("", "_abs"))]
     bad = [n for n in c.cleaners if n not in valid]
     require(not bad, f"clean.cleaners: {bad} is not a ranking of this job; choose from {', '.join(valid)}")
+
+
+def _check_data(job: Any, data: Any) -> None:
+    """A review file fits this run's training set (ids, labels, class names) before any compute."""
+    if job.clean.labels is not None:
+        review_file.validate_review(
+            Path(job.clean.labels), data.train.labels, data.num_train_classes, data.train_class_names
+        )
 
 
 def _variants(s: CleanSettings, run: Run, noisy: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
@@ -216,4 +225,5 @@ STAGE = Stage(
     config=("clean", CleanConfig),
     version=2,  # 2: re-training checkpoints under ckpt/ (scratch), no longer inside the artifact
     check=_check,
+    check_data=_check_data,
 )

@@ -14,13 +14,22 @@
   SHA-256 of their bytes after every epoch, every ``checkpoint_every_batches`` batches, and when a
   pre-emption or termination signal arrives. A resume verifies the checksum, loads every state into
   fresh objects and only then commits them, so a bad or foreign checkpoint never leaves a
-  half-loaded model; a corrupt one is reported on one line and the previous one is tried.
+  half-loaded model; one that fails to load for any reason (checksum, a payload that unpickling
+  refuses, states that do not fit) is reported on one line and the previous one is tried.
+- Finite or nothing: the first non-finite loss, embedding squared norm (distances need it finite)
+  or, without amp, gradient stops training with one line naming the epoch, the batch and the likely
+  cause (learning rate or input scale). Its
+  checkpoints are deleted (resuming would diverge again), so the store publishes nothing and keeps
+  no work directory. With amp, GradScaler's skipped steps on overflowing gradients are expected and
+  only a non-finite loss stops training.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +54,13 @@ from eif.utils.io import CorruptFile, load_checked, save_checked
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
+# Inputs larger than this in magnitude name the input scale, not the learning rate, as the likely cause
+# of a divergence (normalised images are within about +-3; standardised features within a few tens).
+LARGE_INPUT = 1e4
+
+
+class Diverged(EifError):
+    """Training met a non-finite loss or gradient; nothing of it is kept."""
 
 
 class OptimizerConfig(Settings):
@@ -92,7 +108,7 @@ def make_optimizer(
     model: nn.Module, loss: nn.Module, ocfg: OptimizerConfig, warmup: bool
 ) -> torch.optim.Adam:
     """Adam over trunk / head / proxies; in warm-up the trunk's learning rate is 0."""
-    head = list(model.head.parameters())
+    head = list(model.get_submodule("head").parameters())
     head_ids = {id(p) for p in head}
     trunk = [p for p in model.parameters() if id(p) not in head_ids]
     groups = [
@@ -172,8 +188,16 @@ class Trainer:
         for path in self.checkpoints():
             try:
                 ck = load_checked(path, map_location=self.device)
-            except CorruptFile as err:
-                log.warning("training checkpoint %s is corrupt (%s); trying the previous one", path.name, err)
+            except Exception as err:  # noqa: BLE001 - any load failure (checksum, refused pickle, I/O) skips it
+                why = "is corrupt" if isinstance(err, CorruptFile) else "cannot be loaded"
+                first = " ".join(str(err).split())[:200] or type(err).__name__
+                log.warning("training checkpoint %s %s (%s); trying the previous one", path.name, why, first)
+                path.unlink(missing_ok=True)
+                continue
+            if not isinstance(ck, dict):
+                log.warning(
+                    "training checkpoint %s holds no checkpoint dict; trying the previous one", path.name
+                )
                 path.unlink(missing_ok=True)
                 continue
             if (ck.get("device"), ck.get("precision")) != (self.device.type, self.precision):
@@ -196,6 +220,27 @@ class Trainer:
             )
             return True
         return False
+
+    def _diverged(self, epoch: int, batch: int, what: str, x: torch.Tensor) -> Diverged:
+        """The one-line error for a non-finite ``what`` at 0-based ``epoch`` and ``batch``, after
+        deleting this run's checkpoints (a resume from them would diverge the same way)."""
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        scale = float(x.detach().abs().amax()) if x.numel() else 0.0
+        o = self.cfg.optimizer
+        lrs = f"lr_trunk={o.lr_trunk:g}, lr_head={o.lr_head:g}, lr_proxies={o.lr_proxies:g}"
+        if not math.isfinite(scale) or scale > LARGE_INPUT:
+            cause = (
+                f"likely cause: the input scale (inputs reach |x| = {scale:.3g}; standardise the "
+                f"features or images), else the learning rates ({lrs})"
+            )
+        else:
+            cause = (
+                f"likely cause: the learning rates (train.optimizer: {lrs}; inputs reach |x| = {scale:.3g})"
+            )
+        return Diverged(
+            f"training diverged at epoch {epoch + 1}, batch {batch + 1}: {what}; {cause}. "
+            "Nothing was published"
+        )
 
     def _restore(self, ck: dict[str, Any]) -> None:
         """Load every state into fresh copies first; commit to the live objects only if all loaded."""
@@ -290,14 +335,31 @@ class Trainer:
             with torch.autocast("cuda", enabled=self.amp):
                 z = self.model(x)
             value = self.loss(z.float(), y)
+            # One host sync for both: the loss, and the largest squared embedding norm, which must stay
+            # finite for any distance to be (a loss on normalised embeddings stays finite past that).
+            loss_value, sq_norm = torch.stack(
+                [value.detach().float(), z.detach().float().square().sum(1).amax()]
+            )
+            loss_value, sq_norm = float(loss_value), float(sq_norm)
+            if not math.isfinite(loss_value):
+                bar.close()
+                raise self._diverged(epoch, i, f"the loss is {loss_value}", x)
+            if not math.isfinite(sq_norm):
+                bar.close()
+                raise self._diverged(epoch, i, "the embeddings' squared norms overflow float32", x)
             opt.zero_grad(set_to_none=True)
             self.scaler.scale(value).backward()
+            if not self.amp:  # with amp, GradScaler skips steps whose gradients overflow, by design
+                bad = _non_finite_grads(opt)
+                if bad:
+                    bar.close()
+                    raise self._diverged(epoch, i, f"the gradients of {bad} are not finite", x)
             if clip is not None:
                 self.scaler.unscale_(opt)
                 nn.utils.clip_grad_value_(self.model.parameters(), clip)
             self.scaler.step(opt)
             self.scaler.update()
-            loss_sum += float(value.detach())
+            loss_sum += loss_value
             n_batches += 1
             n_images += x.shape[0]
             self.state.batch = i + 1
@@ -322,3 +384,13 @@ class Trainer:
             "seconds": seconds,
             "images_per_s": n_images / max(seconds, 1e-9),
         }
+
+
+def _non_finite_grads(opt: torch.optim.Optimizer) -> str:
+    """The parameter groups (trunk, head, proxies) holding a NaN or infinite gradient, or ""."""
+    bad = []
+    for group in opt.param_groups:
+        grads = [p.grad for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            bad.append(str(group.get("name", "?")))
+    return ", ".join(bad)

@@ -77,7 +77,7 @@ def check_guard(path: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
     check_guard(path)
@@ -115,17 +115,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_write(path, "wb") as fh:
         fh.write(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_write(path, "w") as fh:
         fh.write(text)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
@@ -141,19 +141,19 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path) as fh:
         return json.load(fh)
 
 
-def save_torch(path: str | os.PathLike, obj: Any) -> None:
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     """``torch.save`` through an atomic rename."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue())
 
 
-def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """Load a file written by :func:`save_torch` (tensors, dicts, lists and plain scalars only)."""
     return torch.load(path, map_location=map_location, weights_only=True)
 
@@ -165,7 +165,7 @@ class CorruptFile(Exception):
     """A checksummed file whose bytes do not match its checksum (or that is not one at all)."""
 
 
-def save_checked(path: str | os.PathLike, obj: Any) -> None:
+def save_checked(path: str | os.PathLike[str], obj: Any) -> None:
     """``torch.save`` with a SHA-256 of the payload in front: ``EIFCKPT1`` + 32-byte digest + payload."""
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -173,7 +173,7 @@ def save_checked(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, CHECKED_MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
-def load_checked(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def load_checked(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """Load a :func:`save_checked` file; :class:`CorruptFile` when a byte changed or it is truncated."""
     data = Path(path).read_bytes()
     head = len(CHECKED_MAGIC) + 32
@@ -185,14 +185,15 @@ def load_checked(path: str | os.PathLike, map_location: str | torch.device = "cp
     return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
 
 
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     """``np.savez`` (uncompressed, loadable without this project) through an atomic rename."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(buf, **named)
     write_bytes(path, buf.getvalue())
 
 
-def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
     """Atomically produce ``path`` with a library writer that takes a file name (e.g. ``savefig``).
 
     The writer writes a temporary sibling whose name keeps ``path``'s suffix; it is then renamed.
@@ -215,7 +216,7 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
         raise
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -1,3 +1,4 @@
+# pyright: strict
 """A content-keyed artifact store that is safe for concurrent jobs on a shared filesystem.
 
 Layout under ``<root>/<stage>/``:
@@ -19,6 +20,11 @@ Layout under ``<root>/<stage>/``:
   count, a random token) onto the lock name; rename onto an existing directory fails, atomically, on
   local disks and NFS alike. The holder touches ``heartbeat`` every ``heartbeat_s`` seconds and
   checks that it still holds the lock before publishing.
+
+A job killed between creating its private lock staging directory (``<key>.lock.new.<token>``) and
+renaming it leaves that directory behind. Staging directories are swept whenever their key is
+published, found published, or its lock is broken: those whose owner ran on this host and is gone, or
+that are older than ``stale_after_s`` (a younger one of a live process may be about to become the lock).
 
 Others wait, polling for the manifest. A lock is stale, and is broken, when its holder ran on this
 host and that process is gone, when it is an earlier run of the same SLURM job (a requeue), or when
@@ -80,6 +86,30 @@ def _bury(path: Path) -> None:
     except FileNotFoundError:
         return
     shutil.rmtree(grave, ignore_errors=True)
+
+
+def _staging_is_stale(staging: Path, stale_after_s: float) -> bool:
+    """True when the lock staging directory ``staging`` can be removed: its owner ran on this host and
+    that process is gone, or it is older than ``stale_after_s`` seconds."""
+    try:
+        owner: dict[str, Any] = read_json(staging / "owner.json")
+    except (OSError, json.JSONDecodeError):
+        owner = {}
+    if owner.get("host") == socket.gethostname():
+        pid = int(owner.get("pid", -1))
+        if pid <= 0 or _process_start(pid) != owner.get("pid_start"):
+            return True
+    try:
+        return time.time() - staging.stat().st_mtime > stale_after_s
+    except FileNotFoundError:
+        return False
+
+
+def sweep_staging(lock_path: Path, stale_after_s: float) -> None:
+    """Remove the stale staging directories (``<lock>.new.<token>``) of the lock at ``lock_path``."""
+    for staging in lock_path.parent.glob(f"{lock_path.name}.new.*"):
+        if staging.is_dir() and _staging_is_stale(staging, stale_after_s):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 class StoreLock:
@@ -171,6 +201,7 @@ class StoreLock:
 
     def _stale_owner(self) -> dict[str, Any] | None:
         """The owner record of the current lock when that lock is stale, else None."""
+        owner: dict[str, Any]
         try:
             owner = read_json(self.path / "owner.json")
         except FileNotFoundError:
@@ -226,13 +257,14 @@ class StoreLock:
             owner.get("slurm_job_id"),
         )
         shutil.rmtree(grave, ignore_errors=True)
+        sweep_staging(self.path, self.stale_after_s)
 
 
 class ArtifactStore:
     """Compute-once, verify-on-read storage of stage outputs under ``root``."""
 
     def __init__(
-        self, root: str | os.PathLike, stale_after_s: float = 120.0, heartbeat_s: float = 10.0
+        self, root: str | os.PathLike[str], stale_after_s: float = 120.0, heartbeat_s: float = 10.0
     ) -> None:
         self.root = Path(root)
         self.stale_after_s = stale_after_s
@@ -270,11 +302,11 @@ class ArtifactStore:
         across crashed attempts for resumable checkpoints and is deleted once the output is complete.
         """
         directory = self.path(stage, key)
+        lock_path = directory.with_name(key + LOCK)
         if self.verify(directory):
+            sweep_staging(lock_path, self.stale_after_s)
             return directory, False
-        lock = StoreLock(
-            directory.with_name(key + LOCK), stale_after_s=self.stale_after_s, heartbeat_s=self.heartbeat_s
-        )
+        lock = StoreLock(lock_path, stale_after_s=self.stale_after_s, heartbeat_s=self.heartbeat_s)
         if not lock.acquire(until=lambda: self.verify(directory)):
             return directory, False
         work = directory.with_name(f"{key}{PARTIAL}.{lock.token[:12]}")
@@ -305,6 +337,8 @@ class ArtifactStore:
             return directory, True
         finally:
             lock.release()
+            if directory.is_dir():
+                sweep_staging(lock_path, self.stale_after_s)
 
     def _take_over(self, directory: Path, work: Path) -> None:
         """Rename the newest earlier work directory of this key (a crashed or frozen attempt) to
@@ -336,16 +370,11 @@ class ArtifactStore:
 
     def _sweep(self, directory: Path, lock: StoreLock) -> None:
         """Remove what killed jobs left next to ``directory``: half-deleted graves of artifacts and
-        locks, and lock staging dirs older than ``stale_after_s`` (younger ones may be in use)."""
+        locks, and stale lock staging dirs (:func:`sweep_staging`)."""
         for grave in directory.parent.glob(f"{directory.name}.*"):
             if grave.name.startswith((f"{directory.name}.trash.", f"{lock.path.name}.stale.")):
                 shutil.rmtree(grave, ignore_errors=True)
-            elif grave.name.startswith(f"{lock.path.name}.new."):
-                try:
-                    if time.time() - grave.stat().st_mtime > self.stale_after_s:
-                        shutil.rmtree(grave, ignore_errors=True)
-                except FileNotFoundError:
-                    pass
+        sweep_staging(lock.path, self.stale_after_s)
 
     @staticmethod
     def _clear_for_retry(work: Path) -> None:
