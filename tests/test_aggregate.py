@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from scipy import stats
 
+from eif.tables import robustness
 from eif.tables.__main__ import main
+from eif.tables.seedstats import ONE_SEED
 from eif.tables.sweep import expected_jobs
 from eif.tables.table1 import aggregate, compare
 from eif.utils.io import write_json, write_text
@@ -147,41 +150,71 @@ def test_table1_sweep_launches_six_jobs_and_aggregates(tmp_path):
     assert len(table) == 6 * 10  # five K and five M per job
 
 
-def test_robustness_table_combines_seeds_with_stouffer(tmp_path):
-    """Three seeds of one model: per-seed comparison rows from job_rows, the combined p equals
-    Stouffer's method on scipy's one-sided paired t-tests, and every seed gets its column."""
-    from scipy import stats
-
-    from eif.tables import robustness
-
-    sweep = tmp_path / "sweep"
-    expected = []
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        d_if = rng.normal(0, 0.01, 40)
-        deltas = {"eif": d_if + 0.004 + rng.normal(0, 0.01, 40), "if": d_if, "drift": rng.normal(0, 0.01, 40)}
-        effects, comparisons = robustness.job_rows(deltas, "pairs", "eif", ["eif", "if"], seed)
-        job = sweep / str(seed)
-        (job / ".hydra").mkdir(parents=True)
-        OmegaConf.save(OmegaConf.create([f"seed={seed}"]), job / ".hydra" / "overrides.yaml")
-        write_json(
-            job / "stats.json",
-            {
-                "rows": [],
-                "robustness": {"effects": effects, "comparisons": comparisons},
-                "job": {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": seed, "noise": "none"},
+def _robust_job(sweep: Path, seed: int, shift: float) -> dict[str, np.ndarray]:
+    """One job's stats.json as the stats stage writes it, Δd from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    d_if = rng.normal(0, 0.01, 40)
+    deltas = {"eif": d_if + shift + rng.normal(0, 0.01, 40), "if": d_if, "drift": rng.normal(0, 0.01, 40)}
+    effects, comparisons = robustness.job_rows(deltas, "pairs", "eif", ["eif", "if"], seed, baseline="if")
+    job = sweep / str(seed)
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create([f"seed={seed}"]), job / ".hydra" / "overrides.yaml")
+    write_json(
+        job / "stats.json",
+        {
+            "rows": [],
+            "robustness": {
+                "effects": effects,
+                "comparisons": comparisons,
+                "deltas": {"pairs": {k: v.tolist() for k, v in deltas.items()}},
             },
-        )
-        expected.append(stats.ttest_rel(deltas["eif"], deltas["if"], alternative="greater").pvalue)
+            "job": {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": seed, "noise": "none"},
+        },
+    )
+    return deltas
+
+
+def test_robustness_table_combines_seeds_at_seed_level(tmp_path):
+    """Three seeds of one model: the pre-registered EIF vs IF is one-sided, every other comparison
+    two-sided; the combined row's tests are scipy's on the seed means, the mixed model's, and
+    Stouffer's (labelled conditional) on the per-seed one-sided p-values."""
+    sweep = tmp_path / "sweep"
+    jobs = [_robust_job(sweep, seed, 0.004) for seed in range(3)]
     aggregate(sweep)
+    per_seed = pd.read_csv(sweep / "table1_robustness_seeds.csv")
+    assert list(per_seed.seed.unique()) == [0, 1, 2]
+    drift = per_seed[(per_seed.b == "drift") & (per_seed.seed == 1)].iloc[0]
+    assert drift.alternative == "two-sided"
+    assert drift.pvalue == pytest.approx(stats.ttest_rel(jobs[1]["eif"], jobs[1]["drift"]).pvalue, rel=1e-9)
     combined = pd.read_csv(sweep / "table1_robustness.csv")
     row = combined[(combined.a == "eif") & (combined.b == "if")].iloc[0]
-    assert row.jobs == 3 and row.seeds == "0 1 2"
-    assert row.pvalue == pytest.approx(stats.combine_pvalues(expected, method="stouffer").pvalue, rel=1e-9)
-    assert (pd.read_csv(sweep / "table1_robustness_seeds.csv").seed.unique() == [0, 1, 2]).all()
+    assert row.jobs == 3 and row.seeds == "0 1 2" and row.alternative == "greater"
+    means = [(d["eif"] - d["if"]).mean() for d in jobs]
+    assert row["mean"] == pytest.approx(np.mean(means))
+    assert row.t_pvalue == pytest.approx(stats.ttest_1samp(means, 0.0, alternative="greater").pvalue)
+    assert row.w_pvalue == pytest.approx(stats.wilcoxon(means, alternative="greater").pvalue)
+    within = [stats.ttest_rel(d["eif"], d["if"], alternative="greater").pvalue for d in jobs]
+    assert row.stouffer_pvalue == pytest.approx(stats.combine_pvalues(within, method="stouffer").pvalue)
+    mixed = robustness.across_seeds([d["eif"] - d["if"] for d in jobs], "greater", seed=0)["mixed_pvalue"]
+    assert row.mixed_pvalue == pytest.approx(mixed) and 0 < mixed < 1
+    row = combined[(combined.a == "eif") & (combined.b == "drift")].iloc[0]
+    assert row.alternative == "two-sided"
+    assert row.t_pvalue == pytest.approx(
+        stats.ttest_1samp([(d["eif"] - d["drift"]).mean() for d in jobs], 0).pvalue
+    )
     text = (sweep / "table1_robustness.md").read_text()
-    assert "| seed 0 | seed 1 | seed 2 | combined | Stouffer p |" in text
-    assert "| eif | drift |" in text
+    assert "| seed 0 | seed 1 | seed 2 | across seeds | mixed model p |" in text
+    assert "Stouffer p (conditional on these models)" in text
+    assert "| eif | if | a > b (pre-registered) |" in text and "| eif | drift | two-sided |" in text
+
+
+def test_robustness_with_one_seed_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    _robust_job(sweep, 0, 0.004)
+    aggregate(sweep)
+    combined = pd.read_csv(sweep / "table1_robustness.csv")
+    assert set(combined.status) == {ONE_SEED} and combined.t_pvalue.isna().all()
+    assert ONE_SEED in (sweep / "table1_robustness.md").read_text()
 
 
 def test_lds_sweep_table_summarises_seeds(tmp_path):
