@@ -15,7 +15,7 @@ from scipy import stats
 
 from eif.tables import robustness
 from eif.tables.__main__ import main
-from eif.tables.seedstats import ONE_SEED
+from eif.tables.seedstats import NO_CONFUSIONS, ONE_SEED
 from eif.tables.sweep import expected_jobs
 from eif.tables.table1 import aggregate, compare
 from eif.utils.io import write_json, write_text
@@ -260,10 +260,38 @@ def test_lds_sweep_table_summarises_seeds(tmp_path):
     eif = summary[summary.method == "eif"].iloc[0]
     assert eif["mean"] == pytest.approx(0.7) and eif["sd"] == pytest.approx(0.1) and eif["jobs"] == 3
     assert (eif["low"], eif["high"]) == (pytest.approx(0.6), pytest.approx(0.8))
+    assert eif["ci_low"] == pytest.approx(0.6) and eif["ci_high"] == pytest.approx(0.8)  # 3 seeds
+    compare = pd.read_csv(sweep / "lds_compare.csv").iloc[0]
+    diffs = [informed - rand for informed, rand in values.values()]  # eif minus random, per seed
+    assert (compare.a, compare.b, compare.n_seeds) == ("eif", "random", 3)
+    assert compare["mean"] == pytest.approx(np.mean(diffs))
+    assert compare.t_pvalue == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
+    assert compare.w_pvalue == pytest.approx(stats.wilcoxon(diffs).pvalue)
+    assert compare.status == NO_CONFUSIONS and np.isnan(compare.mixed_pvalue)
     removal = pd.read_csv(sweep / "lds_removal.csv")
-    assert removal[removal.removed == "eif"].pvalue.iloc[0] < 0.01  # three seeds at p=0.01 combine lower
+    row = removal[removal.removed == "eif"].iloc[0]
+    # three seeds whose gain is 1e-3 each: no variation over seeds, so no t-test; Stouffer (labelled
+    # conditional) folds the three one-sided p = 0.01 to two-sided
+    assert row.n_seeds == 3 and np.isnan(row.t_pvalue) and "degenerate" in row.status
+    one_sided = stats.combine_pvalues([0.01] * 3, method="stouffer").pvalue
+    assert row.stouffer_pvalue == pytest.approx(2 * one_sided)
     text = (sweep / "lds.md").read_text()
     assert "| eif | 0.700 ± 0.100 [0.600, 0.800] |" in text and "noise ceiling" in text
+    assert "LDS of eif minus each method's" in text and "Stouffer p (conditional on these models)" in text
+
+
+def test_lds_sweep_with_one_seed_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "artifacts" / "lds").mkdir(parents=True)
+    cfg = {"seed": 0, "dataset": {"name": "fashion_mnist"}, "loss": {"name": "proxynca_pp"}}
+    OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+    rows = [{"kind": "pair", "method": m, "horizon": 1, "lds": v} for m, v in (("eif", 0.6), ("if", 0.5))]
+    write_json(job / "artifacts" / "lds" / "lds.json", {"rows": rows, "ceilings": [], "removal": []})
+    assert main([str(sweep)]) == 0
+    assert pd.read_csv(sweep / "lds_compare.csv").status.tolist() == [ONE_SEED]
+    assert ONE_SEED in (sweep / "lds.md").read_text()
 
 
 @pytest.mark.parametrize(

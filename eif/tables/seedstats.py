@@ -33,7 +33,7 @@ Alternative = Literal["two-sided", "greater"]
 TESTS = {"pairs": "paired t-test", "groups": "Wilcoxon signed-rank"}
 RESAMPLES = 10_000
 ONE_SEED = "1 seed: no across-seed test"
-NO_CONFUSIONS = "no per-confusion values"
+NO_CONFUSIONS = "one value per model: no mixed model"
 NOT_CONVERGED = "mixed model did not converge"
 # Tried in turn until one converges: the gradient methods stall where the between-seed variance is 0
 # (a boundary), where the derivative-free ones still find the optimum.
@@ -159,15 +159,15 @@ def across_seeds(
         out["status"] = ONE_SEED
         return out
     notes = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        t = stats.ttest_1samp(means, 0.0, alternative=alternative)
-        out["t"], out["t_pvalue"] = _finite(float(t.statistic)), _finite(float(t.pvalue))
-        if np.any(means != 0):
+    if np.any(means != means[0]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t = stats.ttest_1samp(means, 0.0, alternative=alternative)
             w = stats.wilcoxon(means, alternative=alternative)
-            out["w_pvalue"] = _finite(float(w.pvalue))
-    if out["t_pvalue"] is None:
-        notes.append("degenerate t-test (no variation over seeds)")
+        out["t"], out["t_pvalue"] = _finite(float(t.statistic)), _finite(float(t.pvalue))
+        out["w_pvalue"] = _finite(float(w.pvalue))
+    else:  # every seed the same: a t-test would say p = 0 (or nan), which is no evidence
+        notes.append("degenerate (no variation over seeds)")
     out["mixed_pvalue"], mixed_status = mixed_model(arrays, alternative)
     if mixed_status != "ok":
         notes.append(mixed_status)

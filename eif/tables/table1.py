@@ -115,6 +115,8 @@ COLUMNS = [
     "status",
     "job",
 ]
+
+
 def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """Long table: one row per (job, kind, n); jobs without ``stats.json`` get status ``missing``."""
     sweep_dir = Path(sweep_dir)
