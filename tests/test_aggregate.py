@@ -358,4 +358,11 @@ def test_clean_sweep_table_averages_seeds_and_gains(tmp_path):
         "| oracle | 50.0 ± 0.0 | 50.0 ± 0.0 | 0.0 ± 0.0 | 0.8550 ± 0.0071 |"
         in (sweep / "clean.md").read_text()
     )
+    gains = pd.read_csv(sweep / "clean_gains.csv").set_index(["variant", "metric"])
+    recall = gains.loc[("oracle", "recall@1")]
+    assert recall["mean"] == pytest.approx(0.045) and recall.n_seeds == 2
+    assert recall.t_pvalue == pytest.approx(stats.ttest_1samp([0.06, 0.03], 0.0).pvalue)
+    assert recall.w_pvalue == pytest.approx(stats.wilcoxon([0.06, 0.03]).pvalue)
+    assert "degenerate" in gains.loc[("oracle", "map@r")].status  # +0.1 in both seeds
+    assert "| oracle | recall@1 | 0.0450 [0.0300, 0.0600] |" in (sweep / "clean.md").read_text()
     assert not (sweep / "table1.md").exists()

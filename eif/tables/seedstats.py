@@ -40,6 +40,13 @@ NOT_CONVERGED = "mixed model did not converge"
 OPTIMISERS = ("bfgs", "lbfgs", "powell", "nm")
 
 
+def _statistic_p(result: Any) -> tuple[float, float]:
+    """(statistic, p-value) of a scipy test result, whose first two fields they are (scipy's result
+    classes are not typed for pyright)."""
+    statistic, p = np.asarray(tuple(result)[:2], dtype=np.float64)
+    return float(statistic), float(p)
+
+
 def mean_ci(x: np.ndarray | Sequence[float], seed: int, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) with a percentile bootstrap interval of the mean (``scipy.stats.bootstrap``,
     10,000 resamples, seeded); nan bounds below 2 values or with a non-finite one, the mean twice
@@ -56,7 +63,7 @@ def mean_ci(x: np.ndarray | Sequence[float], seed: int, level: float = 0.95) -> 
         n_resamples=RESAMPLES,
         confidence_level=level,
         method="percentile",
-        random_state=np.random.default_rng(seed),
+        rng=np.random.default_rng(seed),
     )
     return float(x.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -69,12 +76,11 @@ def paired_test(
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # zero variance / all-zero differences
-        res = (
+        s, p = _statistic_p(
             stats.ttest_rel(a, b, alternative=alternative)
             if kind == "pairs"
             else stats.wilcoxon(a - b, alternative=alternative)
         )
-    p, s = float(res.pvalue), float(res.statistic)
     # scipy's Wilcoxon returns p = 1 when every difference is zero; that is no test at all.
     if not math.isfinite(p) or (kind == "groups" and not np.any(a != b)):
         return None, None
@@ -162,10 +168,9 @@ def across_seeds(
     if np.any(means != means[0]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            t = stats.ttest_1samp(means, 0.0, alternative=alternative)
-            w = stats.wilcoxon(means, alternative=alternative)
-        out["t"], out["t_pvalue"] = _finite(float(t.statistic)), _finite(float(t.pvalue))
-        out["w_pvalue"] = _finite(float(w.pvalue))
+            t, t_p = _statistic_p(stats.ttest_1samp(means, 0.0, alternative=alternative))
+            _, w_p = _statistic_p(stats.wilcoxon(means, alternative=alternative))
+        out["t"], out["t_pvalue"], out["w_pvalue"] = _finite(t), _finite(t_p), _finite(w_p)
     else:  # every seed the same: a t-test would say p = 0 (or nan), which is no evidence
         notes.append("degenerate (no variation over seeds)")
     out["mixed_pvalue"], mixed_status = mixed_model(arrays, alternative)
@@ -179,4 +184,4 @@ def stouffer(pvalues: Sequence[float | None]) -> float | None:
     """Stouffer's combination of within-model p-values (each model equal weight), conditional on these
     models; None without any p-value."""
     ps = np.clip([p for p in pvalues if p is not None and math.isfinite(p)], 1e-300, 1 - 1e-16)
-    return float(stats.combine_pvalues(ps, method="stouffer").pvalue) if len(ps) else None
+    return _statistic_p(stats.combine_pvalues(ps, method="stouffer"))[1] if len(ps) else None

@@ -11,7 +11,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -55,6 +55,8 @@ def job_overrides(job_dir: Path) -> dict[str, str]:
     return out
 
 
+WandbMode = Literal["online", "offline", "disabled", "shared"]
+WANDB_MODES: dict[str, WandbMode] = {"online": "online", "offline": "offline", "shared": "shared"}
 MODEL_KEY = "table1_model"  # sweep option named <dataset>-<loss>-<seed> (sweeps/table1_model/)
 
 
@@ -72,13 +74,16 @@ def config_identity(job_dir: Path, keys: Sequence[str]) -> dict[str, Any]:
     """A job's ``dataset``, ``loss``, ``noise`` (their ``name``) and ``seed``, as far as ``keys`` asks,
     from the config Hydra saved in its run dir."""
     cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    return {k: int(cfg.seed) if k == "seed" else str(cfg[k].name) for k in keys}
+    return {k: int(cfg.seed) if k == "seed" else str(OmegaConf.select(cfg, f"{k}.name")) for k in keys}
 
 
 def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame, name: str) -> None:
     """Log an aggregated long table as a short W&B run of its own (group ``name``) in the sweep dir."""
     lcfg = cfg.get("logger")
-    if lcfg is None or str(lcfg.get("kind")) != "wandb" or str(lcfg.get("mode")) == "disabled":
+    if lcfg is None or str(lcfg.get("kind")) != "wandb":
+        return
+    mode = WANDB_MODES.get(str(lcfg.get("mode")))  # None: disabled (the logger settings allow no other)
+    if mode is None:
         return
     import wandb  # only here: importing wandb takes seconds, and most tables are never logged
 
@@ -90,7 +95,7 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame, name: st
         job_type="aggregate",
         name=f"{name}-{sweep_dir.name}",
         dir=str(wdir),
-        mode=str(lcfg.mode),
+        mode=mode,
         settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
     )
     try:

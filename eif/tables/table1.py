@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +205,7 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 & (table.dataset == dataset)
                 & ((table.seed == seed) if not pd.isna(seed) else table.seed.isna())
             ]
-            by = {(r.kind, int(r.n)): r for r in sel.itertuples()}
+            by = {(str(r["kind"]), int(r["n"])): r for r in pd.DataFrame(sel).to_dict("records")}
             data[(title, "average improvement")] = [_cell(by.get(i), "improvement") for i in index]
             data[(title, "p-value")] = [_cell(by.get(i), "pvalue") for i in index]
         frame = pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["kind", "n"]))
@@ -214,12 +214,12 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _cell(row: Any, key: str) -> str:
-    if row is None or row.status == "missing":
+def _cell(row: Mapping[Hashable, Any] | None, key: str) -> str:
+    if row is None or row["status"] == "missing":
         return ""
-    value = getattr(row, key)
+    value = row[key]
     if value is None or pd.isna(value):
-        return "n/a" if row.status == "not enough confusions" else "-"
+        return "n/a" if row["status"] == NOT_ENOUGH else "-"
     return fmt(float(value))
 
 
