@@ -68,8 +68,9 @@ def _job_started() -> None:
 def run(cfg: DictConfig) -> dict | None:
     _job_started()
     from eif.stage_names import first_unknown
+    from eif.utils.requirements import torchvision_problem
 
-    problem = first_unknown(cfg.get("stages"))
+    problem = first_unknown(cfg.get("stages")) or torchvision_problem()
     if problem:  # before the pipeline's imports (torch, faiss, ...): a typo is reported in a second
         import logging
 
@@ -85,6 +86,10 @@ def run(cfg: DictConfig) -> dict | None:
 def main(configs: str | os.PathLike | None = None) -> None:
     """Run the Hydra app; Hydra's startup errors are printed as one ``error:`` line with exit code 2."""
     global _startup
+    if sys.argv[1:2] == ["dashboard"]:  # `eif dashboard ...`: a W&B report of a sweep, not a Hydra job
+        from eif.dashboard import main as dashboard
+
+        sys.exit(dashboard(sys.argv[2:]))
     os.environ.setdefault("EIF_ROOT", str(Path.cwd()))
     app = hydra.main(version_base="1.3", config_path=str(configs or config_dir()), config_name="config")(run)
     _startup = _StartupErrors(sys.stderr)

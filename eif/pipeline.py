@@ -36,6 +36,7 @@ from eif.utils import console, preempt
 from eif.utils.errors import EifError
 from eif.utils.io import LockLost, write_json
 from eif.utils.provenance import provenance
+from eif.utils.requirements import check_job as check_requirements
 from eif.utils.store import ArtifactStore, spec_key
 
 log = logging.getLogger("eif")
@@ -203,6 +204,7 @@ def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
     from eif.utils.seed import seed_everything
 
     job = load_job(cfg)
+    check_requirements(job)  # faiss, timm, torchvision: one line now, not after training
     run_dir = Path(job.paths.output_dir)
     print(f"run dir: {run_dir}", flush=True)
     progress = resolve_progress(job.progress)

@@ -30,7 +30,29 @@ case $where in "$tmp"/venv/*) ;; *) echo "check_install: eif ran from $where, no
 grep -q "^dataset: .*fashion_mnist" help.txt || { echo "check_install: eif --help lists no dataset group" >&2; exit 1; }
 "$tmp/venv/bin/eif" --cfg job >job.yaml
 grep -q "^stages:" job.yaml || { echo "check_install: eif --cfg job printed no stages" >&2; exit 1; }
+# The sweeps ship with the package: found by name, without --config-dir.
+"$tmp/venv/bin/eif" --config-name table1_fmnist --cfg job >sweep.yaml
+grep -q "^stages:" sweep.yaml || { echo "check_install: eif --config-name table1_fmnist did not compose" >&2; exit 1; }
+# A local= that does not exist is one error line naming the ones that do, and launches nothing.
+if "$tmp/venv/bin/eif" -m local=nosuch stages=[train] >nosuch.log 2>&1 || [ "$(wc -l <nosuch.log)" != 1 ] \
+  || ! grep -q "^error: .*local/nosuch.*example_cluster" nosuch.log; then
+  echo "check_install: local=nosuch did not fail in one line:" >&2; cat nosuch.log >&2; exit 1
+fi
+# Without faiss (hidden by a module that fails to import, first on the path) the job stops in one line
+# before training: nothing in the store.
+mkdir -p "$tmp/nofaiss/faiss"
+echo 'raise ImportError("No module named faiss")' >"$tmp/nofaiss/faiss/__init__.py"
+if PYTHONPATH=$tmp/nofaiss WANDB_MODE=disabled "$tmp/venv/bin/eif" logger=none device=cpu dataset.max_per_class=30 \
+  train.epochs=1 train.warmup_epochs=0 stages=[train,evaluate] >nofaiss.log 2>&1 || [ "$(wc -l <nofaiss.log)" != 1 ] \
+  || ! grep -q "^error: faiss is not importable.*eif\[cpu\]" nofaiss.log || [ -e outputs/store/train ]; then
+  echo "check_install: a job without faiss did not stop in one line before training:" >&2; cat nofaiss.log >&2; exit 1
+fi
+# `eif dashboard` is dispatched by the console script (not a Hydra job): a wrong dir is one line.
+if "$tmp/venv/bin/eif" dashboard nosuch >dash.log 2>&1 || ! grep -q "^error: dashboard: .*nosuch" dash.log; then
+  echo "check_install: eif dashboard did not run:" >&2; cat dash.log >&2; exit 1
+fi
 WANDB_MODE=disabled "$tmp/venv/bin/eif" logger=none device=cpu dataset.max_per_class=30 train.epochs=1 \
   train.warmup_epochs=0 stages=[train,evaluate] >run.log 2>&1 || { cat run.log >&2; exit 1; }
 ls outputs/store/train >/dev/null
-echo "check_install: pip install . into a fresh venv; eif --help, --cfg job and a train+evaluate job ran in $tmp/work"
+echo "check_install: pip install . into a fresh venv; eif --help, --cfg job, a sweep by name, local=nosuch," \
+  "eif dashboard, a job without faiss and a train+evaluate job ran in $tmp/work"

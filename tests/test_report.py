@@ -18,9 +18,10 @@ from PIL import Image
 from eif.influence.artifacts import write_index
 from eif.mislabel import knn
 from eif.report import figures, run_report
-from eif.stages.report import artifact_name
-from eif.tables.format import markdown
-from eif.utils.io import read_json, write_text
+from eif.stages.report import artifact_name, overrides
+from eif.tables.format import markdown, write_table
+from eif.utils import csvsafe
+from eif.utils.io import read_json, write_json, write_text
 from tests.report_outputs import (
     CFG,
     PAIRS,
@@ -235,8 +236,12 @@ def test_okabe_ito_styles() -> None:
 
 
 def test_markdown_table() -> None:
-    md = markdown(pd.DataFrame({"a": ["x|y"], "b": [0.5], "c": [float("nan")]}))
-    assert md.splitlines() == ["| a | b | c |", "|---|---|---|", "| x\\|y | 0.5000 |  |"]
+    """GitHub markdown through tabulate: cells as formatted (no re-parsing of numbers), ``|`` escaped,
+    NaN empty, column padding aside."""
+    md = markdown(pd.DataFrame({"a": ["x|y", "007"], "b": [0.5, 1e-7], "c": [float("nan"), 2.0]}))
+    lines = [re.sub(r" +", " ", line) for line in md.splitlines()]
+    assert lines[0] == "| a | b | c |" and re.fullmatch(r"\|-+\|-+\|-+\|", lines[1])
+    assert lines[2:] == ["| x\\|y | 0.5000 | |", "| 007 | 0.0000 | 2.0000 |"]
 
 
 def _screenshot_module():
@@ -260,3 +265,62 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     png = Image.open(keep)
     assert png.size[0] == 1280 and png.size[1] > 1000
     assert len(np.unique(np.asarray(png.convert("L")))) > 20  # drew images, not a blank page
+
+
+def test_markup_in_names_is_shown_as_text(tmp_path: Path) -> None:
+    """Class names and paths come from the user's data: the templates escape them everywhere (captions,
+    headings, tooltips, navigation), so no name can add an element or an attribute."""
+    out = make_outputs(tmp_path, paths=True)
+    info = read_json(out["embed"] / "embed.json")
+    evil = '<img src=x onerror="alert(1)">'
+    info["train_class_names"][1] = evil
+    info["test_class_names"][1] = "Shirt</h2><script>alert(2)</script>"
+    info["paths"]["train"] = [f'a"b/{i}.png' for i in range(len(info["paths"]["train"]))]
+    write_json(out["embed"] / "embed.json", info)
+    text = run_report.build("<title>", "", out, CFG, 0, loader, loader)
+    assert evil not in text and "<script" not in text and 'a"b/' not in text
+    assert '<span class="cls">&lt;img src=x onerror=&#34;alert(1)&#34;&gt;</span>' in text  # shown as text
+    assert "Shirt&lt;/h2&gt;&lt;script&gt;" in text
+    assert "<title>&lt;title&gt;</title>" in text
+    # The only elements are the report's own.
+    tags = set(re.findall(r"<([a-z0-9]+)[\s>]", text))
+    assert tags <= {
+        "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "nav", "a", "section", "p",
+        "div", "table", "thead", "tbody", "tr", "th", "td", "figure", "img", "figcaption", "span",
+    }  # fmt: skip
+    assert len(re.findall(r"<img ", text)) == len(re.findall(r'<img src="data:image/png;base64,', text))
+
+
+def test_csv_cells_cannot_be_formulas(tmp_path: Path) -> None:
+    """OWASP's CSV-injection rule on every table eif writes through ``write_table``: text cells (and column
+    names) that begin with = + - @, a tab or a carriage return get a leading ', numbers stay numbers."""
+    frame = pd.DataFrame(
+        {
+            "class": ['=HYPERLINK("http://x","y")', "+1+2", "-cmd", "@SUM(A1)", "\tTab", "ok", "-0.5"],
+            "value": [1.0, -2.5, 0.0, 3.0, 4.0, 5.0, 6.0],
+            "=col": ["a"] * 7,
+        }
+    )
+    csv, _ = write_table(frame, tmp_path, "t")
+    back = pd.read_csv(csv, keep_default_na=False, dtype={"class": str})
+    assert list(back.columns) == ["class", "value", "'=col"]
+    assert back["class"].tolist() == [
+        '\'=HYPERLINK("http://x","y")',
+        "'+1+2",
+        "'-cmd",
+        "'@SUM(A1)",
+        "'\tTab",
+        "ok",
+        "-0.5",
+    ]
+    assert back["value"].tolist() == frame["value"].tolist()
+    assert [csvsafe.unescape_cell(c) for c in back["class"]] == frame["class"].tolist()
+    assert csvsafe.escape_cell(-1) == -1 and csvsafe.unescape_cell("'x") == "'x"
+
+
+def test_review_export_names_the_runs_overrides(tmp_path: Path) -> None:
+    """The overrides the review page's export records: Hydra's ``.hydra/overrides.yaml`` of the run dir,
+    none without it (a run from the Python API)."""
+    assert overrides(tmp_path) == []
+    write_text(tmp_path / ".hydra" / "overrides.yaml", "- noise=p10\n- dataset.max_per_class=60\n- seed=1\n")
+    assert overrides(tmp_path) == ["noise=p10", "dataset.max_per_class=60", "seed=1"]

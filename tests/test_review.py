@@ -19,6 +19,7 @@ from eif.influence.artifacts import Influence
 from eif.mislabel import knn
 from eif.report import review
 from eif.report.samples import load_samples
+from eif.utils import csvsafe
 from eif.utils.io import read_json, write_json, write_text
 from tests.browser import browser, downloads, images_state, wait_for_file  # noqa: F401 - fixtures
 from tests.report_outputs import loader, make_outputs, rgb_loader
@@ -37,7 +38,8 @@ def test_suggestions_union_order_and_filter(tmp_path: Path) -> None:
     samples = load_samples(out["embed"])
     scores = Influence(out["influence"]).group_scores(0)
     k = int(read_json(out["relabel"] / "relabel.json")["k"])
-    every = review.suggestions(samples, scores, "eif", "harmful", k, "all", None)
+    every, total, by_eif = review.suggestions(samples, scores, "eif", "harmful", k, "all", None)
+    assert (total, by_eif) == (len(every), int((scores["eif"] > 0).sum()))
     # Queried: every sample some method flags (positive score), with Algorithm 1's suggestion.
     flagged = np.flatnonzero((scores["eif"] > 0) | (scores["if"] > 0))
     assert sorted(every.id) == flagged.tolist()
@@ -56,15 +58,20 @@ def test_suggestions_union_order_and_filter(tmp_path: Path) -> None:
         int(np.argmax(scores["eif"])),
         int(np.argmax(scores["if"])),
     }
-    changes = review.suggestions(samples, scores, "eif", "harmful", k, "changes", None)
+    changes, total, by_eif = review.suggestions(samples, scores, "eif", "harmful", k, "changes", None)
+    # The suggestions EIF flags are the relabel stage's "would change label"; the rest only IF flags.
+    assert total == len(changes) and by_eif == read_json(out["relabel"] / "relabel.json")["changes_label"]
+    assert by_eif == sum("eif" in f for f in changes["flags"]) <= total
     assert (changes.label != changes.suggested).all()
     assert changes.id.tolist() == [i for i, lab, s in zip(every.id, every.label, every.suggested) if lab != s]
     assert (
-        review.suggestions(samples, scores, "eif", "harmful", k, "changes", 5).id.tolist()
+        review.suggestions(samples, scores, "eif", "harmful", k, "changes", 5)[0].id.tolist()
         == changes.id[:5].tolist()
     )
     # queries=all: every training sample is queried.
-    assert len(review.suggestions(samples, scores, "eif", "all", k, "all", None)) == samples.train.labels.size
+    assert (
+        len(review.suggestions(samples, scores, "eif", "all", k, "all", None)[0]) == samples.train.labels.size
+    )
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])
@@ -293,3 +300,80 @@ def test_review_page_decisions_are_what_clean_applies(
     assert all(labels[i] == expect[i][1] for i in acting)
     summary = read_json(Path(cleaned["artifacts"]["clean"]) / "clean.json")
     assert [r["changed"] for r in summary["rows"]] == [0, 4]
+
+
+def test_sort_filter_bulk_and_export_identity_in_chromium(
+    tmp_path: Path,
+    browser: Any,  # noqa: F811
+    downloads: Path,  # noqa: F811
+) -> None:
+    """Sort by vote share (both ways) and by method agreement; "Accept the open ones on this page" under a
+    vote-share filter decides exactly the filtered cards of the page; the export records the run's store
+    keys and overrides, and a class name that a spreadsheet would run as a formula is escaped."""
+    from selenium.webdriver.common.by import By
+
+    out = make_outputs(tmp_path)
+    info = read_json(out["embed"] / "embed.json")
+    # class names a spreadsheet would run as formulas: each begins with one of = + - @
+    info["train_class_names"] = [
+        '=HYPERLINK("http://example.com/x","click")',
+        "+Trouser",
+        "-Pullover",
+        "@Dress",
+    ]
+    write_json(out["embed"] / "embed.json", info)
+    keys = {"train": "a1b2c3", "embed": "d4e5f6", "influence": "0719aa", "relabel": "bb21cc"}
+    overrides = ["noise=p10", "seed=3", "dataset.max_per_class=60"]
+    page = tmp_path / "review.html"
+    cfg = review.ReviewSettings("all", None, 64, 0)
+    write_text(page, review.build("review", "sort", out, 0, loader, cfg, keys, overrides))
+    data = _data(page.read_text())
+    rows = {r["id"]: r for r in data["rows"]}
+    order = [r["id"] for r in data["rows"]]  # review order
+    browser.get(page.as_uri())
+
+    # Sorting is stable: equal shares keep the review order.
+    _select(browser, "f-sort", "vote share, highest first")
+    assert _ids_shown(browser) == sorted(order, key=lambda i: -rows[i]["p"])[:50]
+    _select(browser, "f-sort", "vote share, lowest first")
+    assert _ids_shown(browser) == sorted(order, key=lambda i: rows[i]["p"])[:50]
+    _select(browser, "f-sort", "method agreement, most methods first")
+    assert _ids_shown(browser) == sorted(order, key=lambda i: -len(rows[i]["flags"]))[:50]
+    _select(browser, "f-agree", "flagged by at least 2 of 2 methods")
+    both = [i for i in order if len(rows[i]["flags"]) == 2]
+    assert 0 < len(both) < len(order) and _ids_shown(browser)[:50] == both[:50]
+    _select(browser, "f-agree", "any number of methods")
+
+    # Bulk accept under the filter p >= 0.9, highest share first, pages of 20.
+    _select(browser, "f-sort", "vote share, highest first")
+    _select(browser, "f-share", "p ≥ 0.9")
+    _select(browser, "f-size", "20")
+    high = [i for i in sorted(order, key=lambda i: -rows[i]["p"]) if rows[i]["p"] >= 0.9]
+    assert 20 < len(high) < len(order)
+    assert _ids_shown(browser) == high[:20]
+    browser.find_element(By.ID, "next").click()
+    assert _ids_shown(browser) == high[20:40]
+    browser.find_element(By.ID, "accept-page").click()
+    decided = set(high[20:40])
+    counts = browser.find_element(By.ID, "counts").text
+    assert f"{len(rows)} suggestions: {len(decided)} accepted, 0 rejected" in counts
+    # Nothing outside the filtered page was decided: the open ones are every other row.
+    _select(browser, "f-share", "any p")
+    _select(browser, "f-status", "reviewed")
+    _select(browser, "f-size", "100")
+    assert set(_ids_shown(browser)) == decided
+
+    browser.find_element(By.ID, "export").click()
+    csv = pd.read_csv(
+        wait_for_file(downloads, "corrected_labels.csv"), dtype={"path": str}, keep_default_na=False
+    )
+    assert list(csv.columns) == list(review.CSV_COLUMNS)
+    assert set(csv.id) == decided and set(csv.decision) == {"accept"}
+    assert all(json.loads(k) == keys for k in csv.store_keys)
+    assert all(json.loads(o) == overrides for o in csv.overrides)
+    names = set(csv.old_label) | set(csv.new_label)
+    expected = {data["classes"][rows[i]["label"]] for i in decided} | {
+        data["classes"][rows[i]["suggested"]] for i in decided
+    }
+    assert names == {"'" + n for n in expected}  # shown as text by a spreadsheet, not run
+    assert all(csvsafe.unescape_cell(n) in data["classes"] for n in names)

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from eif.utils.io import write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -118,10 +120,17 @@ def wandb_reachable(timeout_s: float = 5.0) -> str | None:
     return None
 
 
+LOGGED_KEYS = "logged_keys.json"  # in the run's wandb/ dir: what the job logged (eif.dashboard reads it)
+
+
 class WandbLogger(RunLogger):
     """W&B with every directory inside the run dir. ``mode=online`` checks first: no API key is one
     error line; a server that cannot be reached falls back to offline with one warning line (the run
-    is then uploaded later with ``wandb sync``)."""
+    is then uploaded later with ``wandb sync``).
+
+    At the end the names of everything logged (summary keys, tables, time series, images) are written to
+    ``wandb/logged_keys.json``: an offline run keeps them only inside its binary ``.wandb`` log, for which
+    wandb no longer ships a Python reader, and ``eif dashboard`` builds its panels from them."""
 
     active = True
 
@@ -131,7 +140,13 @@ class WandbLogger(RunLogger):
         from eif.utils.errors import EifError
 
         self._wandb = wandb
-        wdir = wandb_dirs(run_dir / "wandb")
+        self._logged: dict[str, set[str]] = {
+            "summary": set(),
+            "tables": set(),
+            "history": set(),
+            "images": set(),
+        }
+        wdir = self._wdir = wandb_dirs(run_dir / "wandb")
         mode = lcfg.mode
         if mode == "online":
             if wandb_api_key() is None:
@@ -163,9 +178,11 @@ class WandbLogger(RunLogger):
             raise EifError(f"W&B could not start a run ({' '.join(str(err).split())[:200]})") from None
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._logged["history"].update(metrics)
         self.run.log(metrics, step=step)
 
     def summary(self, values: dict[str, Any]) -> None:
+        self._logged["summary"].update(values)
         for k, v in values.items():
             self.run.summary[k] = v
 
@@ -173,9 +190,11 @@ class WandbLogger(RunLogger):
         frame = frame.reset_index(drop=True)
         for c in frame.select_dtypes(include="object").columns:
             frame[c] = frame[c].map(lambda v: self._wandb.Image(v) if isinstance(v, Image.Image) else v)
+        self._logged["tables"].add(name)
         self.run.log({name: self._wandb.Table(dataframe=frame)})
 
     def image(self, name: str, path: Path) -> None:
+        self._logged["images"].add(name)
         self.run.log({name: self._wandb.Image(str(path))})
 
     def artifact(self, name: str, kind: str, paths: Sequence[Path], metadata: dict | None = None) -> None:
@@ -185,7 +204,18 @@ class WandbLogger(RunLogger):
         self.run.log_artifact(art)
 
     def finish(self, exit_code: int = 0) -> None:
+        offline = self.run.settings.mode == "offline"
+        where = Path(self.run.dir).parent  # files/ is inside the run's own dir
+        url = None if offline else self.run.url  # (an offline run warns when asked for its URL)
         self.run.finish(exit_code=exit_code)
+        logged = {k: sorted(v) for k, v in self._logged.items()}
+        run = {"dir": str(where), "project": self.run.project, "entity": self.run.entity or None}
+        run |= {"group": self.run.group, "name": self.run.name, "id": self.run.id}
+        write_json(self._wdir / LOGGED_KEYS, {"run": run, **logged})
+        if offline:
+            log.info("W&B offline run: %s (upload it with: wandb sync %s)", where, where)
+        elif url:
+            log.info("W&B run: %s", url)
 
 
 def build_logger(job: Any, run_dir: Path) -> RunLogger:

@@ -7,8 +7,15 @@ and renders one page of cards at a time; decisions are kept in the browser's ``l
 run) until exported. The exported file (``corrected_labels.csv``) has one row per reviewed
 suggestion: ``id`` (training index), ``path`` (relative to the data set root, or ``index:<i>``),
 ``old_label`` / ``new_label`` (class names), ``old_label_id`` / ``new_label_id`` (training label ids
-0..C-1) and ``decision`` (``accept``: new = the suggestion; ``reject``: new = old; ``change``: new =
-the person's choice).
+0..C-1), ``decision`` (``accept``: new = the suggestion; ``reject``: new = old; ``change``: new =
+the person's choice), and the run that made the page, the same on every row: ``store_keys`` (JSON
+object {stage: store key}) and ``overrides`` (JSON list of the run's Hydra overrides). Text cells
+that a spreadsheet would run as a formula start with ``'`` (:mod:`eif.utils.csvsafe`).
+
+The page filters by class, flagging method, method agreement (how many methods flag a sample), vote
+share ``p`` and review status, sorts by review order, vote share or agreement, and its bulk buttons
+decide the open cards of the page as filtered. Where the data has no images (feature vectors) a
+card shows the sample's path or ``index:<i>`` in place of the thumbnail.
 """
 
 from __future__ import annotations
@@ -24,14 +31,25 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from eif import pages
 from eif.influence.artifacts import Influence
 from eif.mislabel import detect, knn
-from eif.report import html, review_page
+from eif.report import html
 from eif.report.samples import Samples, load_samples
 from eif.utils.io import read_json
 
 Rows = Literal["changes", "all"]
-CSV_COLUMNS = ("id", "path", "old_label", "new_label", "old_label_id", "new_label_id", "decision")
+CSV_COLUMNS = (
+    "id",
+    "path",
+    "old_label",
+    "new_label",
+    "old_label_id",
+    "new_label_id",
+    "decision",
+    "store_keys",
+    "overrides",
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +101,9 @@ def suggestions(
     k: int,
     rows: Rows,
     limit: int | None,
-) -> pd.DataFrame:
-    """The suggestions to review, in review order.
+) -> tuple[pd.DataFrame, int, int]:
+    """The suggestions to review, in review order, how many there are before ``limit`` and how many
+    of those ``primary`` flags (the relabel stage's queries: with ``rows="changes"`` its ``changes_label``).
 
     ``scores``: each method's influence on the detect group (N,), positive = harmful. A sample is
     queried when some method flags it (positive score; ``queries="all"``: every sample) and gets
@@ -107,6 +126,7 @@ def suggestions(
     ids, hard, top, share = ids[keep], hard[keep], top[keep], share[keep]
     best = np.min(np.stack([np.where(flagged[m][ids], ranks[m][ids], n + 1) for m in scores]), axis=0)
     out = []
+    by_primary = int(flagged[primary][ids].sum())
     for q in np.lexsort((ranks[primary][ids], best))[:limit]:
         i = int(ids[q])
         out.append(
@@ -120,7 +140,8 @@ def suggestions(
                 "priority": int(best[q]),
             }
         )
-    return pd.DataFrame(out, columns=["id", "label", "suggested", "p", "votes", "flags", "priority"])
+    table = pd.DataFrame(out, columns=["id", "label", "suggested", "p", "votes", "flags", "priority"])
+    return table, int(ids.size), by_primary
 
 
 def class_examples(samples: Samples, classes: Sequence[int], n: int) -> dict[int, list[int]]:
@@ -142,26 +163,34 @@ def page_data(
     table: pd.DataFrame,
     methods: Sequence[str],
     k: int,
-    load: Callable[[int], Image.Image],
+    load: Callable[[int], Image.Image] | None,
     cfg: ReviewSettings,
+    store_keys: dict[str, str],
+    overrides: Sequence[str],
 ) -> dict[str, Any]:
-    """The JSON the page's script reads: classes, methods, rows with thumbnails, class examples."""
+    """The JSON the page's script reads: classes, methods, rows with thumbnails (None without
+    ``load``: data without images), class examples, and the run's ``store_keys`` and ``overrides``
+    that the export records."""
+
+    def thumb(i: int) -> str | None:
+        return None if load is None else html.thumbnail_uri(load(i), cfg.px)
+
     rows = [
         {
-            "id": int(r.id),
-            "path": samples.train_ref(r.id),
-            "label": int(r.label),
-            "suggested": int(r.suggested),
-            "p": round(float(r.p), 4),
-            "votes": [[c, round(v, 4)] for c, v in r.votes],
-            "flags": {m: [round(s, 6), rank] for m, (s, rank) in r.flags.items()},
-            "img": html.thumbnail_uri(load(int(r.id)), cfg.px),
+            "id": int(r["id"]),
+            "path": samples.train_ref(r["id"]),
+            "label": int(r["label"]),
+            "suggested": int(r["suggested"]),
+            "p": round(float(r["p"]), 4),
+            "votes": [[c, round(v, 4)] for c, v in r["votes"]],
+            "flags": {m: [round(s, 6), rank] for m, (s, rank) in r["flags"].items()},
+            "img": thumb(int(r["id"])),
         }
-        for r in table.itertuples(index=False)
+        for r in table.to_dict("records")
     ]
     involved = sorted(set(table.label.tolist()) | set(table.suggested.tolist()))
     examples = {
-        c: [{"id": i, "img": html.thumbnail_uri(load(i), cfg.px)} for i in ids]
+        c: [{"id": i, "img": thumb(i)} for i in ids]
         for c, ids in class_examples(samples, involved, cfg.examples).items()
     }
     digest = hashlib.sha256(json.dumps([r["id"] for r in rows] + [r["suggested"] for r in rows]).encode())
@@ -175,20 +204,36 @@ def page_data(
         "rows": rows,
         "examples": examples,
         "columns": list(CSV_COLUMNS),
+        "store_keys": dict(store_keys),
+        "overrides": list(overrides),
     }
 
 
-def render(data: dict[str, Any]) -> str:
-    """The self-contained page: the data as JSON (``<`` escaped so no string can end the script
-    element) and the page's markup, CSS and script (:mod:`eif.report.review_page`) inline."""
-    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.esc(data['title'])}</title><style>{review_page.CSS}</style></head><body>"
-        f"{review_page.BODY}"
-        f'<script id="review-data" type="application/json">{payload}</script>'
-        f"<script>{review_page.SCRIPT}</script></body></html>\n"
+def count_note(
+    rows: Rows, shown: int, total: int, by_primary: int, primary: str, methods: Sequence[str], info: dict
+) -> str:
+    """One sentence on how the page's count relates to the relabel stage's (the log's and report's
+    "<n> would change label"): the page also lists the samples only the other methods flag."""
+    others = ", ".join(m.upper() for m in methods if m != primary) or "no other method"
+    what = "suggestions that change a label" if rows == "changes" else "queried samples"
+    relabel = (
+        f"the relabel stage's {info['changes_label']} that would change label"
+        if rows == "changes"
+        else f"the relabel stage's {info['n_queries']} queries"
     )
+    text = (
+        f"{total} {what}: {by_primary} flagged by {primary.upper()} ({relabel}) and "
+        f"{total - by_primary} flagged only by {others}."
+    )
+    if shown < total:
+        text += f" This page holds the first {shown} in review order (report.review_max)."
+    return text
+
+
+def render(data: dict[str, Any], note: str) -> str:
+    """The self-contained page: the data as JSON (in a script element no string of it can end), the
+    page's markup, CSS and script inline (templates ``review.html``, ``review.css``, ``review.js``)."""
+    return pages.render("review.html", data=data, note=note)
 
 
 def build(
@@ -196,16 +241,26 @@ def build(
     run_name: str,
     outputs: dict[str, Path],
     group: int,
-    load: Callable[[int], Image.Image],
+    load: Callable[[int], Image.Image] | None,
     cfg: ReviewSettings,
+    store_keys: dict[str, str] | None = None,
+    overrides: Sequence[str] = (),
 ) -> str:
     """The review page of a run with ``embed``, ``influence`` and ``relabel`` outputs: the relabel
     stage's ``k`` and query rule, every method's flags on confusion group ``group`` (the relabel
-    stage's method first); ``load`` gives training image i."""
+    stage's method first); ``load`` gives training image i (None: data without images).
+    ``store_keys`` ({stage: key}; default: each output dir's name, as the store names an artifact
+    dir by its key) and ``overrides`` identify the run in the export."""
     samples = load_samples(outputs["embed"])
     info = read_json(outputs["relabel"] / "relabel.json")
     scores = Influence(outputs["influence"]).group_scores(group)
     primary = str(info["method"])
     scores = {primary: scores[primary], **scores}
-    table = suggestions(samples, scores, primary, info["queries"], int(info["k"]), cfg.rows, cfg.limit)
-    return render(page_data(title, run_name, samples, table, list(scores), int(info["k"]), load, cfg))
+    table, total, by_primary = suggestions(
+        samples, scores, primary, info["queries"], int(info["k"]), cfg.rows, cfg.limit
+    )
+    keys = {stage: Path(d).name for stage, d in outputs.items()} if store_keys is None else store_keys
+    data = page_data(
+        title, run_name, samples, table, list(scores), int(info["k"]), load, cfg, keys, overrides
+    )
+    return render(data, count_note(cfg.rows, len(table), total, by_primary, primary, list(scores), info))

@@ -24,26 +24,33 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from eif import pages
 from eif.influence.artifacts import Analysis, Influence
 from eif.mislabel import detect, knn, survey
 from eif.report import figures, html
+from eif.report.html import Figure
 from eif.report.samples import Samples, load_samples
 from eif.tables.format import fmt
 from eif.utils.io import read_json
 
 ImageLoader = Callable[[int], Image.Image]
+Section = dict[str, Any]  # ``kind`` (its template, report/<kind>.html), ``title`` and the template's fields
 
 
 @dataclass(frozen=True)
 class Gallery:
-    """Renders captioned training and test images of one run at ``px`` pixels."""
+    """Captioned training and test images of one run at ``px`` pixels. Without loaders (data without
+    images, e.g. feature vectors) each image is replaced by the sample's path or ``index:<i>``."""
 
     samples: Samples
-    train_load: ImageLoader
-    test_load: ImageLoader
+    train_load: ImageLoader | None
+    test_load: ImageLoader | None
     px: int
 
-    def train(self, i: int, extra: tuple[tuple[str, str], ...] = (), css: str = "", px: int = 0) -> str:
+    def _uri(self, load: ImageLoader | None, i: int, px: int) -> str | None:
+        return None if load is None else pages.data_uri(html.pil_png(load(i), px))
+
+    def train(self, i: int, extra: tuple[tuple[str, str], ...] = (), css: str = "", px: int = 0) -> Figure:
         """Training image ``i``: its training label's class name, a flip mark (with the true class)
         when the label is a known flip, ``train #i``, the path, then ``extra`` caption lines."""
         s, i = self.samples, int(i)
@@ -54,27 +61,21 @@ class Gallery:
         if s.train_paths is not None:
             lines.append(("ref", s.train_ref(i)))
         px = px or self.px
-        return html.sample_figure(
-            html.pil_png(self.train_load(i), px), px, [*lines, *extra], css, s.train_ref(i)
-        )
+        return Figure(self._uri(self.train_load, i, px), px, [*lines, *extra], css, s.train_ref(i))
 
-    def test(self, i: int, role: str = "test", px: int = 0) -> str:
+    def test(self, i: int, role: str = "test", px: int = 0) -> Figure:
         """Test image ``i`` with its test class name, ``<role> #i`` and path."""
         s, i = self.samples, int(i)
         lines = [("cls", s.test_class(s.test_labels[i])), ("ref", f"{role} #{i}")]
         if s.test_paths is not None:
             lines.append(("ref", s.test_ref(i)))
         px = px or self.px
-        return html.sample_figure(html.pil_png(self.test_load(i), px), px, lines, "query", s.test_ref(i))
+        return Figure(self._uri(self.test_load, i, px), px, lines, "query", s.test_ref(i))
 
 
-def _grid(items: list[str]) -> str:
-    return '<div class="grid">' + "".join(items) + "</div>" if items else "<p class=muted>none</p>"
-
-
-def _ranked(g: Gallery, an: Analysis, k: int, top_k: int) -> str:
+def _ranked(g: Gallery, an: Analysis, k: int, top_k: int) -> dict[str, Any]:
     """Confusion ``k``'s ``top_k`` most harmful and most helpful training images of ``an``, side by side."""
-    out = []
+    sides = []
     for side, css, what in (
         ("harmful", "harm", "pull the pair together"),
         ("helpful", "help", "push it apart"),
@@ -83,18 +84,17 @@ def _ranked(g: Gallery, an: Analysis, k: int, top_k: int) -> str:
             g.train(i, (("score", f"{an.method.upper()} {an.scores[k, i]:+.3g} · {side} #{r}"),), css)
             for r, i in enumerate(an.ranked(k, side, top_k), start=1)
         ]
-        out.append(
-            f'<div><div class="label">{an.method.upper()}: most {side} ({what})</div>{_grid(items)}</div>'
-        )
-    return f'<div class="row">{"".join(out)}</div>'
-
-
-Section = tuple[str, str]  # (title, body HTML)
+        sides.append({"side": side, "what": what, "figures": items})
+    return {"method": an.method.upper(), "sides": sides}
 
 
 def metrics_section(evaluate_dir: Path) -> Section:
     m = read_json(evaluate_dir / "metrics.json")
-    return "Model metrics (test classes)", html.table(pd.DataFrame([m]))
+    return {
+        "kind": "metrics",
+        "title": "Model metrics (test classes)",
+        "table": pages.cells(pd.DataFrame([m])),
+    }
 
 
 def pairs_section(g: Gallery, influence: Influence, n_pairs: int, top_k: int) -> Section | None:
@@ -106,22 +106,22 @@ def pairs_section(g: Gallery, influence: Influence, n_pairs: int, top_k: int) ->
         return None
     s = g.samples
     k_all = len(analyses[0].d0)
-    body = [
-        f"<p>The first {min(n_pairs, k_all)} of {k_all} confusion pairs: a test image whose nearest "
-        "test neighbour has another class. d = 2 − 2 cos of their embeddings. Training images are "
-        "ranked by their influence on d per method (positive = harmful: pulls the pair together; "
-        "negative = helpful) and captioned with the class training saw.</p>"
-    ]
+    cards = []
     for k in range(min(n_pairs, k_all)):
         a, b = (int(x) for x in analyses[0].pairs[k][0])
-        ca, cb = s.test_class(s.test_labels[a]), s.test_class(s.test_labels[b])
-        body.append(
-            f'<div class="card"><h3>Pair {k + 1}: {html.esc(ca)} (test #{a}), whose nearest test '
-            f"neighbour is labelled {html.esc(cb)} (test #{b}); d = {float(analyses[0].d0[k]):.4f}</h3>"
-            f'<div class="row">{g.test(a, "test", g.px * 3 // 2)}{g.test(b, "1-NN", g.px * 3 // 2)}</div>'
-            f"{''.join(_ranked(g, an, k, top_k) for an in analyses)}</div>"
+        cards.append(
+            {
+                "number": k + 1,
+                "a": a,
+                "b": b,
+                "a_class": s.test_class(s.test_labels[a]),
+                "b_class": s.test_class(s.test_labels[b]),
+                "d": f"{float(analyses[0].d0[k]):.4f}",
+                "tests": [g.test(a, "test", g.px * 3 // 2), g.test(b, "1-NN", g.px * 3 // 2)],
+                "ranked": [_ranked(g, an, k, top_k) for an in analyses],
+            }
         )
-    return "Top confusion pairs (Fig. 3)", "".join(body)
+    return {"kind": "pairs", "title": "Top confusion pairs (Fig. 3)", "total": k_all, "cards": cards}
 
 
 def group_titles(samples: Samples, mine_dir: Path) -> list[tuple[str, str]]:
@@ -160,34 +160,37 @@ def groups_sections(
         if k == detect_group:
             text += " The detect and relabel stages rank the training set by this group."
         pairs = analyses[0].pairs[k][:3]
-        tests = [f'<div class="pair">{g.test(a, "test")}{g.test(b, "1-NN")}</div>' for a, b in pairs]
-        body = (
-            f"<p>{html.esc(text)}</p><div class=label>the first {len(tests)} test pairs</div>{_grid(tests)}"
-            + "".join(_ranked(g, an, k, top_k) for an in analyses)
+        out.append(
+            {
+                "kind": "group",
+                "title": f"Group {k + 1}: {title}",
+                "text": text,
+                "tests": [(g.test(a, "test"), g.test(b, "1-NN")) for a, b in pairs],
+                "ranked": [_ranked(g, an, k, top_k) for an in analyses],
+            }
         )
-        out.append((f"Group {k + 1}: {title}", body))
     return out
 
 
 def detection_section(detect_dir: Path, samples: Samples) -> Section:
     """Fig. 2 from the detect stage's rankings: the curves (drawn here) and their areas and recalls."""
     info = read_json(detect_dir / "detect.json")
-    title = "Mislabel detection (Fig. 2)"
+    section: Section = {"kind": "detection", "title": "Mislabel detection (Fig. 2)"}
     if info["skipped"]:
-        return title, f"<p class=muted>Skipped: {html.esc(info['reason'])}</p>"
+        return {**section, "skipped": str(info["reason"])}
     with np.load(detect_dir / "rankings.npz") as z:
         rankings = {name: z[name] for name in z.files}
     n = info["n_train"]
     table, curves = detect.summarise(rankings, samples.train.flipped, n)
     png = figures.detection_curves(curves, dict(zip(table.ranking, table.area)), f"{info['n_flipped']} flips")
-    return (
-        title,
-        f"<p>{info['n_flipped']} of {n} training labels are flipped. Each curve is the fraction of "
-        "them found when inspecting the training set in that ranking's order. Area under the curve "
-        "(1 = all flips first, about 0.5 = random) and recall after inspecting 10/20/50%.</p>"
-        + html.img(png, "detection curves", 640)
-        + html.table(table, "{:.3f}"),
-    )
+    return {
+        **section,
+        "skipped": "",
+        "n_flipped": info["n_flipped"],
+        "n": n,
+        "chart": html.chart(png, "detection curves", 640),
+        "table": pages.cells(table, "{:.3f}"),
+    }
 
 
 def neighbour_shares(nbrs: knn.Neighbours) -> np.ndarray:
@@ -221,68 +224,76 @@ def relabel_section(
     info = read_json(relabel_dir / "relabel.json")
     review = pd.read_csv(relabel_dir / "review.csv")
     acc = info["accuracy"]
-    text = (
-        f"<p>{info['n_queries']} {info['queries']} training samples (flagged by "
-        f"{info['method'].upper()}) queried with the weighted kNN over k = {info['k']} neighbours; "
-        f"{info['changes_label']} would change label."
-    )
-    if acc["flips_in_set"]:
-        text += (
-            f" On the {acc['flips_in_set']} truly flipped samples among them, the suggestion is the "
-            f"true class for {acc['strict']:.1%} (strict top-1) and {acc['second_label']:.1%} (the "
-            "reference's rule: when top-1 is the current label, the 2nd label counts)."
-        )
-    text += (
-        ' Accept, reject or change each suggestion and export the corrected labels in <a href="review.html">'
-        "review.html</a> (next to this report).</p>"
-    )
+    section: Section = {
+        "kind": "relabel",
+        "title": RELABEL_TITLE,
+        "n_queries": info["n_queries"],
+        "queries": info["queries"],
+        "method": info["method"].upper(),
+        "k": info["k"],
+        "changes": info["changes_label"],
+        "accuracy": (
+            {
+                "flips": acc["flips_in_set"],
+                "strict": f"{acc['strict']:.1%}",
+                "second": f"{acc['second_label']:.1%}",
+            }
+            if acc["flips_in_set"]
+            else None
+        ),
+        "cards": [],
+    }
     rows = review[review.changes_label].head(n_show)
     if rows.empty:
-        return RELABEL_TITLE, text + "<p class=muted>No queried sample would change its label.</p>"
+        return section
     tr = s.train
     ids = rows.sample_id.to_numpy(np.int64)
     nbrs = knn.train_neighbours(tr.embeddings, int(info["k"]), ids)
     votes = knn.weighted_votes(nbrs, tr.labels, len(s.train_class_names))
     shares = neighbour_shares(nbrs)
-    cards = []
-    for q, row in enumerate(rows.itertuples(index=False)):
-        i, cur, sug = int(row.sample_id), int(row.current_label), int(row.recommended_label)
+    for q, row in enumerate(pd.DataFrame(rows).to_dict("records")):
+        i, cur, sug = int(row["sample_id"]), int(row["current_label"]), int(row["recommended_label"])
         top = np.argsort(-votes[q], kind="stable")[:3]
-        vote_text = ", ".join(f"{s.train_class(c)} {votes[q, c]:.0%}" for c in top if votes[q, c] >= 0.005)
         query = g.train(
             i,
             (
-                ("score", f"suggested: {s.train_class(sug)} (p = {row.probability:.2f})"),
-                ("score", f"{info['method'].upper()} score {row.score:+.3g}"),
+                ("score", f"suggested: {s.train_class(sug)} (p = {row['probability']:.2f})"),
+                ("score", f"{info['method'].upper()} score {row['score']:+.3g}"),
             ),
             "query",
             g.px * 3 // 2,
         )
         near = nbrs.indices[q, :n_neighbours]
-        neighbours = [
-            g.train(j, (("score", f"neighbour {r}: weight {shares[q, r - 1]:.1%}"),), "nbr", g.px * 2 // 3)
-            for r, j in enumerate(near, start=1)
-        ]
         skip = {i, *near.tolist()}
-        examples = []
-        for c, role in ((cur, "current"), (sug, "suggested")):
-            ex = [
-                g.train(j, (), "ex", g.px * 2 // 3)
-                for j in nearest_of_class(tr.embeddings, tr.labels, i, c, skip, n_examples)
-            ]
-            examples.append(
-                f'<div class="{role}"><div class="label">{html.esc(s.train_class(c))} ({role} class): the '
-                f"{len(ex)} nearest other examples</div>{_grid(ex)}</div>"
-            )
-        cards.append(
-            f'<div class="card" data-id="{i}"><h3>train #{i}: {html.esc(s.train_class(cur))} → '
-            f"{html.esc(s.train_class(sug))}?</h3>"
-            f'<div class="row">{query}<div><div class="label">The {len(near)} nearest of the '
-            f'k = {info["k"]} voting neighbours</div><p class="votes">votes over all k: '
-            f'{html.esc(vote_text)}</p>{_grid(neighbours)}<div class="row">{"".join(examples)}</div>'
-            "</div></div></div>"
+        section["cards"].append(
+            {
+                "id": i,
+                "current": s.train_class(cur),
+                "suggested": s.train_class(sug),
+                "query": query,
+                "votes": ", ".join(
+                    f"{s.train_class(c)} {votes[q, c]:.0%}" for c in top if votes[q, c] >= 0.005
+                ),
+                "neighbours": [
+                    g.train(
+                        j, (("score", f"neighbour {r}: weight {shares[q, r - 1]:.1%}"),), "nbr", g.px * 2 // 3
+                    )
+                    for r, j in enumerate(near, start=1)
+                ],
+                "examples": [
+                    {
+                        "role": role,
+                        "name": s.train_class(c),
+                        "figures": [
+                            g.train(j, (), "ex", g.px * 2 // 3)
+                            for j in nearest_of_class(tr.embeddings, tr.labels, i, c, skip, n_examples)
+                        ],
+                    }
+                    for c, role in ((cur, "current"), (sug, "suggested"))
+                ],
+            }
         )
-    return RELABEL_TITLE, text + "".join(cards)
+    return section
 
 
 def survey_section(survey_dir: Path, samples: Samples) -> Section:
@@ -292,50 +303,44 @@ def survey_section(survey_dir: Path, samples: Samples) -> Section:
     classes = pd.read_csv(survey_dir / "classes.csv")
     classes["class"] = [samples.train_class(c) for c in classes["class"]]
     classes["top_other"] = [samples.train_class(c) if c >= 0 else "" for c in classes["top_other"]]
-    return (
-        "Field study (Table 5)",
-        html.table(t5)
-        + html.img(figures.bar_counts(counts, "training classes by relabel pattern"), "Table 5 counts", 420)
-        + "<div class=label>Per training class: share p suggested to change, the most frequent other "
-        "suggested class</div>" + html.table(classes),
-    )
+    return {
+        "kind": "survey",
+        "title": "Field study (Table 5)",
+        "table5": pages.cells(t5),
+        "chart": html.chart(
+            figures.bar_counts(counts, "training classes by relabel pattern"), "Table 5 counts", 420
+        ),
+        "classes": pages.cells(classes),
+    }
 
 
-def table1_block(stats_dir: Path) -> str:
+def table1_block(stats_dir: Path) -> dict[str, Any]:
+    """This run's Table 1 rows (stats stage): the compared methods, a chart when any row has a value,
+    and the table in the paper's number style (as table1.md; a missing value is an empty cell)."""
     record = read_json(Path(stats_dir) / "stats.json")
     rows = record["rows"]
     a, b = (m.upper() for m in record["compared"])
     t1 = pd.DataFrame(rows, columns=["kind", "test", "n", "available", "improvement", "pvalue", "status"])
-    # The paper's number style (as table1.md); a missing value is an empty cell.
     t1[["improvement", "pvalue"]] = t1[["improvement", "pvalue"]].map(fmt)
     chart = (
-        html.img(figures.table1_chart(rows, record["compared"]), "Table 1 chart", 720)
+        html.chart(figures.table1_chart(rows, record["compared"]), "Table 1 chart", 720)
         if any(r["improvement"] is not None for r in rows)
-        else ""
+        else None
     )
-    return (
-        f"<div class=label>Table 1 (this run): mean Δd_{a} − Δd_{b} over the first n confusions, "
-        f"one-sided p-value of H1 Δd_{a} &gt; Δd_{b}</div>{chart}{html.table(t1)}"
-    )
+    return {"a": a, "b": b, "chart": chart, "table": pages.cells(t1)}
 
 
 def tables_section(relabel_dir: Path | None, stats_dir: Path | None) -> Section | None:
     """Table 1 rows of this run (stats stage) as a chart and a table, and the Table 2/3 rows (relabel)."""
-    body = []
+    section: Section = {"kind": "tables", "title": "Tables", "table1": None, "table2": None, "table3": None}
     if stats_dir is not None:
-        body.append(table1_block(stats_dir))
+        section["table1"] = table1_block(stats_dir)
     if relabel_dir is not None:
         acc = read_json(relabel_dir / "relabel.json")["accuracy"]
         if acc["flips_in_set"]:
-            body.append(
-                "<div class=label>Table 2 (this run): relabel accuracy</div>"
-                + html.table(pd.DataFrame([acc]))
-            )
-        body.append(
-            "<div class=label>Table 3 (this run): runtime in seconds</div>"
-            + html.table(pd.read_csv(relabel_dir / "runtime.csv"), "{:.2f}")
-        )
-    return ("Tables", "".join(body)) if body else None
+            section["table2"] = pages.cells(pd.DataFrame([acc]))
+        section["table3"] = pages.cells(pd.read_csv(relabel_dir / "runtime.csv"), "{:.2f}")
+    return section if stats_dir is not None or relabel_dir is not None else None
 
 
 def build(
@@ -348,14 +353,10 @@ def build(
     test_load: ImageLoader | None = None,
 ) -> str:
     """The report page for a run whose stage outputs are ``outputs`` ({stage: artifact dir});
-    ``train_load`` / ``test_load`` give the raw image i of the training / test set (sections with
-    images are left out without them)."""
+    ``train_load`` / ``test_load`` give the raw image i of the training / test set (None: data
+    without images, each shown by its path or ``index:<i>``)."""
     samples = load_samples(outputs["embed"]) if "embed" in outputs else None
-    g = (
-        Gallery(samples, train_load, test_load, int(cfg_report["thumb_px"]))
-        if samples is not None and train_load is not None and test_load is not None
-        else None
-    )
+    g = Gallery(samples, train_load, test_load, int(cfg_report["thumb_px"])) if samples is not None else None
     top_k = int(cfg_report["top_k"])
     sections: list[Section | None] = []
     if "evaluate" in outputs:
@@ -383,11 +384,9 @@ def build(
         sections.append(survey_section(outputs["survey"], samples))
     sections.append(tables_section(outputs.get("relabel"), outputs.get("stats")))
     shown = [s for s in sections if s is not None]
-    if not shown:
-        return html.page(
-            title, ["<p class=muted>No stage of this run produced anything to show.</p>"], subtitle
-        )
-    return html.page(title, [html.section(t, b) for t, b in shown], subtitle, [t for t, _ in shown])
+    return pages.render(
+        "report.html", title=title, subtitle=subtitle, nav=[s["title"] for s in shown], sections=shown
+    )
 
 
 def influence_table(
@@ -395,12 +394,13 @@ def influence_table(
     influence_dir: Path,
     n_pairs: int,
     top_k: int,
-    train_load: ImageLoader,
-    test_load: ImageLoader,
+    train_load: ImageLoader | None,
+    test_load: ImageLoader | None,
     px: int,
 ) -> pd.DataFrame:
     """The report's confusion pairs as one long table for W&B: per pair, method, side and rank, the two
-    test images and the training image (PIL thumbnails of ``px``) with classes, score and path."""
+    test images and the training image (PIL thumbnails of ``px``; no image columns without loaders)
+    with classes, score and path."""
     s = load_samples(embed_dir)
     influence = Influence(influence_dir)
     rows = []
@@ -410,24 +410,21 @@ def influence_table(
         an = influence.get("pair", method)
         for k in range(min(n_pairs, len(an.d0))):
             a, b = (int(x) for x in an.pairs[k][0])
-            tests = {
-                "pair": k + 1,
-                "d": float(an.d0[k]),
-                "test_image": html.thumbnail(test_load(a), px),
-                "test_class": s.test_class(s.test_labels[a]),
-                "neighbour_image": html.thumbnail(test_load(b), px),
-                "neighbour_class": s.test_class(s.test_labels[b]),
-            }
+            tests: dict[str, Any] = {"pair": k + 1, "d": float(an.d0[k])}
+            if test_load is not None:
+                tests["test_image"] = html.thumbnail(test_load(a), px)
+            tests["test_class"] = s.test_class(s.test_labels[a])
+            if test_load is not None:
+                tests["neighbour_image"] = html.thumbnail(test_load(b), px)
+            tests["neighbour_class"] = s.test_class(s.test_labels[b])
             for side in ("harmful", "helpful"):
-                for r, i in enumerate(an.ranked(k, side, top_k), start=1):
+                for r, i in enumerate(map(int, an.ranked(k, side, top_k)), start=1):
+                    row = {**tests, "method": method, "side": side, "rank": r, "train_id": int(i)}
+                    if train_load is not None:
+                        row["train_image"] = html.thumbnail(train_load(int(i)), px)
                     rows.append(
                         {
-                            **tests,
-                            "method": method,
-                            "side": side,
-                            "rank": r,
-                            "train_id": int(i),
-                            "train_image": html.thumbnail(train_load(int(i)), px),
+                            **row,
                             "train_class": s.train_class(s.train.labels[i]),
                             "true_class": s.train_class(s.train.clean_labels[i]),
                             "flipped": s.is_flipped(i),

@@ -126,7 +126,6 @@ def _compute(s: InfluenceSettings, run: Run, out: Path) -> None:
                     seconds,
                 )
             )
-            log.info("influence %s on %d %s confusions: %.1f s", name, len(pairs), kind, seconds)
     write_index(out, entries, problem.n_train, {n: dump(m) for n, m in s.methods.items()})
 
 

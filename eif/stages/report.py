@@ -5,7 +5,8 @@ The pages are a view of this run (which stages ran here), not a cached artifact:
 records the report settings, ``publish`` renders them every time. List ``report`` last in
 ``stages``. Figures and tables of the other stages reach W&B through their own ``publish``; this
 stage logs both pages as the run's ``report-<parent dir>-<run dir>`` artifact and the influence table of the
-pairs the report shows, with their images (``report/influence``).
+pairs the report shows, with their images (``report/influence``). Feature vectors (``dataset=features``)
+have no images: the pages show each sample's path or ``index:<i>`` instead.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from omegaconf import OmegaConf
 from pydantic import NonNegativeInt, PositiveInt
 
+from eif.data.features import FeatureSet
 from eif.report import review, run_report
 from eif.settings import Settings, setting
 from eif.stages.base import Run, Stage
@@ -70,13 +73,21 @@ def artifact_name(run_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"report-{run_dir.parent.name}-{run_dir.name}")
 
 
+def overrides(run_dir: Path) -> list[str]:
+    """The run's Hydra overrides (``.hydra/overrides.yaml``; none for a run without that file, e.g.
+    from the Python API)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
 def _publish(s: ReportSettings, run: Run, out: Path) -> None:
     cfg = s.report
     outputs = {k: v for k, v in run.outputs.items() if k != "report"}
     train_load = test_load = None
     if {"influence", "relabel"} & set(outputs):
         data = run.data()
-        train_load, test_load = data.train.load, data.test.load
+        if not isinstance(data.train, FeatureSet):  # feature vectors have no image to show
+            train_load, test_load = data.train.load, data.test.load
     j = run.job
     title = f"eif run: {j.dataset}, {j.model}, {j.loss}, noise {j.noise}, seed {j.seed}"
     subtitle = f"stages: {', '.join(outputs)}; run dir: {run.run_dir.name}"
@@ -94,11 +105,12 @@ def _publish(s: ReportSettings, run: Run, out: Path) -> None:
             s.group,
             train_load,
             settings,
+            overrides=overrides(run.run_dir),
         )
         pages.append(run.run_dir / "review.html")
         write_text(pages[-1], text)
         log.info("review page: %s (%.1f MB)", pages[-1], pages[-1].stat().st_size / 1e6)
-    if run.logger.active and train_load is not None and {"embed", "influence"} <= set(outputs):
+    if run.logger.active and {"embed", "influence"} <= set(outputs):
         table = run_report.influence_table(
             outputs["embed"], outputs["influence"], cfg.pairs, cfg.top_k, train_load, test_load, cfg.thumb_px
         )

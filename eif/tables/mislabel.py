@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eif.report import html
+from eif import pages
 from eif.tables.format import write_table
 from eif.tables.sweep import SweepTablesCallback, config_identity, expected_jobs
 from eif.utils.io import read_json, write_text
@@ -38,18 +38,18 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
             continue
         seen.append(ident)
         acc = info["accuracy"]
-        for r in runtime.itertuples(index=False):
+        for r in runtime.to_dict("records"):
             rows.append(
                 {
                     **ident,
-                    "method": r.method,
+                    "method": r["method"],
                     "status": "ok",
                     "job": job.name,
                     "report": f"{job.name}/report.html" if (job / "report.html").is_file() else "",
                     "strict": acc["strict"],
                     "second_label": acc["second_label"],
-                    "detection_s": r.detection_s,
-                    "recommendation_s": r.recommendation_s,
+                    "detection_s": r["detection_s"],
+                    "recommendation_s": r["recommendation_s"],
                 }
             )
     for ov in expected_jobs(sweep_dir):
@@ -74,7 +74,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
 
 
 def _mean_std(x: pd.Series, digits: int) -> str:
-    x = pd.to_numeric(x, errors="coerce").dropna()
+    x = pd.Series(pd.to_numeric(x, errors="coerce")).dropna()
     if x.empty:
         return ""
     return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}" if len(x) > 1 else f"{x.mean():.{digits}f}"
@@ -82,7 +82,9 @@ def _mean_std(x: pd.Series, digits: int) -> str:
 
 def table2(long: pd.DataFrame, column: str = "second_label") -> pd.DataFrame:
     """Rows (noise, loss), columns dataset; cells mean ± std over seeds of relabel accuracy in %."""
-    acc = long[long.method == "EIF"].assign(v=lambda f: pd.to_numeric(f[column], errors="coerce") * 100)
+    acc = long[long.method == "EIF"].assign(
+        v=lambda f: pd.Series(pd.to_numeric(f[column], errors="coerce")) * 100
+    )
     cells = acc.groupby(["noise", "loss", "dataset"], dropna=False)["v"].agg(lambda s: _mean_std(s, 2))
     return cells.unstack("dataset").fillna("").reset_index()
 
@@ -102,27 +104,25 @@ def aggregate(sweep_dir: str | Path) -> pd.DataFrame:
     write_table(t2, sweep_dir, "table2")
     write_table(t2s, sweep_dir, "table2_strict")
     write_table(t3, sweep_dir, "table3")
-    jobs = long.drop_duplicates("job")[[*IDENT, "status", "report"]]
-    links = "".join(
-        f"<tr><td>{html.esc(r.dataset)}</td><td>{html.esc(r.loss)}</td><td>{html.esc(r.noise)}</td>"
-        f"<td>{html.esc(r.seed)}</td><td>{html.esc(r.status)}</td><td>"
-        + (f'<a href="{html.esc(r.report)}">report</a>' if isinstance(r.report, str) and r.report else "")
-        + "</td></tr>"
-        for r in jobs.itertuples(index=False)
-    )
-    runs = (
-        "<table><thead><tr><th>dataset</th><th>loss</th><th>noise</th><th>seed</th><th>status</th>"
-        f"<th>report</th></tr></thead><tbody>{links}</tbody></table>"
-    )
-    page = html.page(
-        f"eif sweep {sweep_dir.name}",
-        [
-            html.section("Table 2: relabel accuracy (%), reference second-label rule", html.table(t2)),
-            html.section("Table 2 (strict: top-1 equals the clean label)", html.table(t2s)),
-            html.section("Table 3: runtime (s)", html.table(t3)),
-            html.section("Runs", runs),
-        ],
-        "missing jobs are empty cells",
+    jobs = [
+        {
+            **{k: r[k] for k in (*IDENT, "status")},
+            "report": r["report"] if isinstance(r["report"], str) else "",
+        }
+        for r in long.drop_duplicates("job").to_dict("records")
+    ]
+    tables = [
+        ("Table 2: relabel accuracy (%), reference second-label rule", t2),
+        ("Table 2 (strict: top-1 equals the clean label)", t2s),
+        ("Table 3: runtime (s)", t3),
+    ]
+    page = pages.render(
+        "sweep_index.html",
+        title=f"eif sweep {sweep_dir.name}",
+        subtitle="missing jobs are empty cells",
+        nav=[],
+        tables=[(title, pages.cells(t)) for title, t in tables],
+        jobs=jobs,
     )
     write_text(sweep_dir / "index.html", page)
     return long

@@ -45,9 +45,11 @@ def cuda_problem() -> str:
             "(scripts/setup.sh with EIF_TORCH=cu130 or cu126, see docs/gpu.md)"
         )
     if driver is None:
+        cluster = shutil.which("sbatch") is not None  # GPU advice only where a GPU node could exist
+        advice = ": run on a GPU node, e.g. with hydra/launcher=slurm_gpu" if cluster else ""
         return (
             f"torch {torch.__version__} is built for CUDA {built}, but no NVIDIA driver answers here "
-            "(no nvidia-smi): run on a GPU node, e.g. with hydra/launcher=slurm_gpu"
+            f"(no nvidia-smi){advice}"
         )
     return (
         f"torch {torch.__version__} is built for CUDA {built} and the NVIDIA driver is {driver}, but "

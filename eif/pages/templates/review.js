@@ -1,65 +1,6 @@
-"""The review page's own markup, style and script (vanilla JavaScript, no library), inlined into every
-``review.html`` by :mod:`eif.report.review`. The script reads the JSON in ``#review-data``: ``classes``,
-``methods``, ``k``, ``px``, ``rows`` (``id``, ``path``, ``label``, ``suggested``, ``p``, ``votes``,
-``flags``, ``img``), ``examples`` and ``columns`` (of the exported CSV)."""
-
-BODY = """\
-<header>
-<h1 id="title"></h1>
-<p class="muted" id="summary"></p>
-<div class="bar">
-<label>current class <select id="f-current"><option value="">any</option></select></label>
-<label>suggested class <select id="f-suggested"><option value="">any</option></select></label>
-<label>flagged by <select id="f-method"><option value="">any method</option></select></label>
-<label>status <select id="f-status"><option value="all">all</option>
-<option value="open">not reviewed</option><option value="done">reviewed</option></select></label>
-<label>per page <select id="f-size"><option>20</option><option selected>50</option>
-<option>100</option></select></label>
-</div>
-<div class="bar">
-<button id="accept-page" type="button">Accept the open ones on this page</button>
-<button id="reject-page" type="button">Reject the open ones on this page</button>
-<button id="export" type="button">Export corrected labels (CSV)</button>
-<button id="clear" type="button">Clear all decisions</button>
-</div>
-<p id="counts"></p>
-</header>
-<div class="pager"><button id="prev" type="button">&#9664; previous</button><span id="page-info"></span>
-<button id="next" type="button">next &#9654;</button></div>
-<main id="cards"></main>
-"""
-
-CSS = """\
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px auto;
-max-width:1240px;color:#222;line-height:1.35;padding:0 16px}
-h1{font-size:1.4em;margin:4px 0}
-.muted{color:#666}
-header{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding-bottom:6px;z-index:1}
-.bar{display:flex;flex-wrap:wrap;gap:6px 16px;align-items:center;margin:6px 0;font-size:.9em}
-button{font:inherit;padding:3px 10px;border:1px solid #888;border-radius:4px;background:#f6f6f6;
-cursor:pointer}
-button:disabled{opacity:.4;cursor:default}
-.pager{display:flex;gap:12px;align-items:center;margin:10px 0;font-size:.9em}
-#cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:10px}
-.card{border:2px solid #ddd;border-radius:6px;padding:8px;display:flex;gap:10px;font-size:.85em}
-.card.accept{border-color:#0072b2;background:#f0f7fc}
-.card.reject{border-color:#999;background:#f4f4f4}
-.card.change{border-color:#e69f00;background:#fdf7ea}
-.card img{image-rendering:pixelated;border:1px solid #ccc;object-fit:contain;background:#000}
-.thumb{flex:none}
-.info{flex:1;min-width:0}
-.ref{color:#666;overflow-wrap:anywhere}
-.labels{font-size:1.1em;margin:2px 0}.labels b{font-weight:600}
-.actions{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0}
-.actions button[aria-pressed="true"]{background:#222;color:#fff}
-.decision{font-weight:600}
-.examples{display:flex;flex-wrap:wrap;gap:2px 6px;align-items:center;color:#444;margin-top:4px}
-.examples img{width:28px;height:28px}
-"""
-
-SCRIPT = r"""
-// Renders one page of suggestion cards at a time from
-// the JSON in #review-data, keeps the person's decisions in localStorage and exports them as CSV.
+// The review page's script (vanilla JavaScript, no library): renders one page of suggestion cards at a
+// time from the JSON in #review-data (eif.report.review.page_data), filtered and sorted as the controls
+// say, keeps the person's decisions in localStorage and exports them as CSV.
 "use strict";
 (function () {
   const data = JSON.parse(document.getElementById("review-data").textContent);
@@ -67,7 +8,10 @@ SCRIPT = r"""
   const rows = data.rows;
   const known = new Set(rows.map((r) => r.id));
   const storeKey = "eif-review:" + data.key;
-  const view = { page: 0, size: 50, current: "", suggested: "", method: "", status: "all" };
+  const view = {
+    page: 0, size: 50, current: "", suggested: "", method: "", status: "all", share: "", agree: "0",
+    sort: "review",
+  };
   const $ = (id) => document.getElementById(id);
 
   // id -> {decision: "accept" | "reject" | "change", label: new training label id}
@@ -101,7 +45,14 @@ SCRIPT = r"""
     return o;
   }
 
+  // A thumbnail, or where the data has no images (feature vectors) a box with the sample's path or id.
   function thumb(src, alt, title, px) {
+    if (src === null) {
+      const box = el("span", "noimg", title);
+      box.title = title;
+      box.style.width = box.style.height = px + "px";
+      return box;
+    }
     const img = el("img");
     img.src = src;
     img.alt = alt;
@@ -172,6 +123,7 @@ SCRIPT = r"""
     node.dataset.id = row.id;
     const pic = el("div", "thumb");
     pic.append(thumb(row.img, classes[row.label], row.path, data.px));
+    node.dataset.p = String(row.p);
     const info = el("div", "info");
     info.append(el("div", "ref", "train #" + row.id + " · " + row.path));
     const labels = el("div", "labels");
@@ -185,7 +137,7 @@ SCRIPT = r"""
       const f = row.flags[m];
       return m.toUpperCase() + " " + (f[0] >= 0 ? "+" : "") + f[0].toPrecision(3) + " (rank " + f[1] + ")";
     });
-    info.append(el("div", "flags", "flagged by " + flags.join(" · ")));
+    info.append(el("div", "flags", "flagged by " + flags.join(" · ") + agreement(row)));
     const actions = el("div", "actions");
     const accept = el("button", "accept", "Accept");
     const reject = el("button", "reject", "Reject");
@@ -202,18 +154,30 @@ SCRIPT = r"""
     return node;
   }
 
+  const agreeing = (row) => Object.keys(row.flags).length;
+  const agreement = (row) =>
+    data.methods.length > 1 ? " (" + agreeing(row) + " of " + data.methods.length + " methods)" : "";
+
   function matches(row) {
     if (view.current !== "" && row.label !== Number(view.current)) return false;
     if (view.suggested !== "" && row.suggested !== Number(view.suggested)) return false;
     if (view.method !== "" && !(view.method in row.flags)) return false;
+    if (agreeing(row) < Number(view.agree)) return false;
+    // vote share: "0.8" keeps p >= 0.8, "-0.5" keeps p < 0.5
+    if (view.share !== "" && Number(view.share) >= 0 && row.p < Number(view.share)) return false;
+    if (view.share !== "" && Number(view.share) < 0 && row.p >= -Number(view.share)) return false;
     if (view.status === "open" && decisions.has(row.id)) return false;
     if (view.status === "done" && !decisions.has(row.id)) return false;
     return true;
   }
 
   function shown() {
+    // rows come in review order; sort is stable, so ties keep it
     const out = rows.filter(matches);
-    if (view.method !== "") out.sort((a, b) => a.flags[view.method][1] - b.flags[view.method][1]);
+    if (view.sort === "share-desc") out.sort((a, b) => b.p - a.p);
+    else if (view.sort === "share-asc") out.sort((a, b) => a.p - b.p);
+    else if (view.sort === "agree") out.sort((a, b) => agreeing(b) - agreeing(a));
+    else if (view.method !== "") out.sort((a, b) => a.flags[view.method][1] - b.flags[view.method][1]);
     return out;
   }
 
@@ -244,8 +208,13 @@ SCRIPT = r"""
     counts();
   }
 
+  // A text cell that a spreadsheet would run as a formula (it begins with = + - @, a tab or a carriage
+  // return, and is not a number) gets a leading ' (OWASP's CSV-injection rule), as eif.utils.csvsafe does.
   function csvField(value) {
-    const s = String(value);
+    let s = String(value);
+    if (typeof value === "string" && /^[=+\-@\t\r]/.test(s) && !(s.trim() !== "" && isFinite(Number(s)))) {
+      s = "'" + s;
+    }
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
 
@@ -254,7 +223,10 @@ SCRIPT = r"""
     for (const row of rows) {
       const d = decisions.get(row.id);
       if (!d) continue;
-      const fields = [row.id, row.path, classes[row.label], classes[d.label], row.label, d.label, d.decision];
+      const fields = [
+        row.id, row.path, classes[row.label], classes[d.label], row.label, d.label, d.decision,
+        JSON.stringify(data.store_keys), JSON.stringify(data.overrides),
+      ];
       lines.push(fields.map(csvField).join(","));
     }
     const url = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
@@ -286,12 +258,9 @@ SCRIPT = r"""
     });
   }
 
-  document.title = data.title;
-  $("title").textContent = data.title;
-  $("summary").textContent =
-    "Algorithm 1's label suggestions (weighted kNN over k = " + data.k + " neighbours) for the training " +
-    "samples flagged by " + data.methods.map((m) => m.toUpperCase()).join(", ") + ", most harmful first. " +
-    "Accept, reject or pick another label, then export; decisions are kept in this browser until cleared.";
+  for (let n = 2; n <= data.methods.length; n += 1) {
+    $("f-agree").append(option(n, "flagged by at least " + n + " of " + data.methods.length + " methods"));
+  }
   for (const id of ["f-current", "f-suggested"]) classes.forEach((name, c) => $(id).append(option(c, name)));
   data.methods.forEach((m) => $("f-method").append(option(m, m.toUpperCase())));
   filter("f-current", "current");
@@ -299,6 +268,9 @@ SCRIPT = r"""
   filter("f-method", "method");
   filter("f-status", "status");
   filter("f-size", "size");
+  filter("f-share", "share");
+  filter("f-agree", "agree");
+  filter("f-sort", "sort");
   $("prev").addEventListener("click", () => { view.page -= 1; render(); });
   $("next").addEventListener("click", () => { view.page += 1; render(); });
   $("accept-page").addEventListener("click", () => bulk("accept"));
@@ -312,4 +284,3 @@ SCRIPT = r"""
   });
   render();
 })();
-"""

@@ -1,0 +1,1 @@
+"""Hydra plugin: the sweep configs (``sweeps/``) on eif's config search path."""
