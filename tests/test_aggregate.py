@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from scipy import stats
 
+from eif.tables import robustness
 from eif.tables.__main__ import main
+from eif.tables.seedstats import NO_CONFUSIONS, ONE_SEED
 from eif.tables.sweep import expected_jobs
 from eif.tables.table1 import aggregate, compare
 from eif.utils.io import write_json, write_text
@@ -147,41 +150,71 @@ def test_table1_sweep_launches_six_jobs_and_aggregates(tmp_path):
     assert len(table) == 6 * 10  # five K and five M per job
 
 
-def test_robustness_table_combines_seeds_with_stouffer(tmp_path):
-    """Three seeds of one model: per-seed comparison rows from job_rows, the combined p equals
-    Stouffer's method on scipy's one-sided paired t-tests, and every seed gets its column."""
-    from scipy import stats
-
-    from eif.tables import robustness
-
-    sweep = tmp_path / "sweep"
-    expected = []
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        d_if = rng.normal(0, 0.01, 40)
-        deltas = {"eif": d_if + 0.004 + rng.normal(0, 0.01, 40), "if": d_if, "drift": rng.normal(0, 0.01, 40)}
-        effects, comparisons = robustness.job_rows(deltas, "pairs", "eif", ["eif", "if"], seed)
-        job = sweep / str(seed)
-        (job / ".hydra").mkdir(parents=True)
-        OmegaConf.save(OmegaConf.create([f"seed={seed}"]), job / ".hydra" / "overrides.yaml")
-        write_json(
-            job / "stats.json",
-            {
-                "rows": [],
-                "robustness": {"effects": effects, "comparisons": comparisons},
-                "job": {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": seed, "noise": "none"},
+def _robust_job(sweep: Path, seed: int, shift: float) -> dict[str, np.ndarray]:
+    """One job's stats.json as the stats stage writes it, Δd from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    d_if = rng.normal(0, 0.01, 40)
+    deltas = {"eif": d_if + shift + rng.normal(0, 0.01, 40), "if": d_if, "drift": rng.normal(0, 0.01, 40)}
+    effects, comparisons = robustness.job_rows(deltas, "pairs", "eif", ["eif", "if"], seed, baseline="if")
+    job = sweep / str(seed)
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create([f"seed={seed}"]), job / ".hydra" / "overrides.yaml")
+    write_json(
+        job / "stats.json",
+        {
+            "rows": [],
+            "robustness": {
+                "effects": effects,
+                "comparisons": comparisons,
+                "deltas": {"pairs": {k: v.tolist() for k, v in deltas.items()}},
             },
-        )
-        expected.append(stats.ttest_rel(deltas["eif"], deltas["if"], alternative="greater").pvalue)
+            "job": {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": seed, "noise": "none"},
+        },
+    )
+    return deltas
+
+
+def test_robustness_table_combines_seeds_at_seed_level(tmp_path):
+    """Three seeds of one model: the pre-registered EIF vs IF is one-sided, every other comparison
+    two-sided; the combined row's tests are scipy's on the seed means, the mixed model's, and
+    Stouffer's (labelled conditional) on the per-seed one-sided p-values."""
+    sweep = tmp_path / "sweep"
+    jobs = [_robust_job(sweep, seed, 0.004) for seed in range(3)]
     aggregate(sweep)
+    per_seed = pd.read_csv(sweep / "table1_robustness_seeds.csv")
+    assert list(per_seed.seed.unique()) == [0, 1, 2]
+    drift = per_seed[(per_seed.b == "drift") & (per_seed.seed == 1)].iloc[0]
+    assert drift.alternative == "two-sided"
+    assert drift.pvalue == pytest.approx(stats.ttest_rel(jobs[1]["eif"], jobs[1]["drift"]).pvalue, rel=1e-9)
     combined = pd.read_csv(sweep / "table1_robustness.csv")
     row = combined[(combined.a == "eif") & (combined.b == "if")].iloc[0]
-    assert row.jobs == 3 and row.seeds == "0 1 2"
-    assert row.pvalue == pytest.approx(stats.combine_pvalues(expected, method="stouffer").pvalue, rel=1e-9)
-    assert (pd.read_csv(sweep / "table1_robustness_seeds.csv").seed.unique() == [0, 1, 2]).all()
+    assert row.jobs == 3 and row.seeds == "0 1 2" and row.alternative == "greater"
+    means = [(d["eif"] - d["if"]).mean() for d in jobs]
+    assert row["mean"] == pytest.approx(np.mean(means))
+    assert row.t_pvalue == pytest.approx(stats.ttest_1samp(means, 0.0, alternative="greater").pvalue)
+    assert row.w_pvalue == pytest.approx(stats.wilcoxon(means, alternative="greater").pvalue)
+    within = [stats.ttest_rel(d["eif"], d["if"], alternative="greater").pvalue for d in jobs]
+    assert row.stouffer_pvalue == pytest.approx(stats.combine_pvalues(within, method="stouffer").pvalue)
+    mixed = robustness.across_seeds([d["eif"] - d["if"] for d in jobs], "greater", seed=0)["mixed_pvalue"]
+    assert row.mixed_pvalue == pytest.approx(mixed) and 0 < mixed < 1
+    row = combined[(combined.a == "eif") & (combined.b == "drift")].iloc[0]
+    assert row.alternative == "two-sided"
+    assert row.t_pvalue == pytest.approx(
+        stats.ttest_1samp([(d["eif"] - d["drift"]).mean() for d in jobs], 0).pvalue
+    )
     text = (sweep / "table1_robustness.md").read_text()
-    assert "| seed 0 | seed 1 | seed 2 | combined | Stouffer p |" in text
-    assert "| eif | drift |" in text
+    assert "| seed 0 | seed 1 | seed 2 | across seeds | mixed model p |" in text
+    assert "Stouffer p (conditional on these models)" in text
+    assert "| eif | if | a > b (pre-registered) |" in text and "| eif | drift | two-sided |" in text
+
+
+def test_robustness_with_one_seed_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    _robust_job(sweep, 0, 0.004)
+    aggregate(sweep)
+    combined = pd.read_csv(sweep / "table1_robustness.csv")
+    assert set(combined.status) == {ONE_SEED} and combined.t_pvalue.isna().all()
+    assert ONE_SEED in (sweep / "table1_robustness.md").read_text()
 
 
 def test_lds_sweep_table_summarises_seeds(tmp_path):
@@ -227,10 +260,38 @@ def test_lds_sweep_table_summarises_seeds(tmp_path):
     eif = summary[summary.method == "eif"].iloc[0]
     assert eif["mean"] == pytest.approx(0.7) and eif["sd"] == pytest.approx(0.1) and eif["jobs"] == 3
     assert (eif["low"], eif["high"]) == (pytest.approx(0.6), pytest.approx(0.8))
+    assert eif["ci_low"] == pytest.approx(0.6) and eif["ci_high"] == pytest.approx(0.8)  # 3 seeds
+    compare = pd.read_csv(sweep / "lds_compare.csv").iloc[0]
+    diffs = [informed - rand for informed, rand in values.values()]  # eif minus random, per seed
+    assert (compare.a, compare.b, compare.n_seeds) == ("eif", "random", 3)
+    assert compare["mean"] == pytest.approx(np.mean(diffs))
+    assert compare.t_pvalue == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
+    assert compare.w_pvalue == pytest.approx(stats.wilcoxon(diffs).pvalue)
+    assert compare.status == NO_CONFUSIONS and np.isnan(compare.mixed_pvalue)
     removal = pd.read_csv(sweep / "lds_removal.csv")
-    assert removal[removal.removed == "eif"].pvalue.iloc[0] < 0.01  # three seeds at p=0.01 combine lower
+    row = removal[removal.removed == "eif"].iloc[0]
+    # three seeds whose gain is 1e-3 each: no variation over seeds, so no t-test; Stouffer (labelled
+    # conditional) folds the three one-sided p = 0.01 to two-sided
+    assert row.n_seeds == 3 and np.isnan(row.t_pvalue) and "degenerate" in row.status
+    one_sided = stats.combine_pvalues([0.01] * 3, method="stouffer").pvalue
+    assert row.stouffer_pvalue == pytest.approx(2 * one_sided)
     text = (sweep / "lds.md").read_text()
     assert "| eif | 0.700 ± 0.100 [0.600, 0.800] |" in text and "noise ceiling" in text
+    assert "LDS of eif minus each method's" in text and "Stouffer p (conditional on these models)" in text
+
+
+def test_lds_sweep_with_one_seed_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "artifacts" / "lds").mkdir(parents=True)
+    cfg = {"seed": 0, "dataset": {"name": "fashion_mnist"}, "loss": {"name": "proxynca_pp"}}
+    OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+    rows = [{"kind": "pair", "method": m, "horizon": 1, "lds": v} for m, v in (("eif", 0.6), ("if", 0.5))]
+    write_json(job / "artifacts" / "lds" / "lds.json", {"rows": rows, "ceilings": [], "removal": []})
+    assert main([str(sweep)]) == 0
+    assert pd.read_csv(sweep / "lds_compare.csv").status.tolist() == [ONE_SEED]
+    assert ONE_SEED in (sweep / "lds.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -297,4 +358,11 @@ def test_clean_sweep_table_averages_seeds_and_gains(tmp_path):
         "| oracle | 50.0 ± 0.0 | 50.0 ± 0.0 | 0.0 ± 0.0 | 0.8550 ± 0.0071 |"
         in (sweep / "clean.md").read_text()
     )
+    gains = pd.read_csv(sweep / "clean_gains.csv").set_index(["variant", "metric"])
+    recall = gains.loc[("oracle", "recall@1")]
+    assert recall["mean"] == pytest.approx(0.045) and recall.n_seeds == 2
+    assert recall.t_pvalue == pytest.approx(stats.ttest_1samp([0.06, 0.03], 0.0).pvalue)
+    assert recall.w_pvalue == pytest.approx(stats.wilcoxon([0.06, 0.03]).pvalue)
+    assert "degenerate" in gains.loc[("oracle", "map@r")].status  # +0.1 in both seeds
+    assert "| oracle | recall@1 | 0.0450 [0.0300, 0.0600] |" in (sweep / "clean.md").read_text()
     assert not (sweep / "table1.md").exists()

@@ -1,8 +1,14 @@
-"""Mining: faiss 1-NN against scikit-learn, the group rule on hand-built counts, mis-similar pairs."""
+"""Mining: faiss 1-NN against scikit-learn, distinct confusion pairs, the group rule on hand-built counts,
+mis-similar pairs, and the mine stage on a tiny trained model."""
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
+import pytest
+from conftest import compose_cfg
 from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
@@ -14,6 +20,7 @@ from eif.influence.mining import (
     nearest_neighbours,
     pair_distance,
 )
+from eif.pipeline import run_job
 
 
 def random_embeddings(seed=0, n=200, e=8, c=6):
@@ -30,9 +37,9 @@ def test_nearest_neighbours_match_sklearn_and_pairs_follow_the_rules():
     np.testing.assert_array_equal(nn.index, idx[:, 1])
     np.testing.assert_allclose(nn.dist, dist[:, 1], rtol=1e-4)
     wrong = np.flatnonzero(y[idx[:, 1]] != y)
-    pairs = confusion_pairs(nn, y, 10, "index")
+    pairs = confusion_pairs(nn, y, 10, "index", unique=False)  # the reference: every wrong sample
     np.testing.assert_array_equal(pairs, np.stack([wrong[:10], idx[wrong[:10], 1]], 1))
-    close = confusion_pairs(nn, y, 1000, "distance")
+    close = confusion_pairs(nn, y, 1000, "distance", unique=False)
     assert len(close) == len(wrong) and np.all(np.diff(dist[close[:, 0], 1]) >= 0)
     assert np.all(y[close[:, 0]] != y[close[:, 1]])
 
@@ -95,3 +102,68 @@ def test_missimilar_pairs_are_farthest_same_class_pairs():
     assert np.all(np.diff(d) <= 1e-5)
     best = sorted((dist[a, b] for a, b in expected), reverse=True)[:15]
     np.testing.assert_allclose(d, best, rtol=1e-5)
+
+
+def _unordered(pairs: np.ndarray) -> list[tuple[int, int]]:
+    return [(min(a, b), max(a, b)) for a, b in pairs.tolist()]
+
+
+def _mutual_wrong(nn: NearestNeighbours, labels: np.ndarray) -> set[tuple[int, int]]:
+    """Unordered pairs {i, j} of mutual nearest neighbours with different labels, by brute force."""
+    return {
+        (min(i, int(j)), max(i, int(j)))
+        for i, j in enumerate(nn.index)
+        if nn.index[j] == i and labels[i] != labels[j]
+    }
+
+
+@pytest.mark.parametrize("order", ["index", "distance"])
+def test_confusion_pairs_count_a_mutual_pair_once(order):
+    z, y = random_embeddings(3, n=300, c=8)
+    nn = nearest_neighbours(z, y)
+    mutual = _mutual_wrong(nn, y)
+    assert len(mutual) >= 3  # the data must hold the case under test
+    reference = confusion_pairs(nn, y, 10_000, order, unique=False)
+    wrong = np.flatnonzero(y[nn.index] != y)
+    assert len(reference) == len(wrong)  # the reference: every wrong sample with its 1-NN
+    assert sum(c == 2 for c in Counter(_unordered(reference)).values()) == len(mutual)
+    pairs = confusion_pairs(nn, y, 10_000, order)
+    assert len(set(_unordered(pairs))) == len(pairs) == len(wrong) - len(mutual)
+    assert set(_unordered(pairs)) == set(_unordered(reference))
+    # the first of the two in the order is kept, the order itself is unchanged
+    kept = [tuple(p) for p in pairs.tolist()]
+    assert kept == [p for p in map(tuple, reference.tolist()) if p in set(kept)]
+    first = {}
+    for p in map(tuple, reference.tolist()):
+        first.setdefault((min(p), max(p)), p)
+    assert set(kept) == set(first.values())
+    np.testing.assert_array_equal(confusion_pairs(nn, y, 7, order), pairs[:7])
+
+
+@pytest.mark.slow
+def test_mine_stage_mines_distinct_pairs_and_the_reference_is_one_setting(tmp_path: Path, fmnist_available):
+    """A real (tiny) trained model: the default mine stage has no unordered pair twice; with
+    mine.unique_pairs=false it mines every wrong test sample with its 1-NN, mutual pairs twice."""
+    mined = {}
+    for unique in (True, False):
+        cfg = compose_cfg(
+            tmp_path,
+            [
+                "stages=[mine]",
+                "mine.num_pairs=10000",
+                f"mine.unique_pairs={str(unique).lower()}",
+                "progress=false",
+            ],
+        )
+        record = run_job(cfg)
+        with np.load(Path(record["artifacts"]["mine"]) / "mine.npz") as arr:
+            mined[unique] = {k: arr[k] for k in ("pairs", "pair_d", "nn_index", "labels")}
+    nn = NearestNeighbours(
+        index=mined[True]["nn_index"], label=mined[True]["labels"][mined[True]["nn_index"]], dist=np.zeros(0)
+    )
+    mutual = _mutual_wrong(nn, mined[True]["labels"])
+    distinct, reference = mined[True]["pairs"], mined[False]["pairs"]
+    assert len(set(_unordered(distinct))) == len(distinct) > 0
+    assert len(reference) == len(distinct) + len(mutual)
+    assert set(_unordered(reference)) == set(_unordered(distinct))
+    assert len(mutual) > 0, "the tiny model has no mutual confusions: the reference setting is untested"

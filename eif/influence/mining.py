@@ -55,17 +55,26 @@ def pair_distance(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return normalized_sq_distance(z[pairs[:, 0]], z[pairs[:, 1]]).numpy()
 
 
-def confusion_pairs(nn: NearestNeighbours, labels: np.ndarray, num: int, order: str = "index") -> np.ndarray:
+def confusion_pairs(
+    nn: NearestNeighbours, labels: np.ndarray, num: int, order: str = "index", unique: bool = True
+) -> np.ndarray:
     """Up to ``num`` pairs (i, NN(i)) (int64 (K, 2)) whose 1-NN has another label.
 
     ``index``: the first ``num`` in test-index order (the reference). ``distance``: the closest pairs
     first by the Euclidean 1-NN distance that made them errors (ties by index): the paper's
-    "most confusing".
+    "most confusing". Mutual nearest neighbours i, j of different labels give (i, j) and (j, i), the
+    same confusion: ``unique`` keeps only the first of the two in this order, so that no confusion
+    counts twice; ``unique=False`` keeps both (the reference).
     """
     require(order in ("index", "distance"), f"mine.order must be index or distance, got {order!r}")
     wrong = np.flatnonzero(nn.wrong(labels))
     if order == "distance":
         wrong = wrong[np.argsort(nn.dist[wrong], kind="stable")]
+    if unique:
+        rank = np.full(len(nn.index), len(wrong), np.int64)  # position in the order; past the end if right
+        rank[wrong] = np.arange(len(wrong))
+        partner = nn.index[wrong]
+        wrong = wrong[~((nn.index[partner] == wrong) & (rank[partner] < rank[wrong]))]
     wrong = wrong[: max(0, int(num))]
     return np.stack([wrong, nn.index[wrong]], 1).astype(np.int64)
 

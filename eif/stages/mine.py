@@ -4,7 +4,8 @@ Artifacts: ``mine.npz`` (numpy only) and ``mine.json`` (counts and settings). Ar
 
 - ``nn_index``, ``nn_label``, ``nn_dist`` (N_test,): every test sample's 1-NN (raw Euclidean, self
   excluded), its label and distance; ``labels`` (N_test,).
-- ``pairs`` (K, 2) test indices (i, 1-NN(i)) with different labels; ``pair_d`` (K,) their d.
+- ``pairs`` (K, 2) test indices (i, 1-NN(i)) with different labels, each unordered pair once unless
+  ``mine.unique_pairs=false``; ``pair_d`` (K,) their d.
 - groups (M of them): ``group_class``, ``group_n_wrong``, ``group_d`` (mean d over the group's pairs),
   ``group_pair_offsets`` (M+1,) into ``group_pairs`` (sum n_m, 2); ``group_confused_offsets`` (M+1,)
   into ``group_confused`` / ``group_confused_share`` (the confused classes and cumulative shares).
@@ -37,6 +38,8 @@ class MineConfig(Settings):
     num_pairs: NonNegativeInt = 100
     # index: the first num_pairs wrong test samples in index order (the reference); distance: closest first
     order: Literal["index", "distance"] = "index"
+    # true: mutual nearest neighbours count as one pair; false: as (i, j) and (j, i) (the reference)
+    unique_pairs: bool = True
     num_groups: NonNegativeInt = 30
     share: float = setting(0.5, gt=0, le=1)
     max_confused: PositiveInt = 10
@@ -63,7 +66,7 @@ def _compute(m: MineConfig, run: Run, out: Path) -> None:
     test = np.load(run.input("embed") / "test.npz")
     z, labels = test["embeddings"], test["labels"]
     nn = nearest_neighbours(z, labels)
-    pairs = confusion_pairs(nn, labels, m.num_pairs, m.order)
+    pairs = confusion_pairs(nn, labels, m.num_pairs, m.order, m.unique_pairs)
     groups = confusion_groups(nn, labels, m.num_groups, m.share, m.max_confused)
     missim = missimilar_pairs(z, labels, m.num_missim)
     gpairs = [g.pairs for g in groups]
@@ -138,4 +141,5 @@ STAGE = Stage(
     publish=_publish,
     deps=("embed",),
     config=("mine", MineConfig),
+    version=2,  # 2: mutual nearest neighbours mined once (mine.unique_pairs)
 )

@@ -78,6 +78,7 @@ def _compute(s: StatsSettings, run: Run, out: Path) -> None:
     rows: list[dict[str, Any]] = []
     effects: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
+    deltas: dict[str, dict[str, list[float]]] = {}  # kind -> label -> Δd per confusion (mixed model)
     methods = read_json(run.input("retrain") / "retrain.json")["methods"]
     with np.load(run.input("retrain") / "distances.npz") as z:
         for kind, (name, sizes_key) in KINDS.items():
@@ -86,13 +87,14 @@ def _compute(s: StatsSettings, run: Run, out: Path) -> None:
             main, base = z[f"{kind}_delta_{sc.method}"], z[f"{kind}_delta_{sc.baseline}"]
             rows += compare(name, main, base, list(getattr(sc, sizes_key)))
             prefix = f"{kind}_delta_"
-            deltas = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
-            e, c = robustness.job_rows(deltas, name, sc.method, methods, s.seed)
+            by_label = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
+            e, c = robustness.job_rows(by_label, name, sc.method, methods, s.seed, baseline=sc.baseline)
             effects += e
             comparisons += c
+            deltas[name] = {label: d.tolist() for label, d in by_label.items()}
     record = {
         "rows": rows,
-        "robustness": {"effects": effects, "comparisons": comparisons},
+        "robustness": {"effects": effects, "comparisons": comparisons, "deltas": deltas},
         "compared": [sc.method, sc.baseline],
         "job": run.job.as_dict(),
     }
@@ -141,5 +143,5 @@ STAGE = Stage(
     deps=("retrain",),
     config=("stats", StatsConfig),
     check=_check,
-    version=2,
+    version=3,  # 3: two-sided robustness p-values except stats.method vs stats.baseline; Δd per confusion
 )

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from eif.tables import clean, lds, mislabel, table1
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eif.tables", description=(__doc__ or "").splitlines()[0])
@@ -18,8 +20,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {sweep} is not a directory", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from eif.tables import clean, lds, mislabel, table1
-
     written = []
     if (
         any(sweep.glob("*/stats.json"))

@@ -1,129 +1,248 @@
 """The attribution benchmark across a sweep's seeds (``sweeps/lds.yaml``): every job's ``lds.json``
 (stage ``lds``) collected into ``lds_seeds.csv`` (one row per job, kind, method and horizon) and
-summarised in ``lds_summary.csv`` and ``lds.md``: per kind, method and horizon the mean LDS over seeds
-with its standard deviation and range; the noise ceiling likewise; and the removal check with the
-mean Δd gain over random removal and Stouffer's combined one-sided p-value."""
+summarised per kind, method and horizon, with the trained model (seed) as the unit of replication
+(statistics in :mod:`eif.tables.seedstats`):
+
+- ``lds_summary.csv``: the mean LDS over seeds with its standard deviation, range and a bootstrap
+  interval over seeds; the noise ceiling likewise;
+- ``lds_compare.csv``: the reference method (the first the jobs list, EIF in ``sweeps/lds.yaml``)
+  against every other method: the mean over seeds of LDS_reference − LDS_method, its bootstrap interval
+  over seeds, and two-sided one-sample t-test and Wilcoxon signed-rank p-values on the seeds'
+  differences (one LDS per model, so no mixed model);
+- ``lds_removal.csv``: per k and method, the mean gain in Δd over removing k random samples, with
+  the same seed-level statistics and Stouffer's combination of the jobs' p-values, labelled
+  conditional on these models.
+
+``lds.md`` shows all three.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
-from scipy import stats
 
+from eif.tables.seedstats import across_seeds, stouffer
 from eif.tables.sweep import SweepTablesCallback, config_identity
 from eif.utils.io import read_json, write_text
 
 log = logging.getLogger(__name__)
 IDENT = ("dataset", "loss", "seed")
+MODEL = ("dataset", "loss")  # what the seeds replicate
+Row = dict[str, Any]
+K = TypeVar("K", bound=Hashable)
 
 
-def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(LDS rows, ceiling rows, removal rows) of every finished job, each with the job's identity."""
-    lds_rows, ceil_rows, removal_rows = [], [], []
+def collect(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
+    """(LDS rows, ceiling rows, removal rows) of every finished job, each with the job's identity and
+    ``methods`` (the job's method order, space-separated)."""
+    lds_rows: list[Row] = []
+    ceil_rows: list[Row] = []
+    removal_rows: list[Row] = []
     for path in sorted(Path(sweep_dir).glob("*/artifacts/lds/lds.json")):
         job = path.parents[2]
         try:
             ident, info = {**config_identity(job, IDENT), "job": job.name}, read_json(path)
+            rows, ceilings, removal = info["rows"], info["ceilings"], info["removal"]
         except (OSError, ValueError, KeyError) as err:
             log.warning("lds: skipping unreadable job %s (%s)", job, err)
             continue
-        lds_rows += [{**ident, **{k: v for k, v in r.items() if k != "per_seed"}} for r in info["rows"]]
-        ceil_rows += [{**ident, **r} for r in info["ceilings"]]
-        removal_rows += [{**ident, **r} for r in info["removal"]]
-    return pd.DataFrame(lds_rows), pd.DataFrame(ceil_rows), pd.DataFrame(removal_rows)
+        order = info.get("methods") or list(dict.fromkeys(r["method"] for r in rows))
+        ident["methods"] = " ".join(order)
+        lds_rows += [{**ident, **{k: v for k, v in r.items() if k != "per_seed"}} for r in rows]
+        ceil_rows += [{**ident, **r} for r in ceilings]
+        removal_rows += [{**ident, **r} for r in removal]
+    return lds_rows, ceil_rows, removal_rows
 
 
-def summarise(rows: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
-    """Mean, standard deviation (ddof 1), min, max and count of ``value`` over jobs, per ``by``."""
-    g = rows.groupby(by, sort=False)[value]
-    return g.agg(mean="mean", sd="std", low="min", high="max", jobs="count").reset_index()
+def _groups(rows: Iterable[Row], key: Callable[[Row], K]) -> dict[K, list[Row]]:
+    """Rows by ``key``, in order of first appearance."""
+    out: dict[K, list[Row]] = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
 
 
-def combine_removal(removal: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, loss, kind, k, removed): mean Δd, mean gain over random removal and Stouffer's
-    combined one-sided p-value of "larger than random" (each job equal weight)."""
-    rows = []
-    keys = ["dataset", "loss", "kind", "k", "removed"]
-    for key, g in removal.groupby(keys, sort=False):
-        ps = pd.to_numeric(g.get("pvalue"), errors="coerce").dropna().clip(1e-300, 1 - 1e-16)
-        gain = pd.to_numeric(g.get("vs_random"), errors="coerce")
-        rows.append(
+def _by(*names: str) -> Callable[[Row], tuple[Any, ...]]:
+    return lambda r: tuple(r[n] for n in names)
+
+
+def summarise(rows: Sequence[Row], value: str, by: Sequence[str]) -> list[Row]:
+    """Per ``by``: mean, standard deviation (ddof 1), min, max and count of ``value`` over jobs, and a
+    95% bootstrap interval of the mean over jobs (``ci_low``, ``ci_high``)."""
+    out = []
+    for i, (key, g) in enumerate(_groups(rows, _by(*by)).items()):
+        x = np.array([float(r[value]) for r in g])
+        seeds = across_seeds([[v] for v in x], "two-sided", seed=i)
+        out.append(
             {
-                **dict(zip(keys, key)),
-                "jobs": len(g),
-                "mean_delta": float(g["mean_delta"].mean()),
-                "vs_random": float(gain.mean()) if gain.notna().any() else None,
-                "pvalue": float(stats.combine_pvalues(ps, method="stouffer").pvalue) if len(ps) else None,
+                **dict(zip(by, key, strict=True)),
+                "mean": float(x.mean()),
+                "sd": float(x.std(ddof=1)) if len(x) > 1 else math.nan,
+                "low": float(x.min()),
+                "high": float(x.max()),
+                "jobs": len(x),
+                "ci_low": seeds["low"],
+                "ci_high": seeds["high"],
             }
         )
-    return pd.DataFrame(rows)
+    return out
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "" if v is None or v != v else f"{v:.{digits}f}"
+def compare_methods(lds: Sequence[Row]) -> list[Row]:
+    """Per (dataset, loss, kind, horizon): the reference method (first in the jobs' method order)
+    against every other method, on the per-seed differences of LDS (two-sided)."""
+    out = []
+    for key, g in _groups(lds, _by(*MODEL, "kind", "horizon")).items():
+        reference = str(g[0]["methods"]).split()[0]
+        ref = {r["seed"]: float(r["lds"]) for r in g if r["method"] == reference}
+        for method, m in _groups((r for r in g if r["method"] != reference), _by("method")).items():
+            diffs = [[ref[r["seed"]] - float(r["lds"])] for r in m if r["seed"] in ref]
+            if not diffs:
+                continue
+            out.append(
+                {
+                    **dict(zip((*MODEL, "kind", "horizon"), key, strict=True)),
+                    "a": reference,
+                    "b": method[0],
+                    **across_seeds(diffs, "two-sided", seed=len(out)),
+                }
+            )
+    return out
 
 
-def markdown(lds: pd.DataFrame, ceilings: pd.DataFrame, removal: pd.DataFrame) -> str:
+def combine_removal(removal: Sequence[Row]) -> list[Row]:
+    """Per (dataset, loss, kind, k, removed): mean Δd over seeds, and for each method the seed-level
+    statistics of its gain over random removal (two-sided) with Stouffer's combination of the jobs'
+    one-sided p-values, folded to two-sided (conditional on these models)."""
+    out = []
+    for key, g in _groups(removal, _by(*MODEL, "kind", "k", "removed")).items():
+        row: Row = {
+            **dict(zip((*MODEL, "kind", "k", "removed"), key, strict=True)),
+            "jobs": len(g),
+            "mean_delta": float(np.mean([float(r["mean_delta"]) for r in g])),
+        }
+        gains = [[float(r["vs_random"])] for r in g if _number(r.get("vs_random")) is not None]
+        if gains:
+            row.update(across_seeds(gains, "two-sided", seed=len(out)))
+            one_sided = stouffer([_number(r.get("pvalue")) for r in g])
+            row["stouffer_pvalue"] = (
+                None if one_sided is None else min(1.0, 2 * min(one_sided, 1 - one_sided))
+            )
+        out.append(row)
+    return out
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _f(v: Any, spec: str = ".3f") -> str:
+    x = _number(v)
+    return "" if x is None else format(x, spec)
+
+
+def _cell(r: Mapping[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    sd = "" if _number(r["sd"]) is None else f" ± {r['sd']:.3f}"
+    return f"{r['mean']:.3f}{sd} [{r['low']:.3f}, {r['high']:.3f}]"
+
+
+def _interval(r: Mapping[str, Any], spec: str) -> str:
+    bounds = "" if _number(r.get("low")) is None else f" [{_f(r['low'], spec)}, {_f(r['high'], spec)}]"
+    return f"{_f(r.get('mean'), spec)}{bounds}"
+
+
+def _note(r: Mapping[str, Any]) -> str:
+    status = str(r.get("status", ""))
+    return "" if status in ("ok", "") else status
+
+
+def markdown(
+    summary: Sequence[Row], ceilings: Sequence[Row], compare: Sequence[Row], removal: Sequence[Row]
+) -> str:
     parts = [
         "# Attribution benchmark across seeds\n",
-        "LDS: mean over seeds ± standard deviation [min, max]. Removal: mean Δd after dropping each "
-        "confusion's k most harmful samples, its gain over dropping k random ones, Stouffer's p.\n",
+        "The trained model (seed) is the unit of replication. LDS: mean over seeds ± standard deviation "
+        "[min, max]. Comparisons: the mean over seeds of the difference in LDS [95% bootstrap interval "
+        "over seeds], two-sided one-sample t-test and Wilcoxon signed-rank p on the seeds' differences. "
+        "Removal: mean Δd after dropping each confusion's k most harmful samples; its gain over dropping "
+        "k random ones with the same seed-level statistics, and Stouffer's p on the jobs' p-values, "
+        "which is conditional on these models (it treats them as fixed).\n",
     ]
-    for (dataset, loss, kind), g in lds.groupby(["dataset", "loss", "kind"], sort=False):
-        horizons = sorted(g.horizon.unique())
+    for (dataset, loss, kind), g in _groups(summary, _by(*MODEL, "kind")).items():
+        horizons = sorted({int(r["horizon"]) for r in g})
         parts += [
-            f"\n## {dataset}, {loss}: LDS, {kind}s ({int(g.jobs.max())} seeds)\n",
+            f"\n## {dataset}, {loss}: LDS, {kind}s ({max(int(r['jobs']) for r in g)} seeds)\n",
             "| method | " + " | ".join(f"{h} epoch{'s' if h > 1 else ''}" for h in horizons) + " |",
             "|---|" + "---|" * len(horizons),
         ]
-        for method, m in g.groupby("method", sort=False):
-            by = {r.horizon: r for r in m.itertuples()}
-            parts.append(f"| {method} | " + " | ".join(_cell(by.get(h)) for h in horizons) + " |")
-        c = ceilings[(ceilings.dataset == dataset) & (ceilings.loss == loss) & (ceilings.kind == kind)]
-        if len(c):
-            by = {r.horizon: r for r in c.itertuples()}
-            parts.append("| *noise ceiling* | " + " | ".join(_cell(by.get(h)) for h in horizons) + " |")
-    if len(removal):
+        for method, m in _groups(g, _by("method")).items():
+            by = {int(r["horizon"]): r for r in m}
+            parts.append(f"| {method[0]} | " + " | ".join(_cell(by.get(h)) for h in horizons) + " |")
+        c = {
+            int(r["horizon"]): r
+            for r in ceilings
+            if (r["dataset"], r["loss"], r["kind"]) == (dataset, loss, kind)
+        }
+        if c:
+            parts.append("| *noise ceiling* | " + " | ".join(_cell(c.get(h)) for h in horizons) + " |")
+        rows = [r for r in compare if (r["dataset"], r["loss"], r["kind"]) == (dataset, loss, kind)]
+        if rows:
+            parts += [
+                f"\n### {dataset}, {loss}, {kind}s: LDS of {rows[0]['a']} minus each method's\n",
+                "| method | horizon | difference [95% bootstrap over seeds] | t-test p | Wilcoxon p | note |",
+                "|---|---:|---|---:|---:|---|",
+            ]
+            parts += [
+                f"| {r['b']} | {r['horizon']} | {_interval(r, '.3f')} | {_f(r['t_pvalue'], '.2e')} | "
+                f"{_f(r['w_pvalue'], '.2e')} | {_note(r)} |"
+                for r in rows
+            ]
+    if removal:
         parts += [
             "\n## Removal\n",
-            "| data set | loss | kind | k | removed by | mean Δd | gain over random | Stouffer p |",
-            "|---|---|---|---:|---|---:|---:|---:|",
+            "| data set | loss | kind | k | removed by | mean Δd | gain over random [95% bootstrap over "
+            "seeds] | t-test p | Wilcoxon p | Stouffer p (conditional on these models) | note |",
+            "|---|---|---|---:|---|---:|---|---:|---:|---:|---|",
         ]
-        for r in removal.itertuples():
-            p = "" if r.pvalue is None or r.pvalue != r.pvalue else f"{r.pvalue:.2e}"
-            gain = "" if r.vs_random is None or r.vs_random != r.vs_random else f"{r.vs_random:.2e}"
-            head = f"| {r.dataset} | {r.loss} | {r.kind} | {r.k} | {r.removed}"
-            parts.append(f"{head} | {r.mean_delta:.2e} | {gain} | {p} |")
+        for r in removal:
+            head = f"| {r['dataset']} | {r['loss']} | {r['kind']} | {r['k']} | {r['removed']}"
+            if "n_seeds" not in r:  # the random control itself
+                parts.append(f"{head} | {_f(r['mean_delta'], '.2e')} | | | | | |")
+                continue
+            cells = [
+                _interval(r, ".2e"),
+                *(_f(r.get(k), ".2e") for k in ("t_pvalue", "w_pvalue", "stouffer_pvalue")),
+            ]
+            parts.append(f"{head} | {_f(r['mean_delta'], '.2e')} | " + " | ".join(cells) + f" | {_note(r)} |")
     return "\n".join(parts) + "\n"
 
 
-def _cell(r: object | None) -> str:
-    if r is None:
-        return ""
-    sd = "" if r.sd != r.sd else f" ± {r.sd:.3f}"
-    return f"{r.mean:.3f}{sd} [{r.low:.3f}, {r.high:.3f}]"
-
-
 def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """Write lds_seeds.csv, lds_summary.csv, lds_removal.csv and lds.md into ``sweep_dir``; returns
-    the per-job LDS rows."""
+    """Write lds_seeds.csv, lds_summary.csv, lds_compare.csv, lds_removal.csv and lds.md into
+    ``sweep_dir``; returns the per-job LDS rows."""
     sweep_dir = Path(sweep_dir)
     lds, ceilings, removal = collect(sweep_dir)
-    if lds.empty:
-        return lds
-    keys = ["dataset", "loss", "kind"]
+    if not lds:
+        return pd.DataFrame()
+    keys = [*MODEL, "kind"]
     summary = summarise(lds, "lds", [*keys, "method", "horizon"])
-    ceil = summarise(ceilings, "ceiling", [*keys, "horizon"]) if len(ceilings) else ceilings
-    rem = combine_removal(removal) if len(removal) else removal
-    write_text(sweep_dir / "lds_seeds.csv", lds.to_csv(index=False))
-    write_text(sweep_dir / "lds_summary.csv", summary.to_csv(index=False))
-    write_text(sweep_dir / "lds_removal.csv", rem.to_csv(index=False))
-    write_text(sweep_dir / "lds.md", markdown(summary, ceil, rem))
-    log.info("lds: %d jobs -> %s", lds.job.nunique(), sweep_dir / "lds.md")
-    return lds
+    ceil = summarise(ceilings, "ceiling", [*keys, "horizon"]) if ceilings else []
+    compare = compare_methods(lds)
+    rem = combine_removal(removal)
+    for name, rows in (("seeds", lds), ("summary", summary), ("compare", compare), ("removal", rem)):
+        write_text(sweep_dir / f"lds_{name}.csv", pd.DataFrame(rows).to_csv(index=False))
+    write_text(sweep_dir / "lds.md", markdown(summary, ceil, compare, rem))
+    log.info("lds: %d jobs -> %s", len({r["job"] for r in lds}), sweep_dir / "lds.md")
+    return pd.DataFrame(lds)
 
 
 class LdsCallback(SweepTablesCallback):

@@ -7,12 +7,16 @@ Per job (stage ``stats``), on all re-trained confusions of each kind:
   Δd of the unweighted re-training of the same confusion) with its interval.
 - **comparisons**: ``a`` vs ``b`` for the main method against every other method (e.g. EIF against
   each IF variant) and every method against its random control and against drift: the mean of
-  Δd_a - Δd_b, its 95% bootstrap interval, and the one-sided p-value of H1 mean Δd_a > mean Δd_b
-  (paired t-test for pairs, Wilcoxon signed-rank for groups: the paper's tests).
+  Δd_a - Δd_b, its 95% bootstrap interval, and the p-value of a paired t-test (pairs) or Wilcoxon
+  signed-rank test (groups): one-sided (H1 mean Δd_a > mean Δd_b) only for the pre-registered
+  comparison (``stats.method`` vs ``stats.baseline``, the paper's EIF vs IF), two-sided otherwise.
+- **deltas**: every label's Δd per confusion, for the mixed model across seeds.
 
-Across a sweep's seeds (:func:`combine`): the per-seed rows plus one combined row per comparison:
-Stouffer's method on the one-sided p-values (``scipy.stats.combine_pvalues``; each seed weighs the
-same) and the mean of the per-seed effects with the range of their intervals.
+Across a sweep's seeds (:func:`combine`, statistics in :mod:`eif.tables.seedstats`): per comparison
+the mean of the seed means with a bootstrap interval over seeds, a one-sample t-test and a Wilcoxon
+signed-rank test of the seed means, and the headline mixed model (confusions nested in models);
+Stouffer's combination of the per-seed p-values stays as a column labelled "conditional on these
+models".
 
 Intervals: ``scipy.stats.bootstrap`` (percentile, 10,000 resamples, seeded) of the mean.
 """
@@ -22,67 +26,60 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from eif.tables.format import fmt
-from eif.tables.sweep import job_overrides
-from eif.tables.table1 import TESTS, job_identity
+from eif.tables.seedstats import (
+    TESTS,
+    Alternative,
+    across_seeds,
+    mean_ci,
+    one_sided,
+    paired_test,
+    stouffer,
+)
+from eif.tables.sweep import job_identity, job_overrides
 from eif.utils.io import read_json, write_text
+
+__all__ = [
+    "aggregate",
+    "combine",
+    "collect",
+    "job_rows",
+    "markdown",
+    "mean_ci",
+    "one_sided",
+    "sweep_markdown",
+]
 
 log = logging.getLogger(__name__)
 
-RESAMPLES = 10_000
-
-
-def mean_ci(x: np.ndarray, seed: int, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) with a percentile bootstrap interval of the mean; nan bounds below 2 values."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.size < 2 or not np.any(x != x[0]):
-        m = float(x.mean()) if x.size else float("nan")
-        return m, (m if x.size > 1 else float("nan")), (m if x.size > 1 else float("nan"))
-    res = stats.bootstrap(
-        (x,),
-        np.mean,
-        n_resamples=RESAMPLES,
-        confidence_level=level,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return float(x.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def one_sided(kind: str, a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
-    """(statistic, p) of H1 mean a > mean b: paired t-test (pairs) or Wilcoxon signed-rank (groups);
-    (None, None) when the test is degenerate (no variation, or every difference zero)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = (
-            stats.ttest_rel(a, b, alternative="greater")
-            if kind == "pairs"
-            else stats.wilcoxon(a - b, alternative="greater")
-        )
-    p, s = float(res.pvalue), float(res.statistic)
-    if not math.isfinite(p) or (kind == "groups" and not np.any(a != b)):
-        return None, None
-    return (s if math.isfinite(s) else None), p
+PREREGISTERED = "a > b (pre-registered)"
+TWO_SIDED = "two-sided"
 
 
 def job_rows(
-    deltas: Mapping[str, np.ndarray], kind: str, main: str, methods: Sequence[str], seed: int
+    deltas: Mapping[str, np.ndarray],
+    kind: str,
+    main: str,
+    methods: Sequence[str],
+    seed: int,
+    baseline: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(effect rows, comparison rows) of one kind (``pairs`` or ``groups``) from Δd per label."""
+    """(effect rows, comparison rows) of one kind (``pairs`` or ``groups``) from Δd per label.
+
+    ``main`` vs ``baseline`` is the pre-registered comparison (one-sided, H1 mean Δd_main > mean
+    Δd_baseline); every other comparison is two-sided."""
     drift = deltas.get("drift")
     effects = []
     for i, (label, d) in enumerate(deltas.items()):
         m, lo, hi = mean_ci(d, seed + i)
-        row = {"kind": kind, "label": label, "n": len(d), "mean": m, "low": lo, "high": hi}
+        row: dict[str, Any] = {"kind": kind, "label": label, "n": len(d), "mean": m, "low": lo, "high": hi}
         if drift is not None and label != "drift":
             row["net_mean"], row["net_low"], row["net_high"] = mean_ci(d - drift, seed + 100 + i)
         effects.append(row)
@@ -94,13 +91,15 @@ def job_rows(
             continue
         diff = deltas[a] - deltas[b]
         m, lo, hi = mean_ci(diff, seed + 1000 + i)
-        statistic, p = one_sided(kind, deltas[a], deltas[b])
+        alternative: Alternative = "greater" if (a, b) == (main, baseline) else "two-sided"
+        statistic, p = paired_test(kind, deltas[a], deltas[b], alternative)
         comparisons.append(
             {
                 "kind": kind,
                 "a": a,
                 "b": b,
                 "test": TESTS[kind],
+                "alternative": alternative,
                 "n": len(diff),
                 "mean": m,
                 "low": lo,
@@ -112,12 +111,20 @@ def job_rows(
     return effects, comparisons
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _ci(row: Mapping[str, Any], prefix: str = "") -> str:
     m, lo, hi = row.get(f"{prefix}mean"), row.get(f"{prefix}low"), row.get(f"{prefix}high")
-    if m is None or (isinstance(m, float) and math.isnan(m)):
+    if _missing(m):
         return ""
-    bounds = "" if lo is None or (isinstance(lo, float) and math.isnan(lo)) else f" [{fmt(lo)}, {fmt(hi)}]"
+    bounds = "" if _missing(lo) else f" [{fmt(lo)}, {fmt(hi)}]"
     return f"{fmt(m)}{bounds}"
+
+
+def _h1(row: Mapping[str, Any]) -> str:
+    return PREREGISTERED if row.get("alternative", "greater") == "greater" else TWO_SIDED
 
 
 def markdown(effects: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping[str, Any]]) -> str:
@@ -133,97 +140,153 @@ def markdown(effects: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping
             f"| {r['label']} | {r['n']} | {_ci(r)} | {_ci(r, 'net_')} |" for r in effects if r["kind"] == kind
         ]
         parts += [
-            f"\n## {kind}: comparisons (H1: mean Δd of a > of b)\n",
-            "| a | b | n | mean Δd_a − Δd_b | p-value | test |",
-            "|---|---|---:|---|---:|---|",
+            f"\n## {kind}: comparisons (mean Δd of a vs of b)\n",
+            "| a | b | n | mean Δd_a − Δd_b | p-value | H1 | test |",
+            "|---|---|---:|---|---:|---|---|",
         ]
         parts += [
-            f"| {r['a']} | {r['b']} | {r['n']} | {_ci(r)} | {fmt(r['pvalue'])} | {r['test']} |"
+            f"| {r['a']} | {r['b']} | {r['n']} | {_ci(r)} | {fmt(r['pvalue'])} | {_h1(r)} | {r['test']} |"
             for r in comparisons
             if r["kind"] == kind
         ]
     return "\n".join(parts) + "\n"
 
 
-MODEL = ["dataset", "model", "loss", "noise"]  # what one combined row pools over seeds of
+MODEL = ("dataset", "model", "loss", "noise")  # what one combined row pools over seeds of
+Deltas = dict[str, dict[str, np.ndarray]]  # kind -> label -> Δd per confusion, of one job
 
 
-def combine(per_job: pd.DataFrame) -> pd.DataFrame:
+def _same(row: Mapping[str, Any], key: tuple[Any, ...], names: Sequence[str]) -> bool:
+    """Whether ``row``'s values of ``names`` equal ``key`` (None and NaN equal each other)."""
+    return all(
+        (_missing(row.get(n)) and _missing(v)) or row.get(n) == v for n, v in zip(names, key, strict=True)
+    )
+
+
+def combine(per_job: Sequence[Mapping[str, Any]], deltas: Mapping[str, Deltas] | None = None) -> pd.DataFrame:
     """Across jobs (seeds) of one (dataset, model, loss, noise): one row per (kind, a, b) with the
-    number of jobs, the mean of their mean differences, the lowest low and highest high of their
-    intervals, and Stouffer's combined one-sided p-value (each job equal weight)."""
+    seed-level statistics of :func:`eif.tables.seedstats.across_seeds` (on each job's per-confusion
+    differences from ``deltas``, by job name, where every job has them; otherwise on its mean) and
+    Stouffer's p conditional on these models."""
+    deltas = deltas or {}
+    names = [*MODEL, "kind", "a", "b"]
+    keys = list(dict.fromkeys(tuple(r.get(n) for n in names) for r in per_job))
     rows = []
-    keys = [*MODEL, "kind", "a", "b"]
-    for key, g in per_job.groupby(keys, dropna=False, sort=False):
-        ps = pd.to_numeric(g["pvalue"], errors="coerce").dropna().clip(1e-300, 1 - 1e-16)
-        combined = float(stats.combine_pvalues(ps, method="stouffer").pvalue) if len(ps) else None
+    for i, key in enumerate(keys):
+        group = [r for r in per_job if _same(r, key, names)]
+        kind, a, b = str(key[-3]), str(key[-2]), str(key[-1])
+        alternative: Alternative = (
+            "greater" if all(r.get("alternative", "greater") == "greater" for r in group) else "two-sided"
+        )
+        per_confusion = [deltas.get(str(r.get("job")), {}).get(kind, {}) for r in group]
+        if all(a in d and b in d for d in per_confusion):
+            values = [d[a] - d[b] for d in per_confusion]
+            # one-sided p of each seed for Stouffer, folded to two-sided below where H1 has no direction
+            within = [one_sided(kind, d[a], d[b])[1] for d in per_confusion]
+        else:  # stats.json of an older version: the seeds' means only
+            values = [np.array([float(r["mean"])]) for r in group]
+            within = [r.get("pvalue") for r in group] if alternative == "greater" else []
+        combined = stouffer(within)
+        if combined is not None and alternative == "two-sided":
+            combined = min(1.0, 2 * min(combined, 1 - combined))
         rows.append(
             {
-                **dict(zip(keys, key)),
-                "jobs": len(g),
-                "seeds": " ".join(str(s) for s in g["seed"]),
-                "mean": float(pd.to_numeric(g["mean"]).mean()),
-                "low": float(pd.to_numeric(g["low"]).min()),
-                "high": float(pd.to_numeric(g["high"]).max()),
-                "pvalue": combined,
+                **dict(zip(names, key, strict=True)),
+                "jobs": len(group),
+                "seeds": " ".join(str(r.get("seed")) for r in group),
+                **across_seeds(values, alternative, seed=i),
+                "stouffer_pvalue": combined,
             }
         )
     return pd.DataFrame(rows)
 
 
-def collect(sweep_dir: Path) -> pd.DataFrame:
-    """Every job's comparison rows (``stats.json`` in its run dir) with its dataset, model, loss, noise
-    and seed."""
-    frames = []
+def collect(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Deltas]]:
+    """(every job's comparison rows with its dataset, model, loss, noise, seed and job name; each job's
+    Δd per kind, label and confusion, by job name) from the ``stats.json`` in each run dir."""
+    rows: list[dict[str, Any]] = []
+    deltas: dict[str, Deltas] = {}
     for stats_file in sorted(Path(sweep_dir).glob("*/stats.json")):
         try:
             record = read_json(stats_file)
         except (OSError, ValueError) as err:
             log.warning("robustness: skipping unreadable %s (%s)", stats_file, err)
             continue
+        job = stats_file.parent.name
         ident = {**job_identity(job_overrides(stats_file.parent)), **record.get("job", {})}
-        rows = record.get("robustness", {}).get("comparisons", [])
-        frames.append(pd.DataFrame([{**{k: ident.get(k) for k in (*MODEL, "seed")}, **r} for r in rows]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def sweep_markdown(per_job: pd.DataFrame, combined: pd.DataFrame) -> str:
-    """Per (dataset, loss, kind): one line per comparison with each seed's mean difference and p-value,
-    then the combined row."""
-    parts = [
-        "# Table 1, robustness across seeds (H1: mean Δd of a > of b)\n",
-        "Per seed: mean Δd_a − Δd_b [95% bootstrap interval], one-sided p. Combined: the mean of the "
-        "seeds' means, the widest of their intervals, Stouffer's p.\n",
-    ]
-    for (*ident, kind), g in combined.groupby([*MODEL, "kind"], sort=False, dropna=False):
-        same = np.logical_and.reduce(
-            [(per_job[k] == v) | (per_job[k].isna() & pd.isna(v)) for k, v in zip(MODEL, ident)]
-        )
-        seeds = sorted(per_job.loc[same, "seed"].dropna().unique())
-        parts += [
-            f"\n## {', '.join(str(v) for v in ident)}: {kind}\n",
-            "| a | b | " + " | ".join(f"seed {int(s)}" for s in seeds) + " | combined | Stouffer p |",
-            "|---|---|" + "---|" * len(seeds) + "---|---:|",
+        robust = record.get("robustness", {})
+        rows += [
+            {**{k: ident.get(k) for k in (*MODEL, "seed")}, **r, "job": job}
+            for r in robust.get("comparisons", [])
         ]
-        for r in g.itertuples():
-            sel = per_job[same & (per_job.kind == kind) & (per_job.a == r.a) & (per_job.b == r.b)]
-            by = {row["seed"]: row for row in sel.to_dict("records")}
+        if "deltas" in robust:
+            deltas[job] = {
+                kind: {label: np.asarray(v, np.float64) for label, v in by_label.items()}
+                for kind, by_label in robust["deltas"].items()
+            }
+    return rows, deltas
+
+
+def sweep_markdown(per_job: Sequence[Mapping[str, Any]], combined: pd.DataFrame) -> str:
+    """Per (dataset, loss, kind): one line per comparison with each seed's mean difference and p-value,
+    then the seed-level statistics."""
+    parts = [
+        "# Table 1, robustness across seeds (Δd_a − Δd_b)\n",
+        "Per seed: mean over confusions [95% bootstrap interval over confusions], that model's p "
+        "(paired t-test for pairs, Wilcoxon for groups). Across seeds, the model (seed) is the unit: the "
+        "mean of the seed means [95% bootstrap interval over seeds]; mixed model p (confusions nested in "
+        "models, random intercept per seed; the headline test); one-sample t-test and Wilcoxon "
+        "signed-rank p on the seed means; Stouffer's p on the per-seed p-values, which is conditional "
+        "on these models (it treats them as fixed, so it overstates the evidence about methods). "
+        f"p-values are two-sided except where H1 says {PREREGISTERED!r}.\n",
+    ]
+    records = combined.to_dict("records")
+    names = [*MODEL, "kind"]
+    for ident in dict.fromkeys(tuple(r[n] for n in names) for r in records):
+        rows = [r for r in records if _same(r, ident, names)]
+        mine = [r for r in per_job if _same(r, ident, names)]
+        seeds = sorted({int(r["seed"]) for r in mine if not _missing(r.get("seed"))})
+        shown = [str(v) for v in ident[:-1] if not _missing(v)]
+        parts += [
+            f"\n## {', '.join(shown)}: {ident[-1]}\n",
+            "| a | b | H1 | "
+            + " | ".join(f"seed {s}" for s in seeds)
+            + " | across seeds | mixed model p | t-test p | Wilcoxon p"
+            " | Stouffer p (conditional on these models) | note |",
+            "|---|---|---|" + "---|" * len(seeds) + "---|---:|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            by = {
+                int(x["seed"]): x
+                for x in mine
+                if x["a"] == r["a"] and x["b"] == r["b"] and not _missing(x.get("seed"))
+            }
             cells = [f"{_ci(by[s])}, p {fmt(by[s]['pvalue'])}" if s in by else "" for s in seeds]
+            stats_cells = [
+                fmt(_num(r.get(k))) for k in ("mixed_pvalue", "t_pvalue", "w_pvalue", "stouffer_pvalue")
+            ]
+            note = "" if r.get("status") == "ok" else str(r.get("status"))
             parts.append(
-                f"| {r.a} | {r.b} | " + " | ".join(cells) + f" | {_ci(r._asdict())} | {fmt(r.pvalue)} |"
+                f"| {r['a']} | {r['b']} | {_h1(r)} | "
+                + " | ".join([*cells, _ci(r), *stats_cells, note])
+                + " |"
             )
     return "\n".join(parts) + "\n"
+
+
+def _num(value: Any) -> float | None:
+    return None if _missing(value) else float(value)
 
 
 def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Write table1_robustness{,_seeds}.csv and table1_robustness.md into ``sweep_dir``; returns the
     combined table (empty when no job has finished)."""
     sweep_dir = Path(sweep_dir)
-    per_job = collect(sweep_dir)
-    if per_job.empty:
-        return per_job
-    combined = combine(per_job)
-    write_text(sweep_dir / "table1_robustness_seeds.csv", per_job.to_csv(index=False))
+    per_job, deltas = collect(sweep_dir)
+    if not per_job:
+        return pd.DataFrame()
+    combined = combine(per_job, deltas)
+    write_text(sweep_dir / "table1_robustness_seeds.csv", pd.DataFrame(per_job).to_csv(index=False))
     write_text(sweep_dir / "table1_robustness.csv", combined.to_csv(index=False))
     write_text(sweep_dir / "table1_robustness.md", sweep_markdown(per_job, combined))
     return combined

@@ -1,5 +1,6 @@
-"""What every sweep table shares: the jobs a sweep expects, their overrides, W&B logging, and the
-Hydra callback that rebuilds a sweep's tables after every job and when the sweep ends.
+"""What every sweep table shares: the jobs a sweep expects, their overrides and identity (data set,
+loss, seed), W&B logging, and the Hydra callback that rebuilds a sweep's tables after every job and
+when the sweep ends.
 
     python -m eif.tables <sweep_dir>      # rebuild every table the sweep's jobs have results for
 """
@@ -10,11 +11,14 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from eif.logging.run_logger import wandb_dirs
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,6 @@ def expected_jobs(sweep_dir: Path) -> list[dict[str, str]]:
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return []
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     cfg = OmegaConf.load(path)
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     strings = [f"{k}={v}" for k, v in params.items()]
@@ -53,21 +55,37 @@ def job_overrides(job_dir: Path) -> dict[str, str]:
     return out
 
 
+WandbMode = Literal["online", "offline", "disabled", "shared"]
+WANDB_MODES: dict[str, WandbMode] = {"online": "online", "offline": "offline", "shared": "shared"}
+MODEL_KEY = "table1_model"  # sweep option named <dataset>-<loss>-<seed> (sweeps/table1_model/)
+
+
+def job_identity(overrides: dict[str, str]) -> dict[str, Any]:
+    """(dataset, loss, seed) of a job from its sweep overrides, as far as they say."""
+    ident: dict[str, Any] = {k: overrides.get(k) for k in ("dataset", "loss", "seed")}
+    if MODEL_KEY in overrides:
+        ident["dataset"], ident["loss"], ident["seed"] = overrides[MODEL_KEY].split("-")
+    if ident["seed"] is not None:
+        ident["seed"] = int(ident["seed"])
+    return ident
+
+
 def config_identity(job_dir: Path, keys: Sequence[str]) -> dict[str, Any]:
     """A job's ``dataset``, ``loss``, ``noise`` (their ``name``) and ``seed``, as far as ``keys`` asks,
     from the config Hydra saved in its run dir."""
     cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    return {k: int(cfg.seed) if k == "seed" else str(cfg[k].name) for k in keys}
+    return {k: int(cfg.seed) if k == "seed" else str(OmegaConf.select(cfg, f"{k}.name")) for k in keys}
 
 
 def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame, name: str) -> None:
     """Log an aggregated long table as a short W&B run of its own (group ``name``) in the sweep dir."""
     lcfg = cfg.get("logger")
-    if lcfg is None or str(lcfg.get("kind")) != "wandb" or str(lcfg.get("mode")) == "disabled":
+    if lcfg is None or str(lcfg.get("kind")) != "wandb":
         return
-    import wandb
-
-    from eif.logging.run_logger import wandb_dirs
+    mode = WANDB_MODES.get(str(lcfg.get("mode")))  # None: disabled (the logger settings allow no other)
+    if mode is None:
+        return
+    import wandb  # only here: importing wandb takes seconds, and most tables are never logged
 
     wdir = wandb_dirs(sweep_dir / "wandb")
     run = wandb.init(
@@ -77,7 +95,7 @@ def log_to_wandb(cfg: DictConfig, sweep_dir: Path, table: pd.DataFrame, name: st
         job_type="aggregate",
         name=f"{name}-{sweep_dir.name}",
         dir=str(wdir),
-        mode=str(lcfg.mode),
+        mode=mode,
         settings=wandb.Settings(init_timeout=float(lcfg.get("init_timeout", 60)), silent=True),
     )
     try:

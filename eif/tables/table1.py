@@ -18,20 +18,19 @@ column pair per data set and seed). Jobs that failed or have not run are empty c
 from __future__ import annotations
 
 import logging
-import math
 import os
-import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from scipy import stats
 
+from eif.tables import robustness
 from eif.tables.format import fmt
-from eif.tables.sweep import SweepTablesCallback, expected_jobs, job_overrides, log_to_wandb
+from eif.tables.seedstats import TESTS, paired_test
+from eif.tables.sweep import SweepTablesCallback, expected_jobs, job_identity, job_overrides, log_to_wandb
 from eif.utils.errors import require
 from eif.utils.io import read_json, write_text
 
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 OK = "ok"
 NOT_ENOUGH = "not enough confusions"
 DEGENERATE = "degenerate (no variation in the differences)"
-TESTS = {"pairs": "paired t-test", "groups": "Wilcoxon signed-rank"}
 
 
 def compare(
@@ -73,21 +71,12 @@ def compare(
         }
         if n <= len(eif) and n >= 2:
             a, b = eif[:n], base[:n]
-            row["improvement"] = float(np.mean(a - b))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # zero variance / all-zero differences
-                res = (
-                    stats.ttest_rel(a, b, alternative="greater")
-                    if kind == "pairs"
-                    else stats.wilcoxon(a - b, alternative="greater")
-                )
-            p, s = float(res.pvalue), float(res.statistic)
-            # scipy's Wilcoxon returns p = 1 when every difference is zero; that is no test at all.
-            ok = math.isfinite(p) and not (kind == "groups" and not np.any(a != b))
+            statistic, p = paired_test(kind, a, b, "greater")  # H1 is pre-registered: one-sided
             row.update(
-                status=OK if ok else DEGENERATE,
-                pvalue=p if ok else None,
-                statistic=s if math.isfinite(s) else None,
+                improvement=float(np.mean(a - b)),
+                status=OK if p is not None else DEGENERATE,
+                pvalue=p,
+                statistic=statistic,
             )
         rows.append(row)
     return rows
@@ -126,17 +115,6 @@ COLUMNS = [
     "status",
     "job",
 ]
-MODEL_KEY = "table1_model"  # sweep option named <dataset>-<loss>-<seed> (sweeps/table1_model/)
-
-
-def job_identity(overrides: dict[str, str]) -> dict[str, Any]:
-    """(dataset, loss, seed) of a job from its sweep overrides, as far as they say."""
-    ident: dict[str, Any] = {k: overrides.get(k) for k in ("dataset", "loss", "seed")}
-    if MODEL_KEY in overrides:
-        ident["dataset"], ident["loss"], ident["seed"] = overrides[MODEL_KEY].split("-")
-    if ident["seed"] is not None:
-        ident["seed"] = int(ident["seed"])
-    return ident
 
 
 def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.DataFrame:
@@ -227,7 +205,7 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 & (table.dataset == dataset)
                 & ((table.seed == seed) if not pd.isna(seed) else table.seed.isna())
             ]
-            by = {(r.kind, int(r.n)): r for r in sel.itertuples()}
+            by = {(str(r["kind"]), int(r["n"])): r for r in pd.DataFrame(sel).to_dict("records")}
             data[(title, "average improvement")] = [_cell(by.get(i), "improvement") for i in index]
             data[(title, "p-value")] = [_cell(by.get(i), "pvalue") for i in index]
         frame = pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["kind", "n"]))
@@ -236,12 +214,12 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _cell(row: Any, key: str) -> str:
-    if row is None or row.status == "missing":
+def _cell(row: Mapping[Hashable, Any] | None, key: str) -> str:
+    if row is None or row["status"] == "missing":
         return ""
-    value = getattr(row, key)
+    value = row[key]
     if value is None or pd.isna(value):
-        return "n/a" if row.status == "not enough confusions" else "-"
+        return "n/a" if row["status"] == NOT_ENOUGH else "-"
     return fmt(float(value))
 
 
@@ -294,8 +272,6 @@ def job_table(record: dict[str, Any], job: str) -> pd.DataFrame:
 def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Write table1.{csv,md,tex} and the robustness tables across seeds (table1_robustness.{csv,md},
     :func:`eif.tables.robustness.aggregate`) into ``sweep_dir``; returns the long table."""
-    from eif.tables import robustness  # it builds on this module
-
     sweep_dir = Path(sweep_dir)
     table = collect(sweep_dir)
     write_tables(table, sweep_dir)
