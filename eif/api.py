@@ -2,10 +2,12 @@
 the report out (docs/api.md).
 
 :func:`run` writes the arrays as a ``dataset=features`` file (named by its content), composes the same
-Hydra config the command line composes and runs the same pipeline (:func:`eif.pipeline.run_job`), so
-results land in the same content-keyed store, with the same sign convention (positive score =
-harmful: up-weighting the training sample makes the confusion worse), and are reused across calls and
-with ``eif dataset=features dataset.path=...`` on that file. :class:`Result` reads the artifacts back
+Hydra config the command line composes (the YAML options it selects: ``dataset=features``, the loss,
+the methods, plus your ``overrides``), puts its Python arguments into it as values, validates the whole
+job once into a :class:`~eif.config.JobConfig` and runs the same pipeline (:func:`eif.pipeline.run_job`),
+so results land in the same content-keyed store, with the same sign convention (positive score =
+harmful: up-weighting the training sample makes the confusion worse), and are reused across calls
+and with ``eif dataset=features dataset.path=...`` on that file. :class:`Result` reads the artifacts back
 as pandas tables.
 
 A given head (``head=(W, b)``, and the loss's proxies) is saved as an eif ``model.pt`` and loaded
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +31,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from eif.config import JobConfig, load_job
 from eif.influence.artifacts import Influence
+from eif.losses.base import LossConfig
+from eif.pipeline import run_job
+from eif.settings import config_dir
 from eif.utils.errors import EifError
 from eif.utils.io import read_json, save_npz, save_torch
 
@@ -40,7 +53,11 @@ ArrayLike = Any  # numpy array, torch tensor or sequence
 def _array(x: ArrayLike, name: str, dtype: Any = None) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor
         x = x.detach().cpu().numpy()
-    out = np.asarray(x, dtype=dtype)
+    try:
+        out = np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:  # e.g. strings as features
+        what = "numbers" if dtype is not None else "numbers or strings"
+        raise EifError(f"{name}: expected {what}, got values numpy cannot convert ({err})") from None
     if out.dtype == object:
         raise EifError(f"{name}: expected numbers or strings, got Python objects")
     return out
@@ -96,8 +113,6 @@ def write_head(
 ) -> Path:
     """A given head ``weight`` (E, D), ``bias`` (E,) (None: zeros) and loss state as an eif ``model.pt``
     in ``directory``, named by its content."""
-    import torch
-
     w = torch.as_tensor(_array(weight, "head weight", np.float32))
     if w.ndim != 2:
         raise EifError(f"head: the weight must be (E, D), got shape {tuple(w.shape)}")
@@ -114,29 +129,58 @@ def write_head(
     return path
 
 
-def _loss_state(loss: str, num_classes: int, embedding_size: int, proxies: ArrayLike | None) -> dict:
+def _loss_state(loss: LossConfig, num_classes: int, embedding_size: int, proxies: ArrayLike | None) -> dict:
     """The state dict of ``loss`` built for (C, E), with its one learnable tensor set to ``proxies``."""
-    from omegaconf import OmegaConf
-
-    from eif.cli import config_dir
-    from eif.losses.base import LossConfig
-    from eif.settings import parse
-
-    node = OmegaConf.load(config_dir() / "loss" / f"{loss}.yaml")
-    built = parse(LossConfig, node, "loss").build(num_classes, embedding_size)
+    built = loss.build(num_classes, embedding_size)
     state = {k: v.detach().cpu().numpy() for k, v in built.state_dict().items()}
     if not state:
         return state
     if proxies is None:
         shapes = ", ".join(f"{k} {v.shape}" for k, v in state.items())
-        raise EifError(f"head: loss={loss} has learned parameters ({shapes}); pass them as proxies=")
+        raise EifError(f"head: loss={loss.name} has learned parameters ({shapes}); pass them as proxies=")
     if len(state) != 1:
-        raise EifError(f"head: loss={loss} has {len(state)} state tensors; give a model.pt via overrides")
+        raise EifError(
+            f"head: loss={loss.name} has {len(state)} state tensors; give a model.pt via overrides"
+        )
     ((key, value),) = state.items()
     p = _array(proxies, "proxies", np.float32)
     if p.shape != value.shape:
-        raise EifError(f"head: loss={loss} expects proxies of shape {value.shape}, got {p.shape}")
+        raise EifError(f"head: loss={loss.name} expects proxies of shape {value.shape}, got {p.shape}")
     return {key: p}
+
+
+def _names(value: Sequence[str], what: str) -> list[str]:
+    """``value`` as a list of names; a single string is a mistake (it is not split into letters)."""
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise EifError(f"{what} must be a list or tuple of names (strings), got {value!r}")
+    return list(value)
+
+
+def _integer(value: Any, what: str) -> int:
+    """``value`` as a Python int (numpy and torch integers too); anything else is one error line."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise EifError(f"{what} must be an integer, got {value!r}") from None
+
+
+def compose_job(choices: Sequence[str], values: dict[str, Any], overrides: Sequence[str]) -> JobConfig:
+    """The job of the Hydra config composed with the group ``choices`` (e.g. ``dataset=features``) and
+    ``overrides``, with ``values`` (``{dotted key: Python value}``) set before interpolations resolve;
+    an override of the same key wins over ``values``. Validated once, without the stage checks
+    (:func:`eif.pipeline.run_job` runs them)."""
+    overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+            cfg = compose("config", overrides=[*choices, *overrides])
+        with open_dict(cfg):
+            for key, value in values.items():
+                if key not in overridden:
+                    OmegaConf.update(cfg, key, value, merge=False)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise EifError(f"config: {' '.join(str(err).split())}") from None
+    return load_job(cfg, check_stages=False)
 
 
 def run(
@@ -169,13 +213,6 @@ def run(
     ``workdir``: holds the input files, ``store/`` (results, reused) and ``runs/<time>/``.
     ``overrides``: further Hydra overrides, as on the command line (e.g. ``train.epochs=20``).
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from eif.cli import config_dir
-    from eif.pipeline import run_job
-
     work = Path(workdir).resolve()
     data = write_features(
         work / "inputs",
@@ -187,42 +224,34 @@ def run(
         train_paths,
         test_paths,
     )
-    args = [
-        "dataset=features",
-        f"dataset.path={data}",
-        f"loss={loss}",
-        f"model.layer_norm={str(layer_norm).lower()}",
-        f"methods=[{','.join(methods)}]",
-        f"stages=[{','.join(stages)}]",
-        f"seed={seed}",
-        "logger=none",
-    ]
+    choices = ["dataset=features", f"loss={loss}", f"methods=[{','.join(_names(methods, 'methods'))}]"]
+    weight = None
     if head is not None:
-        weight, bias = head
-        w = _array(weight, "head weight", np.float32)
-        if w.ndim != 2:
-            raise EifError(f"head: the weight must be (E, D), got shape {w.shape}")
+        weight = _array(head[0], "head weight", np.float32)
+        if weight.ndim != 2:
+            raise EifError(f"head: the weight must be (E, D), got shape {weight.shape}")
+        embedding_size = weight.shape[0]
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    values = {
+        "dataset.path": str(data),
+        "model.layer_norm": layer_norm,
+        "model.embedding_size": _integer(embedding_size, "embedding_size"),
+        "stages": _names(stages, "stages"),
+        "seed": _integer(seed, "seed"),
+        "paths.output_dir": str(work / "runs" / stamp),
+        "paths.store_dir": str(work / "store"),
+        "paths.cache_dir": str(work / "cache"),
+    }
+    job = compose_job([*choices, "logger=none"], values, overrides)
+    if head is not None and weight is not None:
         labels = _array(train_labels, "train_labels")
         num_classes = len(np.unique(labels))
-        state = _loss_state(loss, num_classes, w.shape[0], proxies)
-        ckpt = write_head(work / "inputs", w, bias, state, num_classes)
-        args += [f"model.embedding_size={w.shape[0]}", f"model.checkpoint={ckpt}"]
-    else:
-        args.append(f"model.embedding_size={embedding_size}")
-    args += list(overrides)
-    runs = work / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        cfg = compose("config", overrides=args)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(runs / stamp)
-        if not any(o.startswith("paths.store_dir=") for o in overrides):
-            cfg.paths.store_dir = str(work / "store")
-        if not any(o.startswith("paths.cache_dir=") for o in overrides):
-            cfg.paths.cache_dir = str(work / "cache")
-    return Result(runs / stamp, run_job(cfg))
+        state = _loss_state(job.loss, num_classes, weight.shape[0], proxies)
+        ckpt = write_head(work / "inputs", weight, head[1], state, num_classes)
+        job = job.model_copy(update={"model": job.model.model_copy(update={"checkpoint": str(ckpt)})})
+    run_dir = Path(job.paths.output_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Result(run_dir, run_job(job))
 
 
 @dataclass

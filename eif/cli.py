@@ -1,5 +1,6 @@
 """The command line: ``eif ...`` (console script) and ``python launch.py ...`` run the same Hydra app.
 
+The top of eif's layers (docs/architecture.md, "Layers"): nothing in eif imports this module.
 User errors end as one line on stderr: :class:`~eif.utils.errors.EifError` from the job (exit 2),
 Hydra's own config errors (unknown key, unknown group option, bad override syntax; exit 2), an
 interruption (Ctrl-C: exit 130, SIGTERM: 143) and a disk that is full or read-only (exit 1).
@@ -7,8 +8,8 @@ interruption (Ctrl-C: exit 130, SIGTERM: 143) and a disk that is full or read-on
 
 from __future__ import annotations
 
-import errno
 import io
+import logging
 import os
 import sys
 import warnings
@@ -19,17 +20,13 @@ import hydra
 from omegaconf import DictConfig
 
 import eif.resolvers  # noqa: F401 - registers the resolvers before Hydra composes
+from eif.settings import config_dir
+from eif.stage_names import first_unknown
+from eif.utils.console import error
 
 # torch.func's vmap still calls torch.jit.script internally and warns about it on the first call: not
 # ours to fix, and a stray stderr line would break the one-line error contract.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-
-
-def config_dir() -> Path:
-    """``conf/`` beside the package in a source checkout, else the copy installed inside it."""
-    here = Path(__file__).resolve().parent
-    source = here.parent / "conf"
-    return source if (source / "config.yaml").is_file() else here / "conf"
 
 
 class _StartupErrors(io.TextIOBase):
@@ -65,19 +62,15 @@ def _job_started() -> None:
         _startup = None
 
 
-def run(cfg: DictConfig) -> dict | None:
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The Hydra job: the stage names first, then the pipeline (every failure one line)."""
     _job_started()
-    from eif.stage_names import first_unknown
-    from eif.utils.requirements import torchvision_problem
-
     problem = first_unknown(cfg.get("stages")) or torchvision_problem()
-    if problem:  # before the pipeline's imports (torch, faiss, ...): a typo is reported in a second
-        import logging
-
-        from eif.utils.console import error
-
+    if problem:
         error(logging.getLogger("eif"), problem)
         sys.exit(2)
+    # The one deferred eif import (tests/test_imports.py, STARTUP_DEFERRED): the pipeline pulls in
+    # torch, faiss and every stage, seconds that a typo'd stage name is reported without.
     from eif.pipeline import run_job_cli
 
     return run_job_cli(cfg)
@@ -106,11 +99,3 @@ def main(configs: str | os.PathLike | None = None) -> None:
         raise
     finally:
         _job_started()
-
-
-def disk_error(err: OSError) -> str | None:
-    """One line for a full or read-only disk (or a path we may not write), else None."""
-    if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-        return None
-    where = err.filename or "a file"
-    return f"cannot write {where}: {os.strerror(err.errno)}"

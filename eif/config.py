@@ -2,9 +2,14 @@
 
 :func:`load_job` turns the composed Hydra config into a :class:`JobConfig`: every value typed and
 range-checked (one :class:`EifError` line naming the key otherwise), unknown keys rejected, stage
-names checked, and the cross-setting checks of every stage the job runs. The model-definition
-groups (``dataset``, ``model``, ``loss``, ``noise``) and the job-level settings are declared here;
-each stage module declares its own group (``Stage.config``), so adding a stage adds its group.
+names checked, and the cross-setting checks of every stage the job runs (:func:`check_job`).
+
+:class:`JobConfig` declares every field statically, so ``job.train.epochs`` is typed: the
+model-definition groups (``dataset``, ``model``, ``loss``, ``noise``), the job-level settings, and one
+field per stage config group. Each stage still declares its own group (``Stage.config``); the field
+here must name the same group and class (``tests/test_pipeline.py`` checks every registered stage), and
+a stage whose group is not declared here is still validated: :func:`job_model` adds its field, untyped
+for the type checker, until it is declared.
 """
 
 from __future__ import annotations
@@ -20,6 +25,20 @@ from eif.losses.base import LossConfig
 from eif.methods.base import MethodConfig
 from eif.models.config import ModelConfig
 from eif.settings import DEVICE, DISPLAY, RUN, Settings, parse, setting
+from eif.stages import closure, registry
+from eif.stages.clean import CleanConfig
+from eif.stages.detect import DetectConfig
+from eif.stages.embed import EmbedConfig
+from eif.stages.evaluate import EvaluateConfig
+from eif.stages.influence import InfluenceConfig
+from eif.stages.lds import LdsConfig
+from eif.stages.mine import MineConfig
+from eif.stages.relabel import RelabelConfig
+from eif.stages.report import ReportConfig
+from eif.stages.retrain import RetrainStageConfig
+from eif.stages.stats import StatsConfig
+from eif.stages.survey import SurveyConfig
+from eif.stages.train import TrainConfig
 from eif.utils.errors import EifError
 
 
@@ -55,8 +74,8 @@ class StoreConfig(Settings):
     heartbeat_s: PositiveFloat = 10.0
 
 
-class JobBase(Settings):
-    """Job-level settings and the model-definition groups; the stage groups are added by :func:`job_model`."""
+class JobConfig(Settings):
+    """The whole job: job-level settings, the model-definition groups and every stage's config group."""
 
     stages: tuple[str, ...] = setting(unkeyed=RUN)
     seed: int
@@ -76,28 +95,55 @@ class JobBase(Settings):
     cluster: dict[str, Any] | None = setting(None, unkeyed=RUN)
     # conf/local/default.yaml (machine settings that are not @package _global_); empty by default
     local: dict[str, Any] | None = setting(None, unkeyed=RUN)
+    # One field per stage config group (``Stage.config``), in pipeline order; values: the group's YAML.
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    embed: EmbedConfig
+    mine: MineConfig
+    influence: InfluenceConfig
+    retrain: RetrainStageConfig
+    stats: StatsConfig
+    detect: DetectConfig
+    relabel: RelabelConfig
+    survey: SurveyConfig
+    report: ReportConfig
+    lds: LdsConfig
+    clean: CleanConfig
+
+
+def stage_groups() -> dict[str, type[Settings]]:
+    """``{group: settings class}`` of every registered stage that declares a config group."""
+    return {stage.config[0]: stage.config[1] for stage in registry().values() if stage.config is not None}
 
 
 @cache
-def job_model() -> type[JobBase]:
-    """:class:`JobBase` plus one field per stage config group (``Stage.config``)."""
-    from eif.stages import registry
+def job_model() -> type[JobConfig]:
+    """:class:`JobConfig`, plus a field for each registered stage group it does not declare yet."""
+    missing: dict[str, Any] = {}
+    for name, cls in stage_groups().items():
+        declared = JobConfig.model_fields.get(name)
+        if declared is None:
+            missing[name] = (cls, ...)  # values: the group's YAML
+        elif declared.annotation is not cls:
+            raise TypeError(f"JobConfig.{name} is {declared.annotation}, but stage group {name} is {cls}")
+    return create_model("JobConfig", __base__=JobConfig, **missing) if missing else JobConfig
 
-    groups: dict[str, Any] = {}
-    for stage in registry().values():
-        if stage.config is not None:
-            name, cls = stage.config
-            groups[name] = (cls, ...)  # values: the group's YAML (docs/architecture.md, "Stages")
-    return create_model("JobConfig", __base__=JobBase, **groups)
+
+def check_job(job: JobConfig) -> None:
+    """The cross-setting checks of every stage the job runs (and of the stages they read)."""
+    for stage in closure(job.stages, job):
+        if stage.check is not None:
+            stage.check(job)
 
 
-def load_job(cfg: Any, check_stages: bool = True) -> Any:
-    """Validate a composed config into a ``JobConfig``; with ``check_stages`` also the stage names
-    and every requested stage's (and dependency's) cross-setting checks."""
-    from eif.stages import closure
-
-    if isinstance(cfg, BaseModel):
+def load_job(cfg: Any, check_stages: bool = True) -> JobConfig:
+    """Validate a composed config (a DictConfig or plain mapping) into a :class:`JobConfig`, once; a
+    ``JobConfig`` is taken as it is. With ``check_stages`` also the stage names and every requested
+    stage's (and dependency's) cross-setting checks (:func:`check_job`)."""
+    if isinstance(cfg, JobConfig):
         job = cfg
+    elif isinstance(cfg, BaseModel):
+        raise TypeError(f"load_job takes a composed config or a JobConfig, not {type(cfg).__name__}")
     else:
         stages = cfg.get("stages") if hasattr(cfg, "get") else None
         if isinstance(stages, str) or (stages is not None and not hasattr(stages, "__iter__")):
@@ -106,7 +152,5 @@ def load_job(cfg: Any, check_stages: bool = True) -> Any:
             )
         job = parse(job_model(), cfg, "")
     if check_stages:
-        for stage in closure(job.stages, job):
-            if stage.check is not None:
-                stage.check(job)
+        check_job(job)
     return job

@@ -1,9 +1,10 @@
 """Run one job: check everything, then compute.
 
-1. :func:`~eif.config.load_job`: every config value typed and range-checked, stage names, the
+1. :func:`~eif.config.load_job`: every config value typed and range-checked (once), stage names, the
    cross-setting checks of every stage that will run.
 2. Paths: the store, cache and run dirs must be writable.
-3. :class:`Env` reads the data set, picks the settings left ``auto`` from it (:mod:`eif.data.auto`),
+3. :class:`Env` reads the data set, picks the settings left ``auto`` from it (:mod:`eif.resolve_auto`;
+   the stages' checks run again on the resolved job),
    fingerprints every split and decodes every image (cached), and reports *all* unusable images in
    one line; then batch composition against the classes, and each stage's checks against the data
    (``Stage.check_data``).
@@ -16,6 +17,7 @@ Nothing is written to the store before step 6.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -24,19 +26,29 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from eif.config import load_job
-from eif.settings import Settings, keyed
+from eif.config import JobConfig, check_job, load_job
+from eif.data.base import DataBundle, FileImageSet
+from eif.data.build import load_data
+from eif.data.fingerprint import DataCheck, FileIndex, check_bundle, file_digest
+from eif.data.splits import Splits
+from eif.evaluation.knn import set_device as set_faiss_device
+from eif.logging.run_logger import RunLogger, build_logger
+from eif.resolve_auto import resolve_job
+from eif.settings import Settings, dump, keyed
 from eif.stages import closure, registry
 from eif.stages.base import Job, Run, Stage
 from eif.utils import console, preempt
+from eif.utils.device import resolve_device
 from eif.utils.errors import EifError
 from eif.utils.io import LockLost, write_json
 from eif.utils.provenance import provenance
 from eif.utils.requirements import check_job as check_requirements
+from eif.utils.seed import seed_everything
 from eif.utils.store import ArtifactStore, spec_key
 
 log = logging.getLogger("eif")
@@ -46,47 +58,45 @@ logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature p
 class Env:
     """The job's inputs as stage settings see them: data fingerprints and file digests.
 
-    ``job`` is the given job with every ``auto`` setting picked from the data (:mod:`eif.data.auto`);
+    ``job`` is the given job with every ``auto`` setting picked from the data (:mod:`eif.resolve_auto`);
     the data set is read and checked on first use; every problem with its images is one error."""
 
-    def __init__(self, job: Any, cache_dir: Path | None, progress: bool = False) -> None:
+    def __init__(self, job: JobConfig, cache_dir: Path | None, progress: bool = False) -> None:
         self.given = job
         self.cache_dir = cache_dir
         self.progress = progress
         self.resolved: dict[str, Any] = {}
-        self._indexes: dict[Path, Any] = {}
+        self._indexes: dict[Path, FileIndex] = {}
+        self._splits: Splits | None = None
+
+    @property
+    def splits(self) -> Splits:
+        """The data set's splits as read (no transforms, clean labels); read on first use."""
+        if self._splits is None:
+            self._splits = self.given.dataset.load()
+        return self._splits
 
     @cached_property
-    def splits(self) -> Any:
-        """The data set's splits as read (no transforms, clean labels)."""
-        return self.given.dataset.load()
-
-    @cached_property
-    def job(self) -> Any:
-        """The given job with its ``auto`` settings resolved (the given job when it has none)."""
-        from eif.data.auto import resolve_job
-
+    def job(self) -> JobConfig:
+        """The given job with its ``auto`` settings resolved and the stages' checks run on the values
+        picked (the given job when it has none)."""
         job, self.resolved = resolve_job(self.given, self)
+        if job is not self.given:
+            check_job(job)
         return job
 
-    def file_index(self, images: Any) -> Any:
+    def file_index(self, images: FileImageSet) -> FileIndex:
         """The cached per-file image index of a file image set's root."""
-        from eif.data.fingerprint import FileIndex
-
         if images.root not in self._indexes:
             self._indexes[images.root] = FileIndex(images.root, self.cache_dir)
         return self._indexes[images.root]
 
     @cached_property
-    def bundle(self) -> Any:
-        from eif.data.build import load_data
-
+    def bundle(self) -> DataBundle:
         return load_data(self.job.dataset, self.job.noise, self.job.seed, self.splits)
 
     @cached_property
-    def data_check(self) -> Any:
-        from eif.data.fingerprint import check_bundle
-
+    def data_check(self) -> DataCheck:
         ds = self.job.dataset
         norm = ds.transforms
         check = check_bundle(self.bundle, self.cache_dir, norm.channels, norm.to_rgb, self.progress)
@@ -118,8 +128,6 @@ class Env:
         return {s: fps[s] for s in splits if s in fps}
 
     def file_digest(self, path: str) -> str:
-        from eif.data.fingerprint import file_digest
-
         digest = file_digest(path, self.cache_dir)
         if not digest:
             raise EifError(f"model.checkpoint: {path} does not exist or cannot be read")
@@ -136,7 +144,7 @@ class Plan:
     keys: dict[str, str]
 
 
-def make_plan(job: Any, env: Env, names: Any = None) -> Plan:
+def make_plan(job: JobConfig, env: Env, names: Any = None) -> Plan:
     """Settings and keys of ``names`` (default: the job's stages) and everything they read."""
     stages = closure(job.stages if names is None else names, job)
     settings: dict[str, Settings] = {}
@@ -154,11 +162,9 @@ def make_plan(job: Any, env: Env, names: Any = None) -> Plan:
     return Plan(stages, settings, specs, keys)
 
 
-def check_model(job: Any, bundle: Any, transforms: list[str]) -> None:
+def check_model(job: JobConfig, bundle: DataBundle, transforms: list[str]) -> None:
     """Build the model (no weight download) and feed it one image of each transform: a wrong channel
     count or an image too small for the trunk is one line here, not a traceback mid-training."""
-    import torch
-
     problem = job.model.weights_problem()
     if problem:
         raise EifError(problem)
@@ -194,13 +200,9 @@ def resolve_progress(setting: bool | None) -> bool:
     return sys.stderr.isatty() and "SLURM_JOB_ID" not in os.environ
 
 
-def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
-    """Run the job's stages (module doc); returns the record also written to ``run.json``."""
-    from eif.evaluation.knn import set_device as set_faiss_device
-    from eif.logging.run_logger import RunLogger, build_logger
-    from eif.utils.device import resolve_device
-    from eif.utils.seed import seed_everything
-
+def run_job(cfg: DictConfig | JobConfig) -> dict[str, Any]:
+    """Run the job's stages (module doc) of a composed config or a :class:`JobConfig` (validated once,
+    by :func:`~eif.config.load_job`); returns the record also written to ``run.json``."""
     job = load_job(cfg)
     check_requirements(job)  # faiss, timm, torchvision: one line now, not after training
     run_dir = Path(job.paths.output_dir)
@@ -262,18 +264,14 @@ def run_job(cfg: DictConfig | Any) -> dict[str, Any]:
         logger.finish(exit_code)
 
 
-def _config_record(cfg: Any, job: Any) -> dict[str, Any]:
+def _config_record(cfg: DictConfig | JobConfig, job: JobConfig) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    from eif.settings import dump
-
     return dump(job)
 
 
 def run_job_cli(cfg: DictConfig) -> dict[str, Any]:
     """``run_job`` for the command line: every user-facing failure is one line on stderr."""
-    from eif.cli import disk_error
-
     try:
         return run_job(cfg)
     except LockLost as err:
@@ -290,10 +288,17 @@ def run_job_cli(cfg: DictConfig) -> dict[str, Any]:
         if message is None:
             raise
         _fail(message, 1)
-    raise AssertionError("unreachable")
 
 
-def _fail(message: str, code: int) -> None:
+def disk_error(err: OSError) -> str | None:
+    """One line for a full or read-only disk (or a path we may not write), else None."""
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    where = err.filename or "a file"
+    return f"cannot write {where}: {os.strerror(err.errno)}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
     console.error(log, message)
     sys.exit(code)
 

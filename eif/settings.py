@@ -12,6 +12,9 @@ module adds what a store key needs on top of it:
   ``_target_: eif.losses.proxynca_pp.ProxyNCAPPConfig``). :func:`parse` validates the YAML node into
   that class, so the YAML keys are its constructor arguments; the class then builds the object
   (a loss, a model, a data set). A new loss or data set is one file plus one YAML, no if/else.
+  A ``_target_`` is checked by name before anything is imported: a class in the ``eif`` package, or
+  one another package registers as an entry point in the group ``eif.settings``
+  (``myloss = "mypkg.losses:MyLossConfig"``); any other name is one error line, nothing imported.
 - :func:`parse` turns a pydantic ``ValidationError`` into one readable :class:`EifError` line that
   names the config key, e.g. ``train.epochs: expected an integer, got 'abc'``.
 - ``OrAuto[T]`` fields also accept ``auto``: a value eif picks from the data when a job runs
@@ -20,7 +23,10 @@ module adds what a store key needs on top of it:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +36,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     WrapSerializer,
     WrapValidator,
@@ -90,7 +97,7 @@ def has_auto(value: Any) -> bool:
 
 def setting(default: Any = ..., *, unkeyed: str | None = None, **constraints: Any) -> Any:
     """A pydantic ``Field`` with an optional declaration that the value is not part of store keys."""
-    extra = {"unkeyed": unkeyed} if unkeyed else None
+    extra: dict[str, JsonValue] | None = {"unkeyed": unkeyed} if unkeyed else None
     return Field(default, json_schema_extra=extra, **constraints)
 
 
@@ -175,12 +182,56 @@ def _first_line(err: BaseException) -> str:
     return " ".join(str(err).split("\n")[0].split())
 
 
-def _locate(target: str, base: type) -> type:
-    from hydra.utils import get_class
+ENTRY_POINTS = "eif.settings"  # the entry-point group naming settings classes of other packages
 
+
+def config_dir() -> Path:
+    """``conf/`` beside the package in a source checkout, else the copy installed inside it (setup.py)."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "conf"
+    return source if (source / "config.yaml").is_file() else here / "conf"
+
+
+@cache
+def registered_targets() -> dict[str, str]:
+    """``{dotted class name: entry-point value}`` of the settings classes other packages register."""
+    return {ep.value.replace(":", "."): ep.value for ep in entry_points(group=ENTRY_POINTS)}
+
+
+def _import_class(target: str) -> object:
+    """The object ``target`` names in an ``eif`` module: the longest module prefix that exists, then
+    attributes. Only called on names already checked to be eif's own (:func:`_locate`)."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            obj: object = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name is not None and module.startswith(err.name):
+                continue  # this prefix is no module: try a shorter one
+            raise
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(f"no module named {parts[0]!r}")
+
+
+def _locate(target: str, base: type) -> type:
+    """The settings class ``target`` names, a subclass of ``base``. The name is checked before any
+    import: eif's own classes, or a class registered under the entry-point group ``eif.settings``."""
+    registered = registered_targets().get(target)
+    if registered is None and target.split(".")[0] != "eif":
+        raise ValueError(
+            f"_target_ {target!r} is not an eif settings class; a class from another package must be "
+            f"registered as an entry point in the group {ENTRY_POINTS!r}"
+        )
     try:
-        cls = get_class(target)
-    except Exception as err:  # noqa: BLE001 - Hydra raises ImportError or ValueError with long text
+        if registered is not None:
+            module, _, name = registered.partition(":")
+            cls: object = getattr(importlib.import_module(module), name)
+        else:
+            cls = _import_class(target)
+    except Exception as err:  # noqa: BLE001 - an import or attribute error of any kind is one line
         raise ValueError(f"cannot import _target_ {target!r} ({_first_line(err)})") from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ValueError(f"_target_ {target} is not a {base.__name__} settings class")

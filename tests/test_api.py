@@ -115,3 +115,28 @@ def test_given_head_errors_are_one_line(tmp_path: Path) -> None:
         run(x, y, x, y + 4, head=(w[0], None), workdir=tmp_path)
     with pytest.raises(EifError, match="this run has no stats output"):
         run(x, y, x, y + 4, stages=["train"], workdir=tmp_path, overrides=["train.epochs=1"]).table1()
+
+
+def test_type_errors_are_one_line(tmp_path: Path) -> None:
+    """Arguments of the wrong kind are an EifError line, not a numpy or Hydra traceback."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)), np.arange(40) % 4
+    words = [["a"] * 6] * 40
+    with pytest.raises(EifError, match=r"train_features: expected numbers"):
+        run(words, y, x, y + 4, workdir=tmp_path)
+    with pytest.raises(EifError, match=r"stages must be a list or tuple of names"):
+        run(x, y, x, y + 4, stages="train", workdir=tmp_path)
+    with pytest.raises(EifError, match=r"seed must be an integer, got 0.5"):
+        run(x, y, x, y + 4, seed=0.5, workdir=tmp_path)  # type: ignore[arg-type]
+
+
+def test_arguments_are_values_not_override_strings(tmp_path: Path) -> None:
+    """A work dir whose path holds characters of Hydra's override grammar (comma, equals, brackets,
+    quote) is passed as a value: the run works and its files land there."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 4
+    work = tmp_path / "a,b=[c] 'd"
+    result = run(x, y, x, y + 4, stages=["train"], workdir=work, overrides=["train.epochs=1"])
+    assert result.run_dir.parent == work / "runs"
+    assert Path(result.record["artifacts"]["train"]).is_relative_to(work / "store")
+    assert result.record["config"]["dataset"]["path"].startswith(str(work / "inputs"))

@@ -393,3 +393,45 @@ def test_flipped_checkpoint_byte_is_detected(tmp_path: Path) -> None:
     ]
     b = torch.load(next(store.glob("train/*/model.pt")), weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_foreign_target_is_refused_before_anything_is_imported(tmp_path: Path) -> None:
+    """``_target_`` is checked by name first: ``this`` (which prints the Zen of Python when imported)
+    is never imported; the command line prints one line."""
+    proc = launch(["loss._target_=this.Nothing"], tmp_path)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and "loss: _target_ 'this.Nothing' is not an eif settings class" in line, line
+    assert "Zen of Python" not in proc.stdout + proc.stderr
+    assert store_files(tmp_path / "store") == []
+
+
+def test_a_registered_target_of_another_package_is_accepted(tmp_path: Path) -> None:
+    """A settings class outside eif is found through the ``eif.settings`` entry points, in a fresh
+    interpreter that sees a package installed under ``tmp_path`` (its dist-info names the class)."""
+    (tmp_path / "myloss").mkdir()
+    write_text(
+        tmp_path / "myloss" / "__init__.py",
+        "from eif.losses.proxynca_pp import ProxyNCAPPConfig\n\n\n"
+        "class MyLoss(ProxyNCAPPConfig):\n    pass\n",
+    )
+    info = tmp_path / "myloss-0.1.dist-info"
+    info.mkdir()
+    write_text(info / "METADATA", "Metadata-Version: 2.1\nName: myloss\nVersion: 0.1\n")
+    write_text(info / "entry_points.txt", "[eif.settings]\nmyloss = myloss:MyLoss\n")
+    code = (
+        "import sys\n"
+        "from eif.losses.base import LossConfig\n"
+        "from eif.settings import parse\n"
+        "from eif.utils.errors import EifError\n"
+        "node = {'name': 'proxynca_pp', 'scale': 3.0}\n"
+        "try:\n"
+        "    parse(LossConfig, {'_target_': 'myloss.Unregistered', **node}, 'loss')\n"
+        "except EifError as err:\n"
+        "    print('refused' if 'not an eif settings class' in str(err) else err)\n"
+        "print('myloss' in sys.modules)\n"
+        "print(type(parse(LossConfig, {'_target_': 'myloss.MyLoss', **node}, 'loss')).__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["refused", "False", "MyLoss"]

@@ -181,3 +181,19 @@ def test_checkpoint_from_another_model_is_one_line(tmp_path: Path) -> None:
     _assert_one_line_error(proc, "model.checkpoint")
     # The failed import wrote nothing: only the first model's artifact is in the store.
     assert len(_manifests(tmp_path / "store", "train")) == 1
+
+
+def test_job_config_declares_every_stage_group() -> None:
+    """``JobConfig`` names each registered stage's config group with the stage's own settings class
+    and default (so ``job.<group>`` is typed), and nothing else beyond the job-level settings."""
+    from eif.config import JobConfig, job_model, stage_groups
+
+    groups = stage_groups()
+    fields = JobConfig.model_fields
+    assert {name: fields[name].annotation for name in groups if name in fields} == groups
+    for name, cls in groups.items():
+        assert fields[name].default == cls(), name
+    job_level = {"stages", "seed", "device", "progress", "dataset", "model", "loss", "noise", "methods"}
+    job_level |= {"logger", "paths", "store", "cluster", "local"}
+    assert set(fields) - set(groups) == job_level
+    assert job_model() is JobConfig  # nothing left to add at run time

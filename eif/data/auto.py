@@ -2,11 +2,11 @@
 
 Hydra composes the config before eif reads any data, so ``auto`` stays a plain value through
 :func:`eif.config.load_job`. :class:`eif.pipeline.Env` reads the data set and calls
-:func:`resolve_job`, which replaces every ``auto`` by a concrete value, validates the result and runs
-the stages' checks again. Stage settings, and so store keys, are built from the resolved job only: an
-``auto`` setting is keyed by the value it resolved to (``auto`` and that value written out give the
-same key), and the value itself follows the data, whose fingerprint is keyed too. The resolved
-values are logged and recorded in ``run.json`` (``resolved``).
+:func:`eif.resolve_auto.resolve_job`, which replaces every ``auto`` by the value this module picks
+from the data. Stage settings, and so store keys, are built from the resolved job only: an ``auto``
+setting is keyed by the value it resolved to (``auto`` and that value written out give the same key),
+and the value itself follows the data, whose fingerprint is keyed too. The resolved values are logged
+and recorded in ``run.json`` (``resolved``).
 
 What ``auto`` picks (docs/data.md, "Image folders"; docs/models.md):
 
@@ -26,7 +26,6 @@ What ``auto`` picks (docs/data.md, "Image folders"; docs/models.md):
 
 from __future__ import annotations
 
-import logging
 from functools import cache
 from typing import Any, Protocol
 
@@ -35,14 +34,11 @@ from omegaconf import OmegaConf
 
 from eif.data.base import ArrayImageSet, CroppedFileImageSet, FileImageSet, ImageSet, crop_box
 from eif.data.config import BatchConfig
-from eif.data.features import FeatureTransforms
 from eif.data.fingerprint import MODE_CHANNELS, FileIndex
 from eif.data.splits import Splits
 from eif.data.transforms import TransformsConfig
-from eif.settings import AUTO, accepts_auto, has_auto, parse
+from eif.settings import AUTO, config_dir, parse
 from eif.utils.errors import EifError
-
-log = logging.getLogger(__name__)
 
 MIN_SIZE, MAX_SIZE = 8, 128  # pixels: the smallest the small CNN takes, the largest picked for CPU runs
 STAT_IMAGES = 500  # training images (evenly spaced) whose pixels give mean and std
@@ -63,87 +59,9 @@ class DataAccess(Protocol):
     def file_digest(self, path: str) -> str: ...
 
 
-def resolve_job(job: Any, data: DataAccess) -> tuple[Any, dict[str, Any]]:
-    """``job`` with every ``auto`` resolved from ``data``, and ``{config path: picked value}``."""
-    from eif.config import load_job
-
-    ds, model = job.dataset, job.model
-    features = isinstance(ds.transforms, FeatureTransforms)
-    if features and not model.takes_features:
-        raise EifError(f"dataset={ds.name} holds feature vectors, not images: use model=features_head")
-    if model.takes_features and not features:
-        raise EifError(
-            f"model={model.name} takes precomputed feature vectors (dataset=features), not the images of "
-            f"dataset={ds.name}"
-        )
-    if not has_auto(ds) and not model.needs_resolving():
-        return job, {}
-    updates: dict[str, Any] = {}
-    if has_auto(ds.transforms):
-        updates["transforms"] = resolve_transforms(ds.transforms, model.pretrained, data.splits, data)
-    if has_auto(ds.batch):
-        updates["batch"] = batch_for(ds.batch, data.splits.train.clean_labels)
-    fields = {name: getattr(ds, name) for name in type(ds).model_fields}
-    new_ds = parse(type(ds), {**fields, **updates}, "dataset") if updates else ds
-    # the data is read only when a setting depends on it (a sweep with stages=[] reads nothing)
-    channels = data.splits.train.features.shape[1] if features else new_ds.transforms.channels
-    new_model = model.resolve(channels, data.file_digest) if model.needs_resolving() else model
-    resolved = load_job(job.model_copy(update={"dataset": new_ds, "model": new_model}))
-    picked = {
-        **{f"dataset.{k}": v for k, v in _picked(ds, new_ds).items()},
-        **{f"model.{k}": v for k, v in _picked(model, new_model).items()},
-    }
-    if picked and (updates or features):  # the data was read: show what was found
-        names = data.splits.train_class_names
-        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        log.info(
-            "%s: %d training %s of %d classes (%s); auto settings: %s",
-            ds.name,
-            len(data.splits.train),
-            "vectors" if features else "images",
-            len(names),
-            shown,
-            _shown(picked),
-        )
-    elif picked:
-        log.info("%s: auto settings: %s", ds.name, _shown(picked))
-    return resolved, picked
-
-
-def _picked(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
-    """``{path: value in after}`` of every field that is ``auto`` in ``before`` (JSON-able values)."""
-    out: dict[str, Any] = {}
-    cls = type(before)
-    for name in cls.model_fields:
-        old, new = getattr(before, name), getattr(after, name)
-        if accepts_auto(cls, name) and old == AUTO:
-            out[prefix + name] = new.model_dump(mode="json") if hasattr(new, "model_dump") else _plain(new)
-        elif hasattr(old, "model_fields") and has_auto(old):
-            out.update(_picked(old, new, f"{prefix}{name}."))
-    return out
-
-
-def _shown(picked: dict[str, Any]) -> str:
-    return "; ".join(f"{k}={_show(v)}" for k, v in picked.items())
-
-
-def _show(value: Any) -> str:
-    """A picked value for the log: a transform step as ``name(field=value, ...)``."""
-    if isinstance(value, dict):
-        fields = ", ".join(f"{k}={v}" for k, v in value.items() if k not in ("name", "ratio"))
-        return f"{value['name']}({fields})"
-    return str(value)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 @cache
 def imagenet_preset() -> TransformsConfig:
     """``conf/dataset/transforms/imagenet.yaml``: the reference's transforms for ImageNet weights."""
-    from eif.cli import config_dir
-
     node = OmegaConf.load(config_dir() / "dataset" / "transforms" / "imagenet.yaml")
     return parse(TransformsConfig, node, "dataset.transforms")
 
@@ -156,7 +74,9 @@ def _scan(images: ImageSet, data: DataAccess) -> tuple[list[str], list[tuple[int
         return [mode] * len(images), [(int(w), int(h))] * len(images), list(range(len(images)))
     if not isinstance(images, FileImageSet):
         raise EifError(f"auto settings cannot read {type(images).__name__}; set dataset.transforms")
-    infos = data.file_index(images).lookup(images.paths, progress=data.progress)
+    paths = images.paths
+    assert paths is not None  # a FileImageSet always names its files
+    infos = data.file_index(images).lookup(paths, progress=data.progress)
     boxes = images.boxes if isinstance(images, CroppedFileImageSet) else None
     modes, sizes, usable = [], [], []
     for i, info in enumerate(infos):
