@@ -34,7 +34,8 @@ def make_separable(root: Path) -> Path:
     return root / "features.npz"
 
 
-@pytest.mark.parametrize("launcher", ["basic", "local_parallel"])
+# basic: Hydra's launcher, the jobs in turn in this process; local_parallel: submitit processes (~60 s)
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("local_parallel", marks=pytest.mark.slow)])
 def test_a_sweep_runs_every_job_and_ends_with_a_summary(tmp_path: Path, launcher: str) -> None:
     """Job 0 reads a features file that does not exist (fails when the data is read), job 1 a data set its
     model separates perfectly (recall@1 = 1: nothing to attribute). Both run; the sweep prints one line
