@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eif.api import Result
+from eif.utils.errors import EifError
 from eif.utils.io import read_json
 from tests.conftest import ROOT
 from tests.fixtures import make_features
@@ -83,4 +85,6 @@ def test_a_sweep_runs_every_job_and_ends_with_a_summary(tmp_path: Path, launcher
     mine = read_json(Path(run["artifacts"]["mine"]) / "mine.json")
     assert (mine["n_wrong"], mine["n_pairs"], mine["n_groups"]) == (0, 0, 0)
     assert (sweep / "1" / "report.html").is_file()
+    with pytest.raises(EifError, match="no influence output: influence: the model has no pair or group"):
+        Result(sweep / "1", run).influence()
     assert read_json(sweep / "0" / "outcome.json")["exit"] == 2
