@@ -264,6 +264,9 @@ class Result:
     def artifact(self, stage: str) -> Path:
         """The store directory of ``stage``'s output (fails in one line when the run did not make it)."""
         path = self.record["artifacts"].get(stage)
+        skipped = self.record.get("skipped", {})
+        if path is None and stage in skipped:  # e.g. influence of a model without confusions
+            raise EifError(f"this run has no {stage} output: {skipped[stage]}")
         if path is None:
             raise EifError(f"this run has no {stage} output; add {stage!r} to stages")
         return Path(path)

@@ -11,18 +11,23 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import eif.resolvers  # noqa: F401 - registers the resolvers before Hydra composes
 from eif.settings import config_dir
 from eif.stage_names import first_unknown
+from eif.sweep_outcome import SweepFailed, in_sweep, run_and_record
 from eif.utils.console import error
+from eif.utils.errors import JobExit
+from eif.utils.requirements import torchvision_problem
 
 # torch.func's vmap still calls torch.jit.script internally and warns about it on the first call: not
 # ours to fix, and a stray stderr line would break the one-line error contract.
@@ -65,10 +70,28 @@ def _job_started() -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """The Hydra job: the stage names first, then the pipeline (every failure one line)."""
     _job_started()
+    if in_sweep():  # one job's failure is recorded and the sweep goes on (eif.sweep_outcome)
+        return run_and_record(_run, cfg)
+    try:
+        return _run(cfg)
+    except JobExit:
+        hc = HydraConfig.get()
+        _remove_if_bare(Path(hc.runtime.output_dir), {hc.output_subdir or ".hydra", f"{hc.job.name}.log"})
+        raise
+
+
+def _remove_if_bare(run_dir: Path, hydra_files: set[str]) -> None:
+    """A job that failed before writing anything leaves no run dir: remove it when it holds only what Hydra
+    wrote on start (its ``.hydra/`` configs and the log file)."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run(cfg: DictConfig) -> dict | None:
     problem = first_unknown(cfg.get("stages")) or torchvision_problem()
     if problem:
         error(logging.getLogger("eif"), problem)
-        sys.exit(2)
+        raise JobExit(2, problem)
     # The one deferred eif import (tests/test_imports.py, STARTUP_DEFERRED): the pipeline pulls in
     # torch, faiss and every stage, seconds that a typo'd stage name is reported without.
     from eif.pipeline import run_job_cli
@@ -92,7 +115,7 @@ def main(configs: str | os.PathLike | None = None) -> None:
     except SystemExit as exit_:
         held = _startup
         _job_started()
-        if held is not None and exit_.code not in (0, None):
+        if held is not None and exit_.code not in (0, None) and not isinstance(exit_, SweepFailed):
             message = held.one_line() or f"exit code {exit_.code}"
             print(f"error: {message}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None

@@ -44,7 +44,7 @@ from eif.stages import closure, registry
 from eif.stages.base import Job, Run, Stage
 from eif.utils import console, preempt
 from eif.utils.device import resolve_device
-from eif.utils.errors import EifError
+from eif.utils.errors import EifError, JobExit, NothingToExplain
 from eif.utils.io import LockLost, write_json
 from eif.utils.provenance import provenance
 from eif.utils.requirements import check_job as check_requirements
@@ -243,8 +243,7 @@ def run_job(cfg: DictConfig | JobConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         preempt.install()
         with preempt.handle_termination():
-            for stage in plan.stages:
-                run.execute(stage, plan.settings[stage.name], plan.keys[stage.name], plan.specs[stage.name])
+            skipped = _run_stages(run, plan, job)
         record = {
             "stages": list(job.stages),
             "keys": dict(plan.keys),
@@ -255,6 +254,7 @@ def run_job(cfg: DictConfig | JobConfig) -> dict[str, Any]:
             "job": ident.as_dict(),
             "config": _config_record(cfg, job),
             "resolved": env.resolved,
+            "skipped": skipped,
             **provenance(),
         }
         write_json(run_dir / "run.json", record)
@@ -262,6 +262,24 @@ def run_job(cfg: DictConfig | JobConfig) -> dict[str, Any]:
         return record
     finally:
         logger.finish(exit_code)
+
+
+def _run_stages(run: Run, plan: Plan, job: JobConfig) -> dict[str, str]:
+    """Run the planned stages; a stage that finds nothing to do (:class:`NothingToExplain`) is noted in
+    one line, and the stages reading it are skipped. Returns {skipped stage: why}."""
+    skipped: dict[str, str] = {}
+    for stage in plan.stages:
+        blocked = next((d for d in stage.dependencies(job) if d in skipped), None)
+        if blocked is not None:
+            skipped[stage.name] = skipped[blocked]
+            log.info("stage %s skipped: %s", stage.name, skipped[blocked])
+            continue
+        try:
+            run.execute(stage, plan.settings[stage.name], plan.keys[stage.name], plan.specs[stage.name])
+        except NothingToExplain as why:
+            skipped[stage.name] = f"{stage.name}: {why}"
+            log.info("note: %s", skipped[stage.name])
+    return skipped
 
 
 def _config_record(cfg: DictConfig | JobConfig, job: JobConfig) -> dict[str, Any]:
@@ -300,7 +318,7 @@ def disk_error(err: OSError) -> str | None:
 
 def _fail(message: str, code: int) -> NoReturn:
     console.error(log, message)
-    sys.exit(code)
+    raise JobExit(code, message)
 
 
 def plan_keys(cfg: Any, names: Any = None, cache_dir: Path | None = None) -> dict[str, str]:

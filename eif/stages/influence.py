@@ -28,7 +28,7 @@ from eif.methods.base import MethodConfig
 from eif.settings import Settings, dump
 from eif.stages.base import Run, Stage
 from eif.utils import console
-from eif.utils.errors import require
+from eif.utils.errors import NothingToExplain, require
 from eif.utils.io import load_torch
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,10 @@ def load_problem(run: Run) -> Any:
 def _compute(s: InfluenceSettings, run: Run, out: Path) -> None:
     from eif.influence import build_batch
 
-    problem = load_problem(run)
     mine = dict(np.load(run.input("mine") / "mine.npz"))
+    if not any(confusions(mine, kind)[0] for kind in s.influence.kinds):
+        raise NothingToExplain(f"the model has no {' or '.join(s.influence.kinds)} confusions to attribute")
+    problem = load_problem(run)
     entries = []
     for kind in s.influence.kinds:
         pairs, sign = confusions(mine, kind)

@@ -42,7 +42,7 @@ from eif.retrain.weights import sample_weights
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
 from eif.training.trained import load_trained
-from eif.utils.errors import EifError, require
+from eif.utils.errors import NothingToExplain, require
 from eif.utils.io import read_json, save_npz, write_json, write_text
 from eif.utils.seed import derive_seed
 
@@ -140,7 +140,7 @@ def plan_heads(s: RetrainSettings, influence: Influence) -> tuple[list[Head], di
                     gen = torch.Generator().manual_seed(derive_seed(s.seed, len(kind), i, sum(map(ord, m))))
                     heads.append(Head(kind, f"random_{m}", i, w[i][torch.randperm(len(w[i]), generator=gen)]))
     if not heads:
-        raise EifError(f"retrain: the influence stage scored no confusions of kinds {list(rc.kinds)}")
+        raise NothingToExplain(f"influence scored no {' or '.join(rc.kinds)} confusions to re-train for")
     if "drift" in rc.controls:
         heads.append(Head("", "drift", -1, torch.ones_like(heads[0].weights)))
     return heads, pairs

@@ -29,8 +29,9 @@ def _check(job: Any) -> None:
     t, m, tf = job.train, job.model, job.dataset.transforms
     if m.checkpoint is None and m.trunk_trains and t.warmup_epochs >= t.epochs:
         raise EifError(
-            f"train.warmup_epochs={t.warmup_epochs} must be smaller than train.epochs={t.epochs}: "
-            "warm-up freezes the trunk, so the trunk would never train"
+            f"train.warmup_epochs={t.warmup_epochs} must be smaller than train.epochs={t.epochs} (warm-up "
+            "freezes the trunk, so the trunk would never train): add train.warmup_epochs=0 for no warm-up"
+            + (f" (or up to {t.epochs - 1})" if t.epochs > 1 else "")
         )
     # auto values are checked once resolved (eif.data.auto re-runs this); None: not images
     if has_auto(m) or has_auto(tf) or tf.channels is None:

@@ -1,0 +1,36 @@
+"""A config error is one line that names the fix, and leaves no run dir behind."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.conftest import launch
+
+
+def test_warmup_longer_than_training_names_the_fix_and_leaves_no_run_dir(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    proc = launch(["train.epochs=1", "stages=[train]"], tmp_path, tiny=False)
+    seconds = time.perf_counter() - t0
+    print(f"config error after {seconds:.1f} s")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: train.warmup_epochs=5 must be smaller than train.epochs=1 (warm-up freezes the trunk, so the "
+        "trunk would never train): add train.warmup_epochs=0 for no warm-up"
+    )
+    assert not (tmp_path / "run").exists()  # Hydra made it (configs, eif.log) before the check failed
+    proc = launch(["train.epochs=3", "train.warmup_epochs=3", "stages=[train]"], tmp_path, tiny=False)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "add train.warmup_epochs=0 for no warm-up (or up to 2)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_run_keeps_its_run_dir_when_it_wrote_more_than_hydra(tmp_path: Path) -> None:
+    """Only a run dir holding nothing but Hydra's own files is removed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine\n")
+    proc = launch(["train.epochs=1", "stages=[train]"], tmp_path, tiny=False)
+    assert proc.returncode == 2
+    assert (run / "notes.txt").read_text() == "mine\n" and (run / "eif.log").is_file()
