@@ -223,6 +223,8 @@ def run_job(cfg: DictConfig | JobConfig) -> dict[str, Any]:
     job = env.job
     plan = make_plan(job, env)
     for stage in plan.stages:
+        if stage.check_keys is not None:  # first: a file of another run is named as such
+            stage.check_keys(job, plan.keys)
         if stage.check_data is not None:
             stage.check_data(job, env.bundle)
     pending = {

@@ -6,6 +6,7 @@ are named by folder."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -263,15 +264,36 @@ def test_review_names_are_compared_as_written_with_csv_injection_escaping_undone
         clean.from_review(bad, labels, 3, names)
 
 
-def test_run_identity_columns_are_checked_when_present(tmp_path: Path) -> None:
-    from eif.mislabel.review_file import check_identity, read_review
+def test_a_review_names_the_run_it_came_from(tmp_path: Path) -> None:
+    from eif.mislabel.review_file import check_origin, read_review
 
     path = tmp_path / "r.csv"
-    path.write_text("id,old_label_id,new_label_id,decision,train_key\n1,1,2,accept,abc\n2,2,,,zzz\n")
+    keys = json.dumps({"train": "abc", "embed": "e1"}).replace('"', '""')
+    rows = "".join(f'{i},1,2,accept,"{keys}","[""seed=3"", ""stages=[report]""]"\n' for i in (1, 2))
+    path.write_text("id,old_label_id,new_label_id,decision,store_keys,overrides\n" + rows)
     table = read_review(path)
-    check_identity(table, path, {"train_key": "abc", "not_exported": "x"})
-    with pytest.raises(EifError, match="line 2: train_key is 'abc', this run has 'def'"):
-        check_identity(table, path, {"train_key": "def"})
+    check_origin(table, path, {"train": "abc", "clean": "x"})  # the same model: accepted
+    check_origin(table, path, {"embed": "e1"})  # no train stage planned: nothing to compare
+    with pytest.raises(
+        EifError,
+        match=r"its train artifact is abc, this run's is def\): run clean where it "
+        r"came from: python launch.py seed=3 stages=\[clean\] clean.labels=",
+    ):
+        check_origin(table, path, {"train": "def"})
+
+
+def test_a_review_of_another_run_is_refused_before_any_compute(
+    tmp_path: Path, fmnist_available: None
+) -> None:
+    from eif.pipeline import run_job
+
+    path = tmp_path / "r.csv"
+    keys = json.dumps({"train": "0123456789abcdef"}).replace('"', '""')
+    path.write_text(f'id,old_label_id,new_label_id,decision,store_keys,overrides\n1,1,2,accept,"{keys}",[]\n')
+    store = tmp_path / "store"
+    with pytest.raises(EifError, match=r"exported by another run .* python launch.py stages=\[clean\]"):
+        run_job(compose_cfg(tmp_path, ["stages=[clean]", f"clean.labels={path}", f"paths.store_dir={store}"]))
+    assert not store.exists() or not any(store.rglob("MANIFEST.json"))
 
 
 def test_a_malformed_review_fails_before_any_compute(tmp_path: Path, fmnist_available: None) -> None:

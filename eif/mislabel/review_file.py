@@ -16,14 +16,15 @@ The whole file is parsed and checked; every problem is one :class:`EifError` lin
   compared as written, except that a leading ``'`` before ``=``, ``+``, ``-``, ``@``, tab or CR (the
   CSV-injection escaping of an export) is dropped.
 
-:func:`check_identity` checks run-identity columns (e.g. store keys and overrides that an export
-records) against the values of the run at hand; it is separate so that the caller decides which
-columns identify a run.
+:func:`check_origin` checks the run identity an export records (its store keys and overrides)
+against the run at hand's store keys, once they are planned.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -164,21 +165,42 @@ def _check_names(table: pd.DataFrame, path: Path, class_names: Sequence[str]) ->
             )
 
 
-def check_identity(table: pd.DataFrame, path: Path, identity: Mapping[str, str]) -> None:
-    """Refuse a review exported by another run: every column of ``identity`` (column -> this run's
-    value, e.g. a store key) that the file has must hold that value on every decided row (empty cells
-    pass). Columns the file lacks are not checked (exports from before they were recorded)."""
-    for col, want in identity.items():
-        if col not in table.columns:
-            continue
-        cells = table[col].fillna("").astype(str).str.strip()
-        other = ((cells != "") & (cells != str(want))).to_numpy()
-        if other.any():
-            raise EifError(
-                f"clean.labels: {path} line {_line(table, other)}: {col} is "
-                f"{cells.iloc[int(np.flatnonzero(other)[0])]!r}, this "
-                f"run has {want!r}: the file was exported by another run"
-            )
+def check_origin(table: pd.DataFrame, path: Path, keys: Mapping[str, str], stage: str = "train") -> None:
+    """Refuse a review exported by another run. The review page records the store keys of the run
+    that made it (``store_keys``, a JSON object) and that run's Hydra overrides (``overrides``, a JSON
+    list) on every row; the suggestions belong to the model of its ``stage`` artifact, so this run's
+    ``keys[stage]`` must be the same. The error names the command that runs ``clean`` on the run the
+    file came from. Files without these columns (exports from before they were recorded) pass."""
+    if "store_keys" not in table.columns or stage not in keys:
+        return
+    recorded = [c for c in table["store_keys"].dropna().astype(str).unique() if c.strip()]
+    if not recorded:
+        return
+    try:
+        theirs = [json.loads(c) for c in recorded]
+    except json.JSONDecodeError:
+        raise EifError(
+            f"clean.labels: {path}: the store_keys column is not the JSON an export writes"
+        ) from None
+    origin = {k.get(stage) for k in theirs if isinstance(k, dict)}
+    require(
+        len(origin) == 1, f"clean.labels: {path}: rows come from different runs ({sorted(map(str, origin))})"
+    )
+    (key,) = origin
+    if key is None or key == keys[stage]:
+        return
+    overrides: list[str] = []
+    if "overrides" in table.columns:
+        cells = [c for c in table["overrides"].dropna().astype(str).unique() if c.strip()]
+        overrides = [str(o) for o in json.loads(cells[0])] if cells else []
+    kept = [o for o in overrides if not o.startswith(("stages=", "clean.labels="))]
+    command = " ".join(
+        ["python launch.py", *map(shlex.quote, kept), "stages=[clean]", f"clean.labels={path}"]
+    )
+    raise EifError(
+        f"clean.labels: {path} was exported by another run (its {stage} artifact is {key}, this run's is "
+        f"{keys[stage]}): run clean where it came from: {command}"
+    )
 
 
 def validate_review(

@@ -12,7 +12,8 @@ A :class:`Stage` declares
   dirs (``run.input(name)``), the data, the device and the logger, never the config;
 - ``publish(settings, run, out)``: prints and logs an output, also when it was reused from the store;
 - ``check(job)``: cross-setting checks that only matter when the stage runs; ``check_data(job, data)``
-  the same against the data set (sizes, classes), both before anything is computed;
+  the same against the data set (sizes, classes); ``check_keys(job, keys)`` against the planned store
+  keys of every stage (e.g. a file that names the run it belongs to); all before anything is computed;
 - ``network(job)``: the transform under which it feeds images through the network, if it does.
 
 :mod:`eif.pipeline` plans a job (validates everything and computes every key) before running any.
@@ -53,6 +54,8 @@ class Stage:
     config: tuple[str, type[Settings]] | None = None
     check: Callable[[Any], None] | None = None
     check_data: Callable[[Any, Any], None] | None = None
+    # Checks against the planned store keys ({stage: key}), still before anything is computed.
+    check_keys: Callable[[Any, Mapping[str, str]], None] | None = None
     version: int = 1
     # Runs images through the network: the dataset transform it feeds (``train``, ``eval``, ...) as a
     # function of the job; the pipeline test-feeds one image of it before computing. None: it does not.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,13 @@ def _check_data(job: Any, data: Any) -> None:
         review_file.validate_review(
             Path(job.clean.labels), data.train.labels, data.num_train_classes, data.train_class_names
         )
+
+
+def _check_keys(job: Any, keys: Mapping[str, str]) -> None:
+    """A review file exported by another run (another model) is refused with the command that fits it."""
+    if job.clean.labels is not None:
+        path = Path(job.clean.labels)
+        review_file.check_origin(review_file.read_review(path), path, keys)
 
 
 def _variants(s: CleanSettings, run: Run, noisy: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
@@ -226,4 +234,5 @@ STAGE = Stage(
     version=2,  # 2: re-training checkpoints under ckpt/ (scratch), no longer inside the artifact
     check=_check,
     check_data=_check_data,
+    check_keys=_check_keys,
 )
