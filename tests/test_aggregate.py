@@ -411,3 +411,35 @@ def test_comparisons_net_of_random_controls_and_a_second_weighting_scheme(tmp_pa
     assert "Fashion-MNIST (seed 0), magnitude-weighted: average improvement" in text
     table = pd.read_csv(sweep / "table1.csv")
     assert sorted(table.weighting.unique()) == ["magnitude", "sign"] and len(table) == 4
+
+
+def test_lds_sweep_shows_protocols_side_by_side(tmp_path):
+    """Warm-start and from-scratch LDS of two seeds: one column each, each with its noise ceiling, and
+    the comparisons per protocol."""
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        job = sweep / str(seed)
+        (job / ".hydra").mkdir(parents=True)
+        (job / "artifacts" / "lds").mkdir(parents=True)
+        cfg = {"seed": seed, "dataset": {"name": "fashion_mnist"}, "loss": {"name": "proxynca_pp"}}
+        OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+        rows = [
+            {"kind": "pair", "method": m, "protocol": p, "horizon": h, "lds": v + 0.01 * seed}
+            for p, h, base in (("warm_start", 1, 0.6), ("scratch", 40, 0.25))
+            for m, v in (("eif", base), ("random", 0.0))
+        ]
+        ceilings = [
+            {"kind": "pair", "protocol": "warm_start", "horizon": 1, "ceiling": 0.9},
+            {"kind": "pair", "protocol": "scratch", "horizon": 40, "ceiling": 0.5},
+        ]
+        write_json(
+            job / "artifacts" / "lds" / "lds.json", {"rows": rows, "ceilings": ceilings, "removal": []}
+        )
+    main([str(sweep)])
+    text = (sweep / "lds.md").read_text()
+    assert "| method | warm-start, 1 epoch | from scratch, 40 epochs |" in text
+    assert "| eif | 0.605 ± 0.007 [0.600, 0.610] | 0.255 ± 0.007 [0.250, 0.260] |" in text
+    assert "| *noise ceiling* | 0.900 ± 0.000 [0.900, 0.900] | 0.500 ± 0.000 [0.500, 0.500] |" in text
+    compare = pd.read_csv(sweep / "lds_compare.csv")
+    assert sorted(compare.protocol) == ["scratch", "warm_start"]
+    assert compare.set_index("protocol").loc["scratch", "mean"] == pytest.approx(0.25)  # eif − random

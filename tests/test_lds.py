@@ -271,12 +271,24 @@ def test_lds_stage_on_fashion_mnist(tmp_path: Path, fmnist_available) -> None:
             "lds.horizons=[1,3]",
             "lds.removal_k=[5,20]",
             "lds.bootstrap=100",
+            "lds.protocols=[warm_start,scratch]",
         ],
     )
     record = run_job(cfg)
     out = Path(record["artifacts"]["lds"])
     info = json.loads((out / "lds.json").read_text())
-    rows = {(r["kind"], r["method"], r["horizon"]): r for r in info["rows"]}
+    rows = {(r["kind"], r["method"], r["horizon"]): r for r in info["rows"] if r["protocol"] == "warm_start"}
+    epochs = int(cfg.train.epochs)
+    scratch = {(r["kind"], r["method"]): r for r in info["rows"] if r["protocol"] == "scratch"}
+    assert {r["horizon"] for r in scratch.values()} == {epochs} and len(scratch) == len(rows) // 2
+    assert {(c["protocol"], c["horizon"]) for c in info["ceilings"]} == {
+        ("warm_start", 1),
+        ("warm_start", 3),
+        ("scratch", epochs),
+    }
+    assert np.load(out / "measured.npz")["pair_scratch"].shape == (2, 1, 15, 20)
+    text = (out / "lds.md").read_text()
+    assert "| method | warm-start, 1 epoch | warm-start, 3 epochs | from scratch, " in text
     assert set(info["methods"]) == {"eif", "grad_dot", "random"}
     for r in rows.values():
         assert -1 <= r["low"] <= r["lds"] <= r["high"] <= 1 and len(r["per_seed"]) == 2
