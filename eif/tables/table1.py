@@ -219,11 +219,11 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 & ((table.seed == seed) if not pd.isna(seed) else table.seed.isna())
             ]
             for scheme in _weightings(table):
-                mine = sel[sel.weighting == scheme]
-                if scheme != DEFAULT_SCHEME and mine.empty:
+                mine = pd.DataFrame(sel[sel.weighting == scheme]).to_dict("records")
+                if scheme != DEFAULT_SCHEME and not mine:
                     continue
                 title = model if scheme == DEFAULT_SCHEME else f"{model}, {scheme}-weighted"
-                by = {(str(r["kind"]), int(r["n"])): r for r in pd.DataFrame(mine).to_dict("records")}
+                by = {(str(r["kind"]), int(r["n"])): r for r in mine}
                 data[(title, "average improvement")] = [_cell(by.get(i), "improvement") for i in index]
                 data[(title, "p-value")] = [_cell(by.get(i), "pvalue") for i in index]
         frame = pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["kind", "n"]))
