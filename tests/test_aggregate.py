@@ -297,7 +297,7 @@ def test_lds_sweep_with_one_seed_says_so(tmp_path):
 @pytest.mark.parametrize(
     ("name", "stage", "methods"),
     [
-        ("table1_fmnist", "stats", ["eif", "if", "if_converged", "if_converged_low"]),
+        ("table1_fmnist", "stats", ["eif", "if", "if_converged", "if_converged_low", "grad_dot"]),
         ("lds", "lds", ["eif", "if", "if_converged", "grad_dot", "grad_cos", "representer", "random"]),
         ("clean_fmnist", "clean", ["eif", "if"]),
     ],
@@ -366,3 +366,80 @@ def test_clean_sweep_table_averages_seeds_and_gains(tmp_path):
     assert "degenerate" in gains.loc[("oracle", "map@r")].status  # +0.1 in both seeds
     assert "| oracle | recall@1 | 0.0450 [0.0300, 0.0600] |" in (sweep / "clean.md").read_text()
     assert not (sweep / "table1.md").exists()
+
+
+def test_comparisons_net_of_random_controls_and_a_second_weighting_scheme(tmp_path):
+    """with_net adds Δd_m − Δd_random_m per method; job_rows compares EIF with each method net of its
+    own control and repeats every comparison for the magnitude scheme, leaving the sign rows as they
+    were; Table 1 gets a magnitude-weighted column pair beside the paper's."""
+    rng = np.random.default_rng(0)
+    base = {k: rng.normal(0, 0.01, 30) for k in ("eif", "random_eif", "if", "random_if", "drift")}
+    sign_effects, sign_rows = robustness.job_rows(base, "pairs", "eif", ["eif", "if"], 0, baseline="if")
+    extra = {f"{k}:magnitude": rng.normal(0, 0.01, 30) for k in ("eif", "random_eif", "if", "random_if")}
+    deltas = robustness.with_net({**base, **extra})
+    assert "net_drift" not in deltas and "net_random_eif" not in deltas
+    np.testing.assert_array_equal(
+        deltas["net_if:magnitude"], extra["if:magnitude"] - extra["random_if:magnitude"]
+    )
+    effects, rows = robustness.job_rows(
+        deltas, "pairs", "eif", ["eif", "if"], 0, baseline="if", schemes=["sign", "magnitude"]
+    )
+    assert rows[: len(sign_rows)] == sign_rows and effects[: len(sign_effects)] == sign_effects
+    by = {(r["a"], r["b"]): r for r in rows}
+    net = by[("net_eif", "net_if")]
+    expected = (base["eif"] - base["random_eif"]) - (base["if"] - base["random_if"])
+    assert net["mean"] == pytest.approx(expected.mean()) and net["alternative"] == "two-sided"
+    assert net["pvalue"] == pytest.approx(stats.ttest_rel(expected, np.zeros(30)).pvalue)
+    assert by[("eif:magnitude", "if:magnitude")]["alternative"] == "two-sided"
+    assert {("eif:magnitude", "random_eif:magnitude"), ("net_eif:magnitude", "net_if:magnitude")} <= set(by)
+    assert by[("eif", "if")]["alternative"] == "greater"
+
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["seed=0"]), job / ".hydra" / "overrides.yaml")
+    rows = [{**r, "weighting": "sign"} for r in compare("pairs", base["eif"], base["if"], [10, 30])]
+    rows += [
+        {**r, "weighting": "magnitude"}
+        for r in compare("pairs", extra["eif:magnitude"], extra["if:magnitude"], [10, 30])
+    ]
+    job_id = {"dataset": "fashion_mnist", "loss": "proxynca_pp", "seed": 0, "noise": "none"}
+    write_json(job / "stats.json", {"rows": rows, "job": job_id})
+    aggregate(sweep)
+    text = (sweep / "table1.md").read_text()
+    assert "Fashion-MNIST (seed 0): average improvement" in text
+    assert "Fashion-MNIST (seed 0), magnitude-weighted: average improvement" in text
+    table = pd.read_csv(sweep / "table1.csv")
+    assert sorted(table.weighting.unique()) == ["magnitude", "sign"] and len(table) == 4
+
+
+def test_lds_sweep_shows_protocols_side_by_side(tmp_path):
+    """Warm-start and from-scratch LDS of two seeds: one column each, each with its noise ceiling, and
+    the comparisons per protocol."""
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        job = sweep / str(seed)
+        (job / ".hydra").mkdir(parents=True)
+        (job / "artifacts" / "lds").mkdir(parents=True)
+        cfg = {"seed": seed, "dataset": {"name": "fashion_mnist"}, "loss": {"name": "proxynca_pp"}}
+        OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+        rows = [
+            {"kind": "pair", "method": m, "protocol": p, "horizon": h, "lds": v + 0.01 * seed}
+            for p, h, base in (("warm_start", 1, 0.6), ("scratch", 40, 0.25))
+            for m, v in (("eif", base), ("random", 0.0))
+        ]
+        ceilings = [
+            {"kind": "pair", "protocol": "warm_start", "horizon": 1, "ceiling": 0.9},
+            {"kind": "pair", "protocol": "scratch", "horizon": 40, "ceiling": 0.5},
+        ]
+        write_json(
+            job / "artifacts" / "lds" / "lds.json", {"rows": rows, "ceilings": ceilings, "removal": []}
+        )
+    main([str(sweep)])
+    text = (sweep / "lds.md").read_text()
+    assert "| method | warm-start, 1 epoch | from scratch, 40 epochs |" in text
+    assert "| eif | 0.605 ± 0.007 [0.600, 0.610] | 0.255 ± 0.007 [0.250, 0.260] |" in text
+    assert "| *noise ceiling* | 0.900 ± 0.000 [0.900, 0.900] | 0.500 ± 0.000 [0.500, 0.500] |" in text
+    compare = pd.read_csv(sweep / "lds_compare.csv")
+    assert sorted(compare.protocol) == ["scratch", "warm_start"]
+    assert compare.set_index("protocol").loc["scratch", "mean"] == pytest.approx(0.25)  # eif − random

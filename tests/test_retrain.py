@@ -11,7 +11,7 @@ from eif.retrain.adam import AdamConfig, AdamState, adam_step
 from eif.retrain.distance import confusion_distance, pair_distance
 from eif.retrain.features import augmented_epoch, batches_from_indices
 from eif.retrain.head import EpochBatches, retrain_heads
-from eif.retrain.weights import sample_weights
+from eif.retrain.weights import SCHEMES, magnitude_weights, sample_weights
 
 E, D, C, N = 6, 10, 4, 40
 
@@ -198,3 +198,40 @@ def test_batched_retrain_with_the_project_losses(setup, loss_cfg):
         single = retrain_heads(w0, bias, weights[h : h + 1], small_epoch(), loss.per_sample, ADAM, 10.0)[0]
         torch.testing.assert_close(single, batched[h], rtol=1e-5, atol=1e-6)
     assert loss.proxies.grad is None
+
+
+def test_magnitude_weights_keep_each_top_sets_total_and_reduce_to_sign_for_equal_magnitudes():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(4, N, generator=g)
+    for topk in (None, 7):
+        sign = sample_weights(scores, topk=topk)
+        mag = magnitude_weights(scores, topk=topk)
+        torch.testing.assert_close(mag.sum(1), sign.sum(1))
+        for value in (2.0, 0.0, 1.0):  # each top set keeps its total; the unselected rest stays 1
+            torch.testing.assert_close((mag * (sign == value)).sum(1), (sign * (sign == value)).sum(1))
+        assert (mag >= 0).all() and not torch.equal(mag, sign)
+    equal = torch.sign(scores) * 0.37  # equal magnitudes within each set
+    torch.testing.assert_close(magnitude_weights(equal), sample_weights(equal))
+    torch.testing.assert_close(magnitude_weights(equal, 1.5, 0.5, 7), sample_weights(equal, 1.5, 0.5, 7))
+    scores = torch.tensor([[-1.0, -3.0, 0.5, 2.0, 0.0, -2.0]])
+    assert magnitude_weights(scores).tolist() == [[1.0, 3.0, 0.0, 0.0, 1.0, 2.0]]
+    assert SCHEMES["sign"] is sample_weights and SCHEMES["magnitude"] is magnitude_weights
+
+
+def test_magnitude_scheme_separates_methods_that_share_their_top_sets(setup):
+    """Two score vectors with the same signs (grad_cos vs grad_dot: the same top sets) but different
+    magnitudes: the sign scheme gives bit-identical re-trainings, the magnitude one does not."""
+    w0, bias, per_sample, _ = setup
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(1, N, generator=g)
+    b = a.sign() * torch.rand(1, N, generator=g)  # same signs, other magnitudes
+    test = torch.randn(6, D, generator=g)
+    pairs = torch.tensor([[0, 1], [2, 3], [4, 5]])
+
+    def delta(weights: torch.Tensor) -> float:
+        w1 = retrain_heads(w0, bias, weights, small_epoch(), per_sample, ADAM, 10.0)[0]
+        return float(confusion_distance(w1, bias, test, pairs) - confusion_distance(w0, bias, test, pairs))
+
+    assert delta(sample_weights(a)) == delta(sample_weights(b))
+    assert delta(magnitude_weights(a)) != delta(magnitude_weights(b))
+    assert delta(magnitude_weights(a.sign())) == pytest.approx(delta(sample_weights(a)), abs=1e-7)

@@ -93,6 +93,34 @@ def test_retrain_and_stats_stages(tmp_path: Path, fmnist_available) -> None:
     # ... and reused the stored epoch features: one store entry for both re-training configs.
     assert len(list((tmp_path / "store" / "retrain_features").glob("*/MANIFEST.json"))) == 1
 
+    # The magnitude scheme beside the sign one: the sign re-trainings are bit-identical to the run
+    # above, the magnitude ones differ, and Table 1 gets a magnitude-weighted column.
+    both = run_job(
+        compose_cfg(tmp_path, ["stages=[retrain,stats]", "retrain.weights.schemes=[sign,magnitude]", *SMALL])
+    )
+    out2 = Path(both["artifacts"]["retrain"])
+    info2 = json.loads((out2 / "retrain.json").read_text())
+    assert info2["labels"] == [
+        "eif",
+        "random_eif",
+        "eif:magnitude",
+        "random_eif:magnitude",
+        "if",
+        "random_if",
+        "if:magnitude",
+        "random_if:magnitude",
+        "drift",
+    ]
+    d2 = np.load(out2 / "distances.npz")
+    for label in ("eif", "if", "random_eif", "drift"):
+        np.testing.assert_array_equal(d2[f"pair_delta_{label}"], d[f"pair_delta_{label}"])
+    assert not np.allclose(d2["pair_delta_eif:magnitude"], d2["pair_delta_eif"])
+    stats2 = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert {r["weighting"] for r in stats2["rows"]} == {"sign", "magnitude"}
+    pairs2 = {(r["a"], r["b"]) for r in stats2["robustness"]["comparisons"] if r["kind"] == "pairs"}
+    assert {("net_eif", "net_if"), ("eif:magnitude", "if:magnitude")} <= pairs2
+    assert "magnitude-weighted" in (tmp_path / "run" / "table1.md").read_text()
+
 
 @pytest.mark.slow
 def test_retrain_on_eval_features(tmp_path: Path, fmnist_available) -> None:

@@ -9,6 +9,7 @@ the exact inputs of the head for the whole epoch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import islice
 
 import numpy as np
 import torch
@@ -23,14 +24,18 @@ Batch = Sequence[tuple[int, int]]
 
 
 def epoch_batches(
-    labels: np.ndarray, batch: BatchConfig, seed: int, epochs: int
+    labels: np.ndarray, batch: BatchConfig, seed: int, epochs: int, max_per_epoch: int | None = None
 ) -> list[list[tuple[int, int]]]:
     """The sampler's batches of re-training epochs 0..epochs-1 under the original model's ``seed``
-    (the same batches and augmentation seeds as the original training's first epochs)."""
+    (the same batches and augmentation seeds as the original training's first epochs); with
+    ``max_per_epoch`` only each epoch's first ones (as ``train.max_batches_per_epoch``)."""
     return [
         b
         for epoch in range(epochs)
-        for b in BalancedBatchSampler(labels, batch.classes_per_batch, batch.samples_per_class, seed, epoch)
+        for b in islice(
+            BalancedBatchSampler(labels, batch.classes_per_batch, batch.samples_per_class, seed, epoch),
+            max_per_epoch,
+        )
     ]
 
 

@@ -2,17 +2,20 @@
 
 For every confusion (pair or group, mined by ``mine``) and every method (from ``influence``) the
 training samples get weights from the sign of their score (helpful x2, harmful x0, the rest x1 by
-default; docs/protocol.md, "Re-training") and a copy of the head weight W is re-trained for one
-epoch with the trunk, bias and proxies frozen. Controls (``retrain.controls``): ``drift``, one
-re-training with every weight 1, and ``random_<method>``, the method's weights of each confusion
-randomly permuted (the same counts of 0s and 2s). All copies train together (``eif.retrain.head``).
+default; docs/protocol.md, "Re-training"; ``retrain.weights.schemes`` adds the ``magnitude``
+scheme, weights proportional to |score| within the top sets, labelled ``<method>:magnitude``) and a
+copy of the head weight W is re-trained for one epoch with the trunk, bias and proxies frozen.
+Controls (``retrain.controls``): ``drift``, one re-training with every weight 1, and
+``random_<label>``, the label's weights of each confusion randomly permuted (the same counts of 0s
+and 2s). All copies train together (``eif.retrain.head``).
 Then d(p; W') and d(p; W0) are measured on the original test features (paper Eq. 7-8).
 
 Artifacts:
 - ``distances.npz``: per kind ``k`` in (pair, group): ``{k}_d0`` float64 (n,) (original model),
   ``{k}_d1_{label}`` (n,) (re-trained), ``{k}_delta_{label}`` = d1 - d0 (positive = the confusion
   moved apart, i.e. improved), in the mine stage's confusion order; ``label`` is a method,
-  ``random_<method>`` or ``drift``.
+  ``random_<method>`` or ``drift`` (and ``<method>:<scheme>``, ``random_<method>:<scheme>`` for each
+  weighting scheme beyond ``sign``).
 - ``distances.csv``: the same, one row per (kind, confusion, label).
 - ``retrain.json``: number of heads, labels, wall time of all re-trainings, features mode, device.
 The trunk features of the re-training epoch (``features=augmented``) are the ``retrain_features``
@@ -38,7 +41,8 @@ from eif.retrain.adam import AdamConfig
 from eif.retrain.distance import confusion_distance
 from eif.retrain.features import batches_from_indices, epoch_batches
 from eif.retrain.head import EpochBatches, retrain_heads
-from eif.retrain.weights import sample_weights
+from eif.retrain.labels import scheme_label
+from eif.retrain.weights import SCHEMES
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
 from eif.training.trained import load_trained
@@ -51,11 +55,14 @@ log = logging.getLogger(__name__)
 
 class WeightsConfig(Settings):
     """The paper's epsilon: helpful samples (score < 0) get ``helpful``, harmful ones ``harmful``, the
-    rest 1; ``topk``: None = every sample by its sign (the reference), k = only the k largest |score|."""
+    rest 1; ``topk``: None = every sample by its sign (the reference), k = only the k largest |score|.
+    ``schemes``: the weightings re-trained (``eif.retrain.weights.SCHEMES``); ``sign`` (the paper's)
+    labels its re-trainings by the method, every other scheme by ``<method>:<scheme>``."""
 
     helpful: NonNegativeFloat
     harmful: NonNegativeFloat
     topk: PositiveInt | None
+    schemes: tuple[str, ...]
 
 
 class RetrainStageConfig(Settings):
@@ -103,6 +110,14 @@ def _check(job: Any) -> None:
     )
     missing = set(job.retrain.kinds) - set(job.influence.kinds)
     require(not missing, f"retrain.kinds needs {sorted(missing)} in influence.kinds")
+    schemes = job.retrain.weights.schemes
+    unknown = [x for x in schemes if x not in SCHEMES]
+    require(not unknown, f"retrain.weights.schemes: unknown {unknown}; known: {sorted(SCHEMES)}")
+    require(
+        "sign" in schemes and len(set(schemes)) == len(schemes),
+        f"retrain.weights.schemes must name sign (the paper's Table 1) and no scheme twice, "
+        f"got {list(schemes)}",
+    )
 
 
 @dataclass
@@ -131,14 +146,17 @@ def plan_heads(s: RetrainSettings, influence: Influence) -> tuple[list[Head], di
                 len(a.pairs) == len(pairs[kind]),
                 f"influence: the {kind}s of {m} differ from {s.methods[0]}'s",
             )
-            w = sample_weights(
-                torch.as_tensor(a.scores), rc.weights.helpful, rc.weights.harmful, rc.weights.topk
-            )
-            heads += [Head(kind, m, i, w[i]) for i in range(len(w))]
-            if "random" in rc.controls:
-                for i in range(len(w)):
-                    gen = torch.Generator().manual_seed(derive_seed(s.seed, len(kind), i, sum(map(ord, m))))
-                    heads.append(Head(kind, f"random_{m}", i, w[i][torch.randperm(len(w[i]), generator=gen)]))
+            for scheme in rc.weights.schemes:
+                label = scheme_label(m, scheme)
+                w = SCHEMES[scheme](
+                    torch.as_tensor(a.scores), rc.weights.helpful, rc.weights.harmful, rc.weights.topk
+                )
+                heads += [Head(kind, label, i, w[i]) for i in range(len(w))]
+                if "random" in rc.controls:  # the same permutation under every scheme
+                    for i in range(len(w)):
+                        seed = derive_seed(s.seed, len(kind), i, sum(map(ord, m)))
+                        perm = torch.randperm(len(w[i]), generator=torch.Generator().manual_seed(seed))
+                        heads.append(Head(kind, f"random_{label}", i, w[i][perm]))
     if not heads:
         raise NothingToExplain(f"influence scored no {' or '.join(rc.kinds)} confusions to re-train for")
     if "drift" in rc.controls:
@@ -232,6 +250,7 @@ def _compute(s: RetrainSettings, run: Run, out: Path) -> None:
             "num_heads": len(heads),
             "counts": {kind: len(p) for kind, p in pairs.items()},
             "methods": list(s.methods),
+            "schemes": list(rc.weights.schemes),
             "labels": labels,
             "features": rc.features,
             "batches": epoch.num_batches,
@@ -263,5 +282,5 @@ STAGE = Stage(
     deps=_deps,
     config=("retrain", RetrainStageConfig),
     check=_check,
-    version=2,
+    version=3,  # 3: weighting schemes (retrain.json lists them; labels <method>:<scheme> beyond sign)
 )

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import PositiveInt
 
+from eif.retrain.labels import DEFAULT_SCHEME, scheme_label
 from eif.settings import Settings
 from eif.stages.base import Run, Stage
 from eif.tables import robustness
@@ -64,10 +65,14 @@ def _check(job: Any) -> None:
 
 def job_markdown(rows: list[dict[str, Any]]) -> str:
     """This job's Table 1 block: one line per K / M with average improvement and p-value."""
-    lines = ["| test | n | average improvement | p-value | status |", "|---|---:|---:|---:|---|"]
+    lines = [
+        "| weighting | test | n | average improvement | p-value | status |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for r in rows:
         lines.append(
-            f"| {r['test']} | {r['n']} | {fmt(r['improvement'])} | {fmt(r['pvalue'])} | "
+            f"| {r.get('weighting', DEFAULT_SCHEME)} | {r['test']} | {r['n']} | {fmt(r['improvement'])} | "
+            f"{fmt(r['pvalue'])} | "
             f"{r['status'] if r['status'] != 'ok' else ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -79,16 +84,22 @@ def _compute(s: StatsSettings, run: Run, out: Path) -> None:
     effects: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
     deltas: dict[str, dict[str, list[float]]] = {}  # kind -> label -> Δd per confusion (mixed model)
-    methods = read_json(run.input("retrain") / "retrain.json")["methods"]
+    info = read_json(run.input("retrain") / "retrain.json")
+    methods, schemes = info["methods"], info.get("schemes", [DEFAULT_SCHEME])
     with np.load(run.input("retrain") / "distances.npz") as z:
         for kind, (name, sizes_key) in KINDS.items():
             if f"{kind}_delta_{sc.method}" not in z:
                 continue
-            main, base = z[f"{kind}_delta_{sc.method}"], z[f"{kind}_delta_{sc.baseline}"]
-            rows += compare(name, main, base, list(getattr(sc, sizes_key)))
+            for scheme in schemes:  # Table 1 per weighting scheme: the sign column, then the others
+                main = z[f"{kind}_delta_{scheme_label(sc.method, scheme)}"]
+                base = z[f"{kind}_delta_{scheme_label(sc.baseline, scheme)}"]
+                sizes = list(getattr(sc, sizes_key))
+                rows += [{**r, "weighting": scheme} for r in compare(name, main, base, sizes)]
             prefix = f"{kind}_delta_"
-            by_label = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
-            e, c = robustness.job_rows(by_label, name, sc.method, methods, s.seed, baseline=sc.baseline)
+            by_label = robustness.with_net({k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)})
+            e, c = robustness.job_rows(
+                by_label, name, sc.method, methods, s.seed, baseline=sc.baseline, schemes=schemes
+            )
             effects += e
             comparisons += c
             deltas[name] = {label: d.tolist() for label, d in by_label.items()}
@@ -114,7 +125,8 @@ def _publish(s: StatsSettings, run: Run, out: Path) -> None:
     rows = record["rows"]
     for r in rows:
         log.info(
-            "table1 %-6s n=%-3d improvement %-9s p %-9s %s",
+            "table1 %-9s %-6s n=%-3d improvement %-9s p %-9s %s",
+            r.get("weighting", DEFAULT_SCHEME),
             r["kind"],
             r["n"],
             fmt(r["improvement"]),
@@ -143,5 +155,7 @@ STAGE = Stage(
     deps=("retrain",),
     config=("stats", StatsConfig),
     check=_check,
-    version=3,  # 3: two-sided robustness p-values except stats.method vs stats.baseline; Δd per confusion
+    # 3: two-sided robustness p-values except stats.method vs stats.baseline; Δd per confusion.
+    # 4: Table 1 rows per weighting scheme; comparisons net of each method's random control (net_<m>)
+    version=4,
 )

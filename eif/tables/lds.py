@@ -3,6 +3,9 @@
 summarised per kind, method and horizon, with the trained model (seed) as the unit of replication
 (statistics in :mod:`eif.tables.seedstats`):
 
+Every row names its re-training protocol (``warm_start``, ``scratch``; rows of older jobs are
+warm-start), and the tables show the protocols side by side.
+
 - ``lds_summary.csv``: the mean LDS over seeds with its standard deviation, range and a bootstrap
   interval over seeds; the noise ceiling likewise;
 - ``lds_compare.csv``: the reference method (the first the jobs list, EIF in ``sweeps/lds.yaml``)
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from eif.retrain.labels import WARM_START, column_title, protocol_title
 from eif.tables.seedstats import across_seeds, stouffer
 from eif.tables.sweep import SweepTablesCallback, config_identity
 from eif.utils.io import read_json, write_text
@@ -55,8 +59,11 @@ def collect(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
             continue
         order = info.get("methods") or list(dict.fromkeys(r["method"] for r in rows))
         ident["methods"] = " ".join(order)
-        lds_rows += [{**ident, **{k: v for k, v in r.items() if k != "per_seed"}} for r in rows]
-        ceil_rows += [{**ident, **r} for r in ceilings]
+        # rows of lds.json before version 3 are warm-start rows
+        lds_rows += [
+            {**ident, "protocol": WARM_START, **{k: v for k, v in r.items() if k != "per_seed"}} for r in rows
+        ]
+        ceil_rows += [{**ident, "protocol": WARM_START, **r} for r in ceilings]
         removal_rows += [{**ident, **r} for r in removal]
     return lds_rows, ceil_rows, removal_rows
 
@@ -96,10 +103,10 @@ def summarise(rows: Sequence[Row], value: str, by: Sequence[str]) -> list[Row]:
 
 
 def compare_methods(lds: Sequence[Row]) -> list[Row]:
-    """Per (dataset, loss, kind, horizon): the reference method (first in the jobs' method order)
-    against every other method, on the per-seed differences of LDS (two-sided)."""
+    """Per (dataset, loss, kind, protocol, horizon): the reference method (first in the jobs' method
+    order) against every other method, on the per-seed differences of LDS (two-sided)."""
     out = []
-    for key, g in _groups(lds, _by(*MODEL, "kind", "horizon")).items():
+    for key, g in _groups(lds, _by(*MODEL, "kind", "protocol", "horizon")).items():
         reference = str(g[0]["methods"]).split()[0]
         ref = {r["seed"]: float(r["lds"]) for r in g if r["method"] == reference}
         for method, m in _groups((r for r in g if r["method"] != reference), _by("method")).items():
@@ -108,7 +115,7 @@ def compare_methods(lds: Sequence[Row]) -> list[Row]:
                 continue
             out.append(
                 {
-                    **dict(zip((*MODEL, "kind", "horizon"), key, strict=True)),
+                    **dict(zip((*MODEL, "kind", "protocol", "horizon"), key, strict=True)),
                     "a": reference,
                     "b": method[0],
                     **across_seeds(diffs, "two-sided", seed=len(out)),
@@ -178,31 +185,34 @@ def markdown(
         "which is conditional on these models (it treats them as fixed).\n",
     ]
     for (dataset, loss, kind), g in _groups(summary, _by(*MODEL, "kind")).items():
-        horizons = sorted({int(r["horizon"]) for r in g})
+        # protocols side by side in the order the jobs ran them, each with its horizons
+        cols = list(dict.fromkeys((str(r["protocol"]), int(r["horizon"])) for r in g))
         parts += [
             f"\n## {dataset}, {loss}: LDS, {kind}s ({max(int(r['jobs']) for r in g)} seeds)\n",
-            "| method | " + " | ".join(f"{h} epoch{'s' if h > 1 else ''}" for h in horizons) + " |",
-            "|---|" + "---|" * len(horizons),
+            "| method | " + " | ".join(column_title(p, h) for p, h in cols) + " |",
+            "|---|" + "---|" * len(cols),
         ]
         for method, m in _groups(g, _by("method")).items():
-            by = {int(r["horizon"]): r for r in m}
-            parts.append(f"| {method[0]} | " + " | ".join(_cell(by.get(h)) for h in horizons) + " |")
-        c = {
-            int(r["horizon"]): r
+            by = {(str(r["protocol"]), int(r["horizon"])): r for r in m}
+            parts.append(f"| {method[0]} | " + " | ".join(_cell(by.get(c)) for c in cols) + " |")
+        ceil = {
+            (str(r["protocol"]), int(r["horizon"])): r
             for r in ceilings
             if (r["dataset"], r["loss"], r["kind"]) == (dataset, loss, kind)
         }
-        if c:
-            parts.append("| *noise ceiling* | " + " | ".join(_cell(c.get(h)) for h in horizons) + " |")
+        if ceil:
+            parts.append("| *noise ceiling* | " + " | ".join(_cell(ceil.get(c)) for c in cols) + " |")
         rows = [r for r in compare if (r["dataset"], r["loss"], r["kind"]) == (dataset, loss, kind)]
         if rows:
             parts += [
                 f"\n### {dataset}, {loss}, {kind}s: LDS of {rows[0]['a']} minus each method's\n",
-                "| method | horizon | difference [95% bootstrap over seeds] | t-test p | Wilcoxon p | note |",
-                "|---|---:|---|---:|---:|---|",
+                "| method | protocol | horizon | difference [95% bootstrap over seeds] | t-test p | "
+                "Wilcoxon p | note |",
+                "|---|---|---:|---|---:|---:|---|",
             ]
             parts += [
-                f"| {r['b']} | {r['horizon']} | {_interval(r, '.3f')} | {_f(r['t_pvalue'], '.2e')} | "
+                f"| {r['b']} | {protocol_title(str(r['protocol']))} | {r['horizon']} | "
+                f"{_interval(r, '.3f')} | {_f(r['t_pvalue'], '.2e')} | "
                 f"{_f(r['w_pvalue'], '.2e')} | {_note(r)} |"
                 for r in rows
             ]
@@ -234,8 +244,8 @@ def aggregate(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     if not lds:
         return pd.DataFrame()
     keys = [*MODEL, "kind"]
-    summary = summarise(lds, "lds", [*keys, "method", "horizon"])
-    ceil = summarise(ceilings, "ceiling", [*keys, "horizon"]) if ceilings else []
+    summary = summarise(lds, "lds", [*keys, "method", "protocol", "horizon"])
+    ceil = summarise(ceilings, "ceiling", [*keys, "protocol", "horizon"]) if ceilings else []
     compare = compare_methods(lds)
     rem = combine_removal(removal)
     for name, rows in (("seeds", lds), ("summary", summary), ("compare", compare), ("removal", rem)):

@@ -9,7 +9,10 @@ Per job (stage ``stats``), on all re-trained confusions of each kind:
   each IF variant) and every method against its random control and against drift: the mean of
   Δd_a - Δd_b, its 95% bootstrap interval, and the p-value of a paired t-test (pairs) or Wilcoxon
   signed-rank test (groups): one-sided (H1 mean Δd_a > mean Δd_b) only for the pre-registered
-  comparison (``stats.method`` vs ``stats.baseline``, the paper's EIF vs IF), two-sided otherwise.
+  comparison (``stats.method`` vs ``stats.baseline``, the paper's EIF vs IF), two-sided otherwise;
+  and the main method against every other method net of each one's own random control
+  (``net_<m>`` = Δd_m − Δd_random_m, :func:`with_net`). Each weighting scheme of the retrain stage
+  beyond ``sign`` (labels ``<method>:<scheme>``) gets the same comparisons.
 - **deltas**: every label's Δd per confusion, for the mixed model across seeds.
 
 Across a sweep's seeds (:func:`combine`, statistics in :mod:`eif.tables.seedstats`): per comparison
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eif.retrain.labels import DEFAULT_SCHEME, NET, RANDOM, scheme_label
 from eif.tables.format import fmt
 from eif.tables.seedstats import (
     TESTS,
@@ -55,12 +59,23 @@ __all__ = [
     "mean_ci",
     "one_sided",
     "sweep_markdown",
+    "with_net",
 ]
 
 log = logging.getLogger(__name__)
 
 PREREGISTERED = "a > b (pre-registered)"
 TWO_SIDED = "two-sided"
+
+
+def with_net(deltas: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``deltas`` plus, for every label with a random control, ``net_<label>`` = Δd_label − Δd_random_label
+    per confusion (appended after the others)."""
+    out = dict(deltas)
+    for label, d in deltas.items():
+        if not label.startswith((RANDOM, NET)) and label != "drift" and f"{RANDOM}{label}" in deltas:
+            out[f"{NET}{label}"] = np.asarray(d) - np.asarray(deltas[f"{RANDOM}{label}"])
+    return out
 
 
 def job_rows(
@@ -70,21 +85,33 @@ def job_rows(
     methods: Sequence[str],
     seed: int,
     baseline: str | None = None,
+    schemes: Sequence[str] = ("sign",),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(effect rows, comparison rows) of one kind (``pairs`` or ``groups``) from Δd per label.
 
-    ``main`` vs ``baseline`` is the pre-registered comparison (one-sided, H1 mean Δd_main > mean
-    Δd_baseline); every other comparison is two-sided."""
+    Per weighting scheme: ``main`` against every other method, each method against its random control
+    and drift, and (where :func:`with_net` added them) ``main`` against every other method net of each
+    one's own random control. ``main`` vs ``baseline`` under ``sign`` is the pre-registered comparison
+    (one-sided, H1 mean Δd_main > mean Δd_baseline); every other comparison is two-sided. The ``sign``
+    scheme's rows come first, in their historical order (so their bootstrap seeds do not move)."""
     drift = deltas.get("drift")
     effects = []
     for i, (label, d) in enumerate(deltas.items()):
+        if label.startswith(NET):
+            continue  # the same numbers as the comparison of label with random_label
         m, lo, hi = mean_ci(d, seed + i)
         row: dict[str, Any] = {"kind": kind, "label": label, "n": len(d), "mean": m, "low": lo, "high": hi}
         if drift is not None and label != "drift":
             row["net_mean"], row["net_low"], row["net_high"] = mean_ci(d - drift, seed + 100 + i)
         effects.append(row)
-    pairs = [(main, m) for m in methods if m != main]
-    pairs += [(m, f"random_{m}") for m in methods] + [(m, "drift") for m in methods]
+    pairs: list[tuple[str, str]] = []
+    for scheme in [DEFAULT_SCHEME, *(x for x in schemes if x != DEFAULT_SCHEME)]:
+        ms = [scheme_label(m, scheme) for m in methods]
+        top = scheme_label(main, scheme)
+        block = [(top, m) for m in ms if m != top]
+        block += [(m, f"random_{m}") for m in ms] + [(m, "drift") for m in ms]
+        block += [(f"{NET}{top}", f"{NET}{m}") for m in ms if m != top]
+        pairs += block
     comparisons = []
     for i, (a, b) in enumerate(pairs):
         if a not in deltas or b not in deltas or len(deltas[a]) < 2:
@@ -140,7 +167,7 @@ def markdown(effects: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping
             f"| {r['label']} | {r['n']} | {_ci(r)} | {_ci(r, 'net_')} |" for r in effects if r["kind"] == kind
         ]
         parts += [
-            f"\n## {kind}: comparisons (mean Δd of a vs of b)\n",
+            f"\n## {kind}: comparisons (mean Δd of a vs of b; net_m = Δd_m − Δd_random_m)\n",
             "| a | b | n | mean Δd_a − Δd_b | p-value | H1 | test |",
             "|---|---|---:|---|---:|---|---|",
         ]

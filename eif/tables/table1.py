@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from eif.retrain.labels import DEFAULT_SCHEME
 from eif.tables import robustness
 from eif.tables.format import fmt
 from eif.tables.seedstats import TESTS, paired_test
@@ -83,10 +84,13 @@ def compare(
 
 
 def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Flat run-summary values, e.g. ``table1/pairs/K=30/improvement`` and ``.../pvalue``."""
+    """Flat run-summary values, e.g. ``table1/pairs/K=30/improvement`` and ``.../pvalue`` (the ``sign``
+    weighting; another scheme's rows ``table1/<scheme>/pairs/...``)."""
     out: dict[str, float] = {}
     for r in rows:
-        prefix = f"table1/{r['kind']}/{'K' if r['kind'] == 'pairs' else 'M'}={r['n']}"
+        scheme = r.get("weighting", DEFAULT_SCHEME)
+        top = "table1" if scheme == DEFAULT_SCHEME else f"table1/{scheme}"
+        prefix = f"{top}/{r['kind']}/{'K' if r['kind'] == 'pairs' else 'M'}={r['n']}"
         for key in ("improvement", "pvalue"):
             if r[key] is not None:
                 out[f"{prefix}/{key}"] = r[key]
@@ -106,6 +110,7 @@ COLUMNS = [
     "loss",
     "seed",
     "noise",
+    "weighting",
     "kind",
     "test",
     "n",
@@ -151,9 +156,16 @@ def collect(sweep_dir: Path, sizes: dict[str, list[int]] | None = None) -> pd.Da
             continue
         started = [name for name, o in job_dirs if ov.items() <= o.items()]
         ident = {**job_identity(ov), "status": "missing", "job": started[0] if started else ""}
+        ident["weighting"] = DEFAULT_SCHEME
         missing += [{**ident, "kind": kind, "n": n} for kind, ns in sizes.items() for n in ns]
     table = pd.concat([found, pd.DataFrame(missing, columns=COLUMNS)], ignore_index=True)
     return table.astype({"n": int})
+
+
+def _weightings(table: pd.DataFrame) -> list[str]:
+    """The weighting schemes in ``table``, ``sign`` (the paper's column) first."""
+    found = [str(w) for w in dict.fromkeys(table["weighting"]) if w != DEFAULT_SCHEME]
+    return [DEFAULT_SCHEME, *found]
 
 
 def _sweep_sizes(sweep_dir: Path) -> dict[str, list[int]]:
@@ -188,7 +200,8 @@ def _columns(table: pd.DataFrame) -> list[tuple[str, str, Any]]:
 
 
 def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per loss, the paper's layout: rows (kind, n), two columns (improvement, p-value) per model."""
+    """Per loss, the paper's layout: rows (kind, n), two columns (improvement, p-value) per model and
+    weighting scheme (``sign``, the paper's, then each other scheme beside it)."""
     out = {}
     cols = _columns(table)
     for loss in dict.fromkeys(c[0] for c in cols):
@@ -199,15 +212,20 @@ def wide(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         data: dict[tuple[str, str], list[str]] = {}
         for _, dataset, seed in blocks:
             seed_txt = "?" if pd.isna(seed) else int(seed)
-            title = f"{DATASET_TITLES.get(str(dataset), dataset)} (seed {seed_txt})"
+            model = f"{DATASET_TITLES.get(str(dataset), dataset)} (seed {seed_txt})"
             sel = table[
                 (table.loss == loss)
                 & (table.dataset == dataset)
                 & ((table.seed == seed) if not pd.isna(seed) else table.seed.isna())
             ]
-            by = {(str(r["kind"]), int(r["n"])): r for r in pd.DataFrame(sel).to_dict("records")}
-            data[(title, "average improvement")] = [_cell(by.get(i), "improvement") for i in index]
-            data[(title, "p-value")] = [_cell(by.get(i), "pvalue") for i in index]
+            for scheme in _weightings(table):
+                mine = pd.DataFrame(sel[sel.weighting == scheme]).to_dict("records")
+                if scheme != DEFAULT_SCHEME and not mine:
+                    continue
+                title = model if scheme == DEFAULT_SCHEME else f"{model}, {scheme}-weighted"
+                by = {(str(r["kind"]), int(r["n"])): r for r in mine}
+                data[(title, "average improvement")] = [_cell(by.get(i), "improvement") for i in index]
+                data[(title, "p-value")] = [_cell(by.get(i), "pvalue") for i in index]
         frame = pd.DataFrame(data, index=pd.MultiIndex.from_tuples(index, names=["kind", "n"]))
         frame.columns = pd.MultiIndex.from_tuples(frame.columns)
         out[str(loss)] = frame
@@ -265,7 +283,11 @@ def write_tables(table: pd.DataFrame, out_dir: Path) -> str:
 def job_table(record: dict[str, Any], job: str) -> pd.DataFrame:
     """The long table of one job's ``stats.json`` record (the rows ``collect`` reads per job)."""
     return pd.DataFrame(
-        [{**record.get("job", {}), **r, "job": job} for r in record.get("rows", [])], columns=COLUMNS
+        [
+            {**record.get("job", {}), "weighting": DEFAULT_SCHEME, **r, "job": job}
+            for r in record.get("rows", [])
+        ],
+        columns=COLUMNS,
     )
 
 
