@@ -308,7 +308,8 @@ def test_edited_label_file_recomputes_training(tmp_path: Path) -> None:
     part = root / "Eval" / "list_eval_partition.txt"
     lines = part.read_text().splitlines()
     row = next(i for i, ln in enumerate(lines) if ln.split()[-1:] == ["train"] and "id_00000003" in ln)
-    lines[row] = lines[row].replace("id_00000003", "id_00000005")  # one training image moves to another item
+    image, _, status = lines[row].split()
+    lines[row] = f"{image} id_00000005 {status}"  # one training image moves to another item (its label)
     write_text(part, "\n".join(lines) + "\n")
     edited = run_job(cfg)
     assert set(edited["compute_seconds"]) == {"train", "evaluate"}
