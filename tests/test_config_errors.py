@@ -10,7 +10,7 @@ from tests.conftest import launch
 
 def test_warmup_longer_than_training_names_the_fix_and_leaves_no_run_dir(tmp_path: Path) -> None:
     t0 = time.perf_counter()
-    proc = launch(["train.epochs=1", "stages=[train]"], tmp_path, tiny=False)
+    proc = launch(["train.epochs=1", "train.warmup_epochs=5", "stages=[train]"], tmp_path, tiny=False)
     seconds = time.perf_counter() - t0
     print(f"config error after {seconds:.1f} s")
     assert proc.returncode == 2
@@ -31,6 +31,19 @@ def test_a_failed_run_keeps_its_run_dir_when_it_wrote_more_than_hydra(tmp_path: 
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine\n")
-    proc = launch(["train.epochs=1", "stages=[train]"], tmp_path, tiny=False)
+    proc = launch(["train.epochs=1", "train.warmup_epochs=5", "stages=[train]"], tmp_path, tiny=False)
     assert proc.returncode == 2
     assert (run / "notes.txt").read_text() == "mine\n" and (run / "eif.log").is_file()
+
+
+def test_auto_warmup_is_the_reference_five_epochs_or_fewer_for_short_runs(tmp_path: Path) -> None:
+    """``train.warmup_epochs: auto`` (the YAML default) is 5 epochs, capped at epochs - 1: a 1-epoch run
+    trains its trunk, and the default job's recipe (40 epochs, 5 warm-up) is unchanged."""
+    from eif.config import load_job
+    from tests.conftest import compose_cfg
+
+    picked = {
+        e: load_job(compose_cfg(tmp_path, [f"train.epochs={e}"], tiny=False)).train.warmup_epochs
+        for e in (1, 2, 6, 40)
+    }
+    assert picked == {1: 0, 2: 1, 6: 5, 40: 5}

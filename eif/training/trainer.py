@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -64,32 +64,48 @@ class Diverged(EifError):
 
 
 class OptimizerConfig(Settings):
-    """Adam learning rates per parameter group, eps and weight decay."""
+    """Adam learning rates per parameter group, eps and weight decay (values: conf/train/default.yaml)."""
 
-    lr_trunk: NonNegativeFloat = 4e-3
-    lr_head: NonNegativeFloat = 4e-3
-    lr_proxies: NonNegativeFloat = 400.0
-    eps: PositiveFloat = 1.0
-    weight_decay: NonNegativeFloat = 0.0
+    lr_trunk: NonNegativeFloat
+    lr_head: NonNegativeFloat
+    lr_proxies: NonNegativeFloat
+    eps: PositiveFloat
+    weight_decay: NonNegativeFloat
+
+
+# The reference's warm-up (docs/protocol.md, "Training"); ``warmup_epochs: auto`` takes it, capped at
+# epochs - 1 so that a short run still trains its trunk.
+REFERENCE_WARMUP_EPOCHS = 5
 
 
 class TrainConfig(Settings):
-    """``train``: the training recipe (docs/protocol.md, "Training")."""
+    """``train``: the training recipe (docs/protocol.md, "Training"); values: conf/train/default.yaml."""
 
-    epochs: PositiveInt = 40
+    epochs: PositiveInt
     # Warm-up epochs run first with the trunk frozen (trunk lr 0); the head and proxies train.
-    warmup_epochs: NonNegativeInt = 5
-    optimizer: OptimizerConfig = OptimizerConfig()
-    clip_grad_value: PositiveFloat | None = 10.0
-    max_batches_per_epoch: PositiveInt | None = None
+    # ``auto``: min(REFERENCE_WARMUP_EPOCHS, epochs - 1), resolved when the settings are read.
+    warmup_epochs: NonNegativeInt
+    optimizer: OptimizerConfig
+    clip_grad_value: PositiveFloat | None
+    max_batches_per_epoch: PositiveInt | None
     # Mixed precision on CUDA (ignored on CPU). Keyed as set: a model trained with amp=true on a
     # CPU is the same setting's result; a checkpoint refuses a resume under another precision.
-    amp: bool = True
-    channels_last: bool = setting(True, unkeyed=SPEED)
-    num_workers: NonNegativeInt = setting(4, unkeyed=SPEED)
-    cpu_num_workers: NonNegativeInt = setting(0, unkeyed=SPEED)
-    pin_memory: bool = setting(True, unkeyed=SPEED)
-    checkpoint_every_batches: NonNegativeInt = setting(0, unkeyed=SPEED)
+    amp: bool
+    channels_last: bool = setting(unkeyed=SPEED)
+    num_workers: NonNegativeInt = setting(unkeyed=SPEED)
+    cpu_num_workers: NonNegativeInt = setting(unkeyed=SPEED)
+    pin_memory: bool = setting(unkeyed=SPEED)
+    checkpoint_every_batches: NonNegativeInt = setting(unkeyed=SPEED)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_warmup(cls, data: Any) -> Any:
+        """``warmup_epochs: auto`` -> the reference's 5 epochs, or epochs - 1 for shorter runs."""
+        if isinstance(data, dict) and data.get("warmup_epochs") == "auto":
+            epochs = data.get("epochs")
+            if isinstance(epochs, int) and not isinstance(epochs, bool):
+                return {**data, "warmup_epochs": max(0, min(REFERENCE_WARMUP_EPOCHS, epochs - 1))}
+        return data
 
 
 @dataclass
