@@ -92,7 +92,7 @@ def _run(cfg: DictConfig) -> dict | None:
     if problem:
         error(logging.getLogger("eif"), problem)
         raise JobExit(2, problem)
-    # The one deferred eif import (tests/test_imports.py, STARTUP_DEFERRED): the pipeline pulls in
+    # A deferred eif import (tests/test_imports.py, STARTUP_DEFERRED): the pipeline pulls in
     # torch, faiss and every stage, seconds that a typo'd stage name is reported without.
     from eif.pipeline import run_job_cli
 
@@ -103,6 +103,8 @@ def main(configs: str | os.PathLike | None = None) -> None:
     """Run the Hydra app; Hydra's startup errors are printed as one ``error:`` line with exit code 2."""
     global _startup
     if sys.argv[1:2] == ["dashboard"]:  # `eif dashboard ...`: a W&B report of a sweep, not a Hydra job
+        # Deferred (tests/test_imports.py, STARTUP_DEFERRED): the dashboard imports torch and pandas,
+        # seconds every other command would pay for at startup.
         from eif.dashboard import main as dashboard
 
         sys.exit(dashboard(sys.argv[2:]))
