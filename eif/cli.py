@@ -67,7 +67,7 @@ def _job_started() -> None:
         _startup = None
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: the stage names first, then the pipeline (every failure one line)."""
     _job_started()
     if in_sweep():  # one job's failure is recorded and the sweep goes on (eif.sweep_outcome)
@@ -87,7 +87,7 @@ def _remove_if_bare(run_dir: Path, hydra_files: set[str]) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _run(cfg: DictConfig) -> dict | None:
+def _run(cfg: DictConfig) -> dict[str, Any] | None:
     problem = first_unknown(cfg.get("stages")) or torchvision_problem()
     if problem:
         error(logging.getLogger("eif"), problem)

@@ -69,7 +69,7 @@ def confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray]
     return [mine["group_pairs"][a:b] for a, b in zip(off[:-1], off[1:])], 1.0
 
 
-def load_problem(run: Run) -> Any:
+def load_problem(run: Run) -> AttributionProblem:
     """The :class:`~eif.methods.base.AttributionProblem` of the trained head on the cached features."""
     ck = load_torch(run.input("train") / "model.pt")
     w, b = ck["model"]["head.weight"].float(), ck["model"]["head.bias"].float()
