@@ -67,7 +67,7 @@ def _job_started() -> None:
         _startup = None
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any] | None:
     """The Hydra job: the stage names first, then the pipeline (every failure one line)."""
     _job_started()
     if in_sweep():  # one job's failure is recorded and the sweep goes on (eif.sweep_outcome)
@@ -87,12 +87,12 @@ def _remove_if_bare(run_dir: Path, hydra_files: set[str]) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _run(cfg: DictConfig) -> dict | None:
+def _run(cfg: DictConfig) -> dict[str, Any] | None:
     problem = first_unknown(cfg.get("stages")) or torchvision_problem()
     if problem:
         error(logging.getLogger("eif"), problem)
         raise JobExit(2, problem)
-    # The one deferred eif import (tests/test_imports.py, STARTUP_DEFERRED): the pipeline pulls in
+    # A deferred eif import (tests/test_imports.py, STARTUP_DEFERRED): the pipeline pulls in
     # torch, faiss and every stage, seconds that a typo'd stage name is reported without.
     from eif.pipeline import run_job_cli
 
@@ -103,6 +103,8 @@ def main(configs: str | os.PathLike | None = None) -> None:
     """Run the Hydra app; Hydra's startup errors are printed as one ``error:`` line with exit code 2."""
     global _startup
     if sys.argv[1:2] == ["dashboard"]:  # `eif dashboard ...`: a W&B report of a sweep, not a Hydra job
+        # Deferred (tests/test_imports.py, STARTUP_DEFERRED): the dashboard imports torch and pandas,
+        # seconds every other command would pay for at startup.
         from eif.dashboard import main as dashboard
 
         sys.exit(dashboard(sys.argv[2:]))

@@ -10,6 +10,7 @@ from eif.data.base import DataBundle, NoiseInfo
 from eif.data.config import DatasetConfig
 from eif.data.noise import NoiseConfig, inject_noise
 from eif.data.splits import Splits
+from eif.settings import parse
 from eif.utils.errors import EifError
 
 
@@ -43,8 +44,6 @@ def load_data(
 
 def build_data(cfg: Any) -> DataBundle:
     """:func:`load_data` from a composed config (``dataset``, ``noise``, ``seed`` nodes)."""
-    from eif.settings import parse
-
     return load_data(
         parse(DatasetConfig, cfg.dataset, "dataset"), parse(NoiseConfig, cfg.noise, "noise"), int(cfg.seed)
     )

@@ -61,9 +61,9 @@ def _load(root: Path) -> Splits:
     for s, rows in part.items():
         if rows.empty:
             raise EifError(f"inshop: the {s} split is empty in {root / 'Eval' / 'list_eval_partition.txt'}")
-    train_items, train_labels = np.unique(part["train"].item.to_numpy(), return_inverse=True)
+    train_items, train_labels = np.unique(part["train"]["item"].to_numpy(), return_inverse=True)
     test_rows = pd.concat([part["query"], part["gallery"]])
-    test_items, test_labels = np.unique(test_rows.item.to_numpy(), return_inverse=True)
+    test_items, test_labels = np.unique(test_rows["item"].to_numpy(), return_inverse=True)
     overlap = np.intersect1d(train_items, test_items)
     if overlap.size:
         raise EifError(

@@ -61,7 +61,7 @@ def write_analysis(
         out / file_name(kind, method),
         scores=scores.astype(np.float32),
         d0=d0,
-        pairs=np.concatenate(pairs).reshape(-1, 2),
+        pairs=np.reshape(np.concatenate(pairs), (-1, 2)),
         pair_offsets=offsets(pairs),
         **split_by_sign(scores),
         **arrays,

@@ -64,11 +64,11 @@ def build_batch(
     uniq: list[npt.NDArray[np.int64]] = []
     inv: list[npt.NDArray[np.intp]] = []
     for part in pairs:
-        p = np.asarray(part, dtype=np.int64).reshape(-1, 2)
+        p = np.reshape(np.asarray(part, dtype=np.int64), (-1, 2))
         require(len(p) > 0, "every confusion needs at least one pair")
         u, i = np.unique(p, return_inverse=True)
         uniq.append(u)
-        inv.append(i.reshape(-1, 2))
+        inv.append(np.reshape(i, (-1, 2)))
     r = max(len(u) for u in uniq)
     n = max(len(i) for i in inv)
     members = np.zeros((k, r), np.int64)
@@ -83,7 +83,7 @@ def build_batch(
         pa[j, : len(i)], pb[j, : len(i)] = i[:, 0], i[:, 1]
         w[j, : len(i)] = 1.0 / len(i)
     t = from_numpy
-    return ConfusionBatch(t(members), t(valid), t(pa), t(pb), t(w).to(dtype), t(signs.copy()).to(dtype))
+    return ConfusionBatch(t(members), t(valid), t(pa), t(pb), t(w).to(dtype), t(np.array(signs)).to(dtype))
 
 
 def confusion_distance(task: ConfusionTask, z: torch.Tensor, batch: ConfusionBatch) -> torch.Tensor:

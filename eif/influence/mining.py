@@ -51,7 +51,7 @@ def nearest_neighbours(embeddings: np.ndarray, labels: np.ndarray) -> NearestNei
 def pair_distance(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """d = 2 - 2 cos of each pair (n, 2) -> (n,) float64."""
     z = torch.as_tensor(np.asarray(embeddings, np.float64))
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    pairs = np.reshape(np.asarray(pairs, np.int64), (-1, 2))
     return normalized_sq_distance(z[pairs[:, 0]], z[pairs[:, 1]]).numpy()
 
 
@@ -89,7 +89,7 @@ def confusion_groups(
     wrong = nn.wrong(labels)
     classes, counts = np.unique(labels[wrong], return_counts=True)
     top = np.lexsort((classes, -counts))[: max(0, int(num))]
-    groups = []
+    groups: list[Group] = []
     for c, n_wrong in zip(classes[top], counts[top]):
         mine = wrong & (labels == c)
         conf, ccount = np.unique(nn.label[mine], return_counts=True)

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from eif.settings import dump
+from eif.utils.errors import EifError
 from eif.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -137,8 +139,6 @@ class WandbLogger(RunLogger):
     def __init__(self, lcfg: Any, config: dict[str, Any], run_dir: Path) -> None:
         import wandb
 
-        from eif.utils.errors import EifError
-
         self._wandb = wandb
         self._logged: dict[str, set[str]] = {
             "summary": set(),
@@ -220,8 +220,6 @@ class WandbLogger(RunLogger):
 
 def build_logger(job: Any, run_dir: Path) -> RunLogger:
     """The job's logger (``job.logger``); W&B gets the whole validated config."""
-    from eif.settings import dump
-
     if job.logger.kind == "none" or job.logger.mode == "disabled":
         return RunLogger()
     return WandbLogger(job.logger, dump(job), run_dir)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from eif.losses.base import MetricLoss
+from eif.losses.base import MetricLoss, ProxyLoss
 from eif.models.embedder import Embedder
 from eif.utils.errors import EifError
 
@@ -105,8 +105,6 @@ def load_reference_checkpoint(
     """Load a reference model checkpoint into ``model`` and its ``proxy.pth`` into ``loss.proxies``."""
     if (loss is None) != (proxy_path is None):
         raise EifError("give both the loss and the reference proxy.pth, or neither")
-    from eif.losses.base import ProxyLoss
-
     if loss is not None and not isinstance(loss, ProxyLoss):
         raise EifError(
             f"the reference's proxy.pth holds proxies, but loss {type(loss).__name__} has none: "

@@ -9,7 +9,7 @@ pool, LayerNorm (no affine) and head. ``weights``: null (random init) or a local
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -75,7 +75,10 @@ class TimmTrunk(ArchTrunk):
     def _loaded(self, net: nn.Module) -> nn.Module:
         """``net`` with the ``weights`` file loaded (its classifier, named by timm's pretrained_cfg, is not
         part of the trunk)."""
-        head = net.pretrained_cfg.get("classifier") or ()
+        # timm sets pretrained_cfg as a plain dict attribute, which nn.Module's __getattr__ types as a
+        # Tensor or Module.
+        pretrained_cfg = cast(dict[str, Any], net.pretrained_cfg)
+        head = pretrained_cfg.get("classifier") or ()
         load_weights_file(
             net, str(self.weights), lambda k: True, (head,) if isinstance(head, str) else tuple(head)
         )

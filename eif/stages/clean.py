@@ -13,7 +13,7 @@ Two ways to decide the labels:
   noise only.
 
 Every variant is one full re-training (the ``train`` stage's recipe: :func:`eif.training.fit.fit`) and
-one evaluation (:func:`eif.evaluation.test_set.test_metrics`); the noisy model is the ``train`` stage's own.
+one evaluation (:func:`eif.training.test_set.test_metrics`); the noisy model is the ``train`` stage's own.
 Each variant's result is written as soon as it is done, so a killed run resumes with the next one.
 
 Artifacts: ``clean.json`` (rows, budget, settings), ``clean.csv``/``.md`` (one row per variant:
@@ -33,13 +33,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from eif.evaluation.test_set import EvaluateSettings, evaluate_settings, test_metrics
 from eif.logging.run_logger import Prefixed
 from eif.mislabel import clean, knn, review_file
+from eif.mislabel.artifacts import load_train
 from eif.settings import Settings, setting
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
 from eif.training.fit import TrainSettings, fit, train_settings
+from eif.training.test_set import EvaluateSettings, evaluate_settings, test_metrics
 from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_json, write_text
 
@@ -126,8 +127,6 @@ def _variants(s: CleanSettings, run: Run, noisy: np.ndarray, num_classes: int) -
             review.changed.size,
         )
         return {"review": review.labels}
-    from eif.mislabel.artifacts import load_train
-
     tr = load_train(run.input("embed"))
     require(np.array_equal(tr.labels, noisy), "clean: the embed stage's labels differ from the data's")
     budget = max(1, int(round(cfg.budget * noisy.size)))

@@ -24,9 +24,12 @@ from pydantic import NonNegativeInt, PositiveInt
 from eif.influence.artifacts import Influence
 from eif.mislabel import detect, knn
 from eif.mislabel.artifacts import load_train
+from eif.report.figures import detection_curves
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
+from eif.training.trained import load_trained
+from eif.utils.errors import require
 from eif.utils.io import read_json, save_npz, write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -47,15 +50,11 @@ def _settings(job: Any, env: Any) -> DetectConfig:
 
 
 def _check(job: Any) -> None:
-    from eif.utils.errors import require
-
     require("group" in job.influence.kinds, "detect ranks by group influence: influence.kinds needs group")
 
 
 def per_sample_losses(run: Run, features: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
     """Training loss (N,) of every sample under the trained head and proxies (eval mode, no grad)."""
-    from eif.training.trained import load_trained
-
     model, loss, _ = load_trained(run.input("train"), run.device)
     out = []
     with torch.no_grad():
@@ -67,8 +66,6 @@ def per_sample_losses(run: Run, features: np.ndarray, labels: np.ndarray, batch_
 
 
 def _compute(cfg: DetectConfig, run: Run, out: Path) -> None:
-    from eif.report.figures import detection_curves  # matplotlib: imported only when drawing
-
     tr = load_train(run.input("embed"))
     n = tr.labels.size
     if tr.flipped.size == 0:

@@ -25,6 +25,7 @@ from pydantic import NonNegativeInt, PositiveInt
 from eif.data.transforms import TransformsConfig
 from eif.settings import SPEED, Settings, setting
 from eif.stages.base import Run, Stage
+from eif.training.inference import predict, stored_sizes, transformed_sizes
 from eif.training.trained import load_trained
 from eif.utils.io import read_json, save_npz, write_json
 
@@ -75,8 +76,6 @@ def _settings(job: Any, env: Any) -> EmbedSettings:
 
 
 def _compute(s: EmbedSettings, run: Run, out: Path) -> None:
-    from eif.training.inference import predict, stored_sizes, transformed_sizes
-
     model, _, _ = load_trained(run.input("train"), run.device)
     data = run.data()
     tf = s.transforms.build(s.which)

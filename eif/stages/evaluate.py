@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from eif.evaluation.test_set import EvaluateConfig, EvaluateSettings, evaluate_settings, test_metrics
 from eif.stages.base import Run, Stage
+from eif.training.test_set import EvaluateConfig, EvaluateSettings, evaluate_settings, test_metrics
 from eif.training.trained import load_trained
 from eif.utils.errors import EifError
 from eif.utils.io import read_json, write_json

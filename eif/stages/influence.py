@@ -22,9 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eif.influence import build_batch
 from eif.influence.artifacts import Influence, write_analysis, write_index
 from eif.influence.diagnostics import STATIONARITY_WARN, stationarity
-from eif.methods.base import MethodConfig
+from eif.influence.task import ConfusionTask
+from eif.losses import build_loss
+from eif.methods.base import AttributionProblem, MethodConfig
 from eif.settings import Settings, dump
 from eif.stages.base import Run, Stage
 from eif.utils import console
@@ -66,12 +69,8 @@ def confusions(mine: dict[str, np.ndarray], kind: str) -> tuple[list[np.ndarray]
     return [mine["group_pairs"][a:b] for a, b in zip(off[:-1], off[1:])], 1.0
 
 
-def load_problem(run: Run) -> Any:
+def load_problem(run: Run) -> AttributionProblem:
     """The :class:`~eif.methods.base.AttributionProblem` of the trained head on the cached features."""
-    from eif.influence.task import ConfusionTask
-    from eif.losses import build_loss
-    from eif.methods.base import AttributionProblem
-
     ck = load_torch(run.input("train") / "model.pt")
     w, b = ck["model"]["head.weight"].float(), ck["model"]["head.bias"].float()
     loss = build_loss(ck["loss_cfg"], int(ck["num_classes"]), int(w.shape[0]))
@@ -99,8 +98,6 @@ def load_problem(run: Run) -> Any:
 
 
 def _compute(s: InfluenceSettings, run: Run, out: Path) -> None:
-    from eif.influence import build_batch
-
     mine = dict(np.load(run.input("mine") / "mine.npz"))
     if not any(confusions(mine, kind)[0] for kind in s.influence.kinds):
         raise NothingToExplain(f"the model has no {' or '.join(s.influence.kinds)} confusions to attribute")

@@ -24,6 +24,13 @@ import numpy as np
 import pandas as pd
 from pydantic import NonNegativeInt, PositiveInt
 
+from eif.influence.mining import (
+    confusion_groups,
+    confusion_pairs,
+    missimilar_pairs,
+    nearest_neighbours,
+    pair_distance,
+)
 from eif.settings import Settings, setting
 from eif.stages.base import Run, Stage
 from eif.utils.io import read_json, save_npz, write_json
@@ -54,14 +61,6 @@ def _offsets(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _compute(m: MineConfig, run: Run, out: Path) -> None:
-    from eif.influence.mining import (
-        confusion_groups,
-        confusion_pairs,
-        missimilar_pairs,
-        nearest_neighbours,
-        pair_distance,
-    )
-
     test = np.load(run.input("embed") / "test.npz")
     z, labels = test["embeddings"], test["labels"]
     nn = nearest_neighbours(z, labels)

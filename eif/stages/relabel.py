@@ -28,6 +28,7 @@ from pydantic import PositiveInt
 from eif.influence.artifacts import Influence
 from eif.mislabel import knn, relabel
 from eif.mislabel.artifacts import load_train
+from eif.report.html import thumbnail
 from eif.settings import Settings
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
@@ -118,8 +119,6 @@ def _compute(s: RelabelSettings, run: Run, out: Path) -> None:
 def review_media(review: pd.DataFrame, run: Run, px: int = 64) -> pd.DataFrame:
     """``review`` for W&B: each row's training image (a thumbnail of at most ``px`` pixels) and the
     class names of its current and recommended labels next to the ids."""
-    from eif.report.html import thumbnail
-
     names = read_json(run.input("embed") / "embed.json")["train_class_names"]
     train = run.data().train
     out = review.copy()

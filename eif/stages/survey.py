@@ -19,6 +19,7 @@ from pydantic import PositiveFloat, PositiveInt
 
 from eif.mislabel import knn, survey
 from eif.mislabel.artifacts import load_train
+from eif.report.figures import bar_counts
 from eif.settings import Settings
 from eif.stages.base import Run, Stage
 from eif.tables.format import write_table
@@ -41,8 +42,6 @@ def _settings(job: Any, env: Any) -> SurveyConfig:
 
 
 def _compute(cfg: SurveyConfig, run: Run, out: Path) -> None:
-    from eif.report.figures import bar_counts  # matplotlib: imported only when drawing
-
     tr = load_train(run.input("embed"))
     k = cfg.k
     hard, _, k = knn.recommend(tr.embeddings, tr.labels, tr.num_classes, k=k)

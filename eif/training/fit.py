@@ -19,6 +19,7 @@ from eif.logging.run_logger import RunLogger
 from eif.losses.base import LossConfig, MetricLoss
 from eif.models.config import ModelConfig, ReferenceCheckpoint
 from eif.models.embedder import Embedder
+from eif.models.reference import load_reference_checkpoint
 from eif.settings import Settings
 from eif.training.trainer import TrainConfig, Trainer
 from eif.utils.errors import EifError
@@ -87,8 +88,6 @@ def state_mismatch(module: torch.nn.Module, state: dict[str, Any]) -> str | None
 def import_checkpoint(spec: str | ReferenceCheckpoint, model: Any, loss: Any, num_classes: int) -> list:
     """Load ``model.checkpoint`` (an eif ``model.pt`` or the reference's weights + proxy files) into
     ``model`` and ``loss``; returns the checkpoint's per-epoch history (empty for the reference's)."""
-    from eif.models.reference import load_reference_checkpoint
-
     if isinstance(spec, ReferenceCheckpoint):
         load_reference_checkpoint(Path(spec.weights), Path(spec.proxies), model, loss)
         return []

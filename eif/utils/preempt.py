@@ -163,7 +163,7 @@ def _give_up(signum: int) -> None:
     log.warning(
         "no checkpoint within %.0f s of the pre-emption signal; requeueing without one", _state.grace_s
     )
-    _thread.interrupt_main(signum)  # runs _on_signal in the main thread, which now falls back
+    _thread.interrupt_main(signal.Signals(signum))  # runs _on_signal in the main thread, which now falls back
 
 
 def _cancel_timer() -> None:
