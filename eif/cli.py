@@ -53,7 +53,9 @@ class _StartupErrors(io.TextIOBase):
         lines = [
             ln for ln in lines if "HYDRA_FULL_ERROR" not in ln and not ln.startswith(("Traceback", "File "))
         ]
-        return " ".join(lines)
+        # Hydra appends its config search path (every provider's directory) to a missing-config error:
+        # noise beside the options it lists, and paths of this machine.
+        return " ".join(lines).split(" Config search path:")[0]
 
 
 _startup: _StartupErrors | None = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.conftest import launch
+from tests.conftest import ROOT, launch
 
 
 def test_warmup_longer_than_training_names_the_fix_and_leaves_no_run_dir(tmp_path: Path) -> None:
@@ -47,3 +49,16 @@ def test_auto_warmup_is_the_reference_five_epochs_or_fewer_for_short_runs(tmp_pa
         for e in (1, 2, 6, 40)
     }
     assert picked == {1: 0, 2: 1, 6: 5, 40: 5}
+
+
+def test_a_missing_local_profile_is_one_line_naming_the_ones_that_exist(tmp_path: Path) -> None:
+    """``-m local=<name>`` without ``conf/local/<name>.yaml`` must not launch jobs on this machine."""
+    store = f"paths.store_dir={tmp_path / 'store'}"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", "local=nosuch", store]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.strip() == (
+        "error: In 'config': Could not find 'local/nosuch' "
+        "Available options in 'local': default example_cluster"
+    )
+    assert not (tmp_path / "store").exists()
