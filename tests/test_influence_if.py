@@ -335,7 +335,7 @@ def test_head_hessian_without_cached_factors_is_the_same_operator():
     cached = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5)
     kept = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5, cache_floats=len(z) * 3)
     direct = HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"], damping=0.5, cache_floats=0)
-    assert cached.factors is not None and kept.factors is None and direct.factors is None
+    assert cached.factored and not kept.factored and not direct.factored
     assert kept.softmax is not None and direct.softmax is None
     assert (cached.form, kept.form, direct.form) == ("factors", "softmax", "softmax")
     x = torch.randn(3, *pb["w"].shape, generator=torch.Generator().manual_seed(2), dtype=DT)
@@ -380,3 +380,34 @@ def test_lissa_scale_auto():
     assert fixed.scale == auto.scale and np.isnan(run(pb, IfConfig(solver=Exact(damping=5.0))).scale)
     with pytest.raises(ValidationError, match="auto"):
         IfConfig(solver=Lissa(scale="big"))
+
+
+def test_head_hessian_keeps_the_factors_only_for_full_products():
+    """One pass over the samples (per-sample curvatures, curvature rows as LiSSA and its residual use
+    them) computes the curvature factors block by block and keeps none; the first product with H keeps
+    them all; the values are the same numbers either way (blocks straddling FACTOR_BLOCK included)."""
+    from eif.influence import hessian
+
+    pb = make_problem()
+    z = head(pb["ftr"], pb["w"], pb["b"])
+    n = len(z)
+    old = hessian.FACTOR_BLOCK
+    hessian.FACTOR_BLOCK = 7  # several blocks on the small problem
+    try:
+        hop = hessian.HeadHessian(pb["task"], pb["ftr"], z, pb["ytr"])
+        curv = hop.sample_curvature(10)
+        pieces = [hop.factors_of(s, min(5, n - s)) for s in range(0, n, 5)]  # straddle blocks of 7
+        t = torch.randn(n, 2 * hop.e, generator=torch.Generator().manual_seed(3), dtype=DT)
+        rows = t.clone()
+        hop.curvature_rows(0, rows)
+        assert hop.factored and hop.factors is None
+        hop.with_damping(1.0).matvec(torch.zeros(1, *pb["w"].shape, dtype=DT))  # a copy keeps them for all
+        assert hop.factors is not None
+        for i, part in enumerate(zip(*pieces)):
+            assert torch.equal(torch.cat(part), hop.factors[i])
+        assert torch.equal(hop.sample_curvature(10), curv)
+        kept_rows = t.clone()
+        hop.curvature_rows(0, kept_rows)
+        assert torch.equal(kept_rows, rows)
+    finally:
+        hessian.FACTOR_BLOCK = old

@@ -97,7 +97,7 @@ class KroneckerCoarse:
         q = psi.shape[1]
         a = f @ phi  # (N, r)
         hs = torch.zeros(q * q, r * r, dtype=torch.float64, device=f.device)
-        if hess.factors is not None or hess.softmax is not None:  # few float64 accumulations of H_S
+        if hess.factored or hess.softmax is not None:  # few float64 accumulations of H_S
             chunk = max(1, (1 << 26) // (q * e))
         else:  # the term-by-term or autograd curvature: temporaries of (rows, q, max(M, E)) floats
             m = e if hess.pu is None else max(e, hess.pu.shape[0])

@@ -9,9 +9,13 @@ the rows of T in place (small row blocks that stay in cache), and one GEMM ``T^T
 the (K E, D) output once per chunk, which costs more than the arithmetic at these sizes.
 
 The per-sample curvatures come from :func:`eif.influence.curvature.curvature_factors` (a loss with a
-cosine form: H_z = B S B^T - sigma I on M + 2 columns) and are computed once and kept when they fit
-in ``cache_floats``. Otherwise (many cosine targets, e.g. InShop's 3,997 proxies) each product applies
-H_z term by term without any M x M matrix, O(K M E) per sample: in closed form from per-sample
+cosine form: H_z = B S B^T - sigma I on M + 2 columns) in blocks of ``FACTOR_BLOCK`` samples. When
+they fit in ``cache_floats`` they are kept for all samples, built on the first product with H (CG and
+Lanczos make many); one pass over the samples (LiSSA, a residual, the per-sample curvatures) computes
+them block by block instead and keeps only the current block (at CUB shape the full factors are
+1.2 GB). Either way a sample's factors are the same numbers. Otherwise (many cosine targets, e.g.
+InShop's 3,997 proxies) each product applies H_z term by term without any M x M matrix, O(K M E) per
+sample: in closed form from per-sample
 statistics kept once (N x M floats) for a softmax-form loss (:mod:`eif.influence.softmax_curvature`),
 else through autograd in the cosines (:func:`eif.influence.curvature.curvature_apply`); a loss without a
 cosine form uses double backprop through the per-sample loss.
@@ -31,6 +35,19 @@ ROWS = 32  # samples per in-place curvature block
 # Floats per (rows, K, M) temporary when H_z is applied term by term: larger blocks than ROWS, since
 # each call's fixed cost dominates at 32 rows (benchmarks/README.md: the InShop-shaped measurement).
 APPLY_FLOATS = 1 << 22
+FACTOR_BLOCK = 1024  # samples per curvature_factors call (the kept and the per-block factors alike)
+
+Factors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class _FactorStore:
+    """The curvature factors computed so far, shared by an operator and its copies of other damping:
+    ``kept`` those of all samples (uq (N, E, 2), S (N, M+2, M+2), sigma (N,)) or None, ``block`` the
+    first sample and factors of the last block computed on its own."""
+
+    def __init__(self) -> None:
+        self.kept: Factors | None = None
+        self.block: tuple[int, Factors] | None = None
 
 
 class HeadHessian:
@@ -52,18 +69,15 @@ class HeadHessian:
         loss = task.cos_loss
         self.pu = loss.cosine_targets() if loss is not None else None  # (M, E)
         m = 0 if self.pu is None else self.pu.shape[0]
-        self.factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.factored = loss is not None and self.n * (m + 2) ** 2 <= cache_floats
+        self._store = _FactorStore()
         self.softmax: SoftmaxCurvature | None = None
-        if loss is not None and self.n * (m + 2) ** 2 <= cache_floats:
-            # uq (N, E, 2), S (N, M+2, M+2), sigma (N,), filled in place (no second copy to concatenate)
-            uq, core = z.new_empty(self.n, self.e, 2), z.new_empty(self.n, m + 2, m + 2)
-            sigma = z.new_empty(self.n)
-            for s in range(0, self.n, 1024):
-                part = curvature_factors(loss, z[s : s + 1024], y[s : s + 1024])
-                for dst, src in zip((uq, core, sigma), part):
-                    dst[s : s + 1024] = src
-            self.factors = (uq, core, sigma)
-        elif loss is not None and loss.cos_logit_scale() is not None and self.n * m <= cache_floats:
+        if (
+            not self.factored
+            and loss is not None
+            and loss.cos_logit_scale() is not None
+            and self.n * m <= cache_floats
+        ):
             self.softmax = SoftmaxCurvature.build(loss, z, y)
         self.counter = [0]  # directions multiplied so far (each about two head passes), shared by copies
         self._buffer: torch.Tensor | None = None
@@ -73,12 +87,17 @@ class HeadHessian:
         """How H_z,i is applied: "factors" (cached), "softmax" (closed form; statistics kept, or
         computed per block when they do not fit), "cosine_autograd" (term by term, autograd in the
         cosines) or "autograd" (double backprop)."""
-        if self.factors is not None:
+        if self.factored:
             return "factors"
         loss = self.task.cos_loss
         if loss is None:
             return "autograd"
         return "cosine_autograd" if loss.cos_logit_scale() is None else "softmax"
+
+    @property
+    def factors(self) -> Factors | None:
+        """The factors of all samples once kept (:meth:`keep_factors`), else None."""
+        return self._store.kept
 
     @property
     def products(self) -> int:
@@ -90,6 +109,49 @@ class HeadHessian:
         other.__dict__.update(self.__dict__)
         other.damping = float(damping)
         return other
+
+    def keep_factors(self) -> None:
+        """Compute and keep the factors of all samples (once, shared by copies), when they fit; filled in
+        place, ``FACTOR_BLOCK`` samples per call (no second copy to concatenate)."""
+        loss = self.task.cos_loss
+        if not self.factored or self._store.kept is not None or loss is None or self.pu is None:
+            return
+        m, z, y = self.pu.shape[0], self.z, self.y
+        uq, core = z.new_empty(self.n, self.e, 2), z.new_empty(self.n, m + 2, m + 2)
+        sigma = z.new_empty(self.n)
+        for s in range(0, self.n, FACTOR_BLOCK):
+            part = curvature_factors(loss, z[s : s + FACTOR_BLOCK], y[s : s + FACTOR_BLOCK])
+            for dst, src in zip((uq, core, sigma), part):
+                dst[s : s + FACTOR_BLOCK] = src
+        self._store.kept, self._store.block = (uq, core, sigma), None
+
+    def factors_of(self, s: int, n: int) -> Factors:
+        """The factors (uq (n, E, 2), S (n, M+2, M+2), sigma (n,)) of the samples s, ..., s + n - 1 of a
+        loss with a cosine form: from the kept ones, else from the ``FACTOR_BLOCK``-sample blocks that
+        cover them, the last one kept for the next call (a pass in order computes each block once)."""
+        kept = self._store.kept
+        if kept is not None:
+            return (kept[0][s : s + n], kept[1][s : s + n], kept[2][s : s + n])
+        loss = self.task.cos_loss
+        assert loss is not None
+        parts: list[Factors] = []
+        b0 = s - s % FACTOR_BLOCK
+        while b0 < s + n:
+            block = self._store.block
+            if block is None or block[0] != b0:
+                zb, yb = self.z[b0 : b0 + FACTOR_BLOCK], self.y[b0 : b0 + FACTOR_BLOCK]
+                block = self._store.block = (b0, curvature_factors(loss, zb, yb))
+            lo, hi = max(s, b0) - b0, min(s + n, b0 + FACTOR_BLOCK) - b0
+            uq, core, sigma = block[1]
+            parts.append((uq[lo:hi], core[lo:hi], sigma[lo:hi]))
+            b0 += FACTOR_BLOCK
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            torch.cat([p[0] for p in parts]),
+            torch.cat([p[1] for p in parts]),
+            torch.cat([p[2] for p in parts]),
+        )
 
     def curvature(self, s: int, t: torch.Tensor) -> torch.Tensor:
         """H_z,i t for the samples s, s+1, ...: t (n, K, E) -> (n, K, E)."""
@@ -103,9 +165,16 @@ class HeadHessian:
         loss = self.task.cos_loss
         if self.pu is None or loss is None:
             return hvp_z(self.task, zc, yc, t.transpose(0, 1)).transpose(0, 1)
-        if self.factors is None:
+        if not self.factored:
             return curvature_apply(loss, zc, yc, t)
-        uq, core, sigma = (f[idx] for f in self.factors)
+        if isinstance(idx, slice):
+            start = 0 if idx.start is None else int(idx.start)
+            uq, core, sigma = self.factors_of(start, t.shape[0])
+        else:  # arbitrary samples: from the kept factors
+            self.keep_factors()
+            kept = self._store.kept
+            assert kept is not None
+            uq, core, sigma = (f[idx] for f in kept)
         m = self.pu.shape[0]
         y = torch.cat([t @ self.pu.T, torch.bmm(t, uq)], -1)  # B^T t (n, K, M + 2): targets, then u and q
         ys = torch.bmm(y, core.mT)  # S B^T t
@@ -121,9 +190,10 @@ class HeadHessian:
         q = psi.shape[1]
         if self.softmax is not None:
             return self.softmax.compressed(slice(s, s + n), psi)
-        if self.factors is None or self.pu is None:
+        if not self.factored or self.pu is None:
             return self.curvature(s, psi.T.expand(n, q, self.e)) @ psi
-        uq, core, sigma = (f[s : s + n] for f in self.factors)
+        self.keep_factors()  # the coarse space is built before CG's many products, which keep them too
+        uq, core, sigma = self.factors_of(s, n)
         basis = torch.cat([(self.pu @ psi).T.expand(n, q, -1), psi.T @ uq], -1)  # Psi^T B_i (n, q, M+2)
         out = basis @ core @ basis.mT
         out.diagonal(dim1=-2, dim2=-1).sub_(sigma[:, None])
@@ -135,7 +205,7 @@ class HeadHessian:
         n = t.shape[0]
         k = t.shape[1] // self.e
         step = ROWS
-        if self.factors is None and self.pu is not None:  # term by term: fewer, larger calls (~4M floats)
+        if not self.factored and self.pu is not None:  # term by term: fewer, larger calls (~4M floats)
             step = max(ROWS, min(1024, APPLY_FLOATS // (k * self.pu.shape[0])))
         for s in range(0, n, step):  # in place: H_z,i X f_i replaces X f_i
             rows = t[s : s + step].view(-1, k, self.e)
@@ -144,6 +214,7 @@ class HeadHessian:
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """(H + damping I) X for X (K, E, D)."""
         k = x.shape[0]
+        self.keep_factors()  # products come many at a time (CG, Lanczos): computed once for all of them
         flat = x.reshape(k * self.e, self.dim)
         if self._buffer is None or self._buffer.numel() < self.n * k * self.e:
             self._buffer = x.new_empty(self.n * k * self.e)

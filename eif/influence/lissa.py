@@ -3,13 +3,13 @@
 H_t h_{t-1} / scale over the training set at batch 1 in index order, h_0 = v, X = h_N / scale. Its
 fixed point is (H + scale * damping I)^-1 v; one pass rarely reaches it.
 
-Run in blocks of B samples: the reads h f_j need h at the block start (one GEMM) plus the rank-1
-updates made earlier in the block (a B x B feature Gram); each step applies the explicit H_z,j (the
-factors B S B^T - sigma I kept by :class:`~eif.influence.hessian.HeadHessian`, or dense H_z,j computed
-for many samples in one batched call) to the K rows; the block's updates are applied with one GEMM.
-The decay and the +v terms are kept as two scalars (h = beta * H~ + gamma * v). This is the sequential
-recursion, reassociated. ``step_threads`` (an explicit caller choice) runs the steps on fewer torch
-threads than the GEMMs, restored afterwards: a step's ~5 small products gain little from a second
+Run in blocks of B samples: the reads h f_j need h at the block start (one GEMM) plus the rank-1 updates
+made earlier in the block (a B x B feature Gram); each step applies the explicit H_z,j (the factors B S
+B^T - sigma I from :class:`~eif.influence.hessian.HeadHessian`, one block of samples at a time, or dense
+H_z,j computed for many samples in one batched call) to the K rows; the block's updates are applied with
+one GEMM. The decay and the +v terms are kept as two scalars (h = beta * H~ + gamma * v). This is the
+sequential recursion, reassociated. ``step_threads`` (an explicit caller choice) runs the steps on fewer
+torch threads than the GEMMs, restored afterwards: a step's ~5 small products gain little from a second
 thread, and each would wait at an OpenMP barrier for it.
 """
 
@@ -103,8 +103,8 @@ def lissa(
                 if jh == 0:
                     zc, yc = zb[j : j + hchunk], yb[j : j + hchunk]
                     if basis is not None and loss is not None:
-                        if hess.factors is not None:  # kept by the operator: the same values, not recomputed
-                            uq, core, sig = (f[start + j : start + j + len(zc)] for f in hess.factors)
+                        if hess.factored:  # the operator's: kept, or its current block (the same values)
+                            uq, core, sig = hess.factors_of(start + j, len(zc))
                         else:
                             uq, core, sig = curvature_factors(loss, zc, yc)
                         basis[: len(zc), :, m:] = uq
