@@ -13,8 +13,10 @@ from test_influence_if import as_problem, dense_parts, operator, run
 from eif.influence import IfConfig
 from eif.influence.artifacts import Influence, write_analysis, write_index
 from eif.influence.diagnostics import STATIONARITY_WARN, Stationarity, eigenvalues_above, stationarity
+from eif.influence.ihvp import if_diagnostics
 from eif.influence.solvers import ConjugateGradients, Exact, Lissa
 from eif.influence.task import head
+from eif.methods.influence_function import InfluenceFunction
 from eif.stages.influence import diagnostics_lines
 
 
@@ -71,32 +73,50 @@ def test_eigenvalue_count_equals_dense_eigendecomposition(seed):
     assert few["saturated"] and few["count"] == 2 and few["next"] is None
 
 
-def test_if_records_the_count_and_keeps_its_scores():
+def test_if_diagnostics_count_above_the_solvers_lambda_once_per_model():
+    """The count is the dense one above each solver's lambda (LiSSA: scale * damping, scale: auto as the
+    solve resolves it); IF's scores neither depend on it nor record it (it is the model's, computed once
+    by ``InfluenceFunction.diagnose``); spectrum_steps = 0 turns it off."""
     pb = make_problem()
+    problem = as_problem(pb)
     damping = 2.0
     _, hess, _, _ = dense_parts(pb, CONFUSIONS[:1], [1.0])
-    dense_count = int((torch.linalg.eigvalsh(hess) > damping).sum())
+    eig = torch.linalg.eigvalsh(hess)
     for solver in (Exact(damping=damping), ConjugateGradients(damping=damping, tol=1e-10)):
+        got = if_diagnostics(problem, IfConfig(solver=solver, spectrum_steps=24))
+        assert got["eigenvalues_above_damping"]["count"] == int((eig > damping).sum())
+        assert if_diagnostics(problem, IfConfig(solver=solver, spectrum_steps=0)) == {}
         on = run(pb, IfConfig(solver=solver, spectrum_steps=24))
         off = run(pb, IfConfig(solver=solver, spectrum_steps=0))
-        assert torch.equal(on.scores, off.scores) and "eigenvalues_above_damping" not in off.info
-        assert on.info["eigenvalues_above_damping"]["count"] == dense_count
+        assert torch.equal(on.scores, off.scores) and "eigenvalues_above_damping" not in on.info
         assert on.info["hessian_products"] == off.info["hessian_products"]
-    # LiSSA counts above its effective lambda = scale * damping
-    lissa = run(pb, IfConfig(solver=Lissa(scale=200.0, damping=0.01), spectrum_steps=24))
-    assert lissa.info["eigenvalues_above_damping"]["damping"] == pytest.approx(2.0)
-    assert lissa.info["eigenvalues_above_damping"]["count"] == dense_count
+    fixed = if_diagnostics(problem, IfConfig(solver=Lissa(scale=200.0, damping=0.01), spectrum_steps=24))
+    assert fixed["eigenvalues_above_damping"]["damping"] == pytest.approx(2.0)
+    assert fixed["eigenvalues_above_damping"]["count"] == int((eig > damping).sum())
+    auto = Lissa(scale="auto", damping=0.05)
+    method = InfluenceFunction(solver=auto, spectrum_steps=24)
+    lam = run(pb, method).info["damping_effective"]
+    got = method.diagnose(problem)["eigenvalues_above_damping"]
+    assert got["damping"] == lam and got["count"] == int((eig > lam).sum())
 
 
 def _artifact(tmp_path, ratio_num: float, ratio_den: float, count: int):
     scores = np.array([[0.5, -1.0, 0.0]])
-    info = {"eigenvalues_above_damping": {"count": count, "damping": 5.0, "lanczos_steps": 32}}
-    info["eigenvalues_above_damping"] |= {"saturated": False, "highest": 40.0, "next": 1.0}
+    eig = {
+        "count": count,
+        "damping": 5.0,
+        "lanczos_steps": 32,
+        "saturated": False,
+        "highest": 40.0,
+        "next": 1.0,
+    }
     entries = [
-        write_analysis(tmp_path, kind, "if", scores, np.zeros(1), [np.array([[0, 1]])], {}, info, 1.0)
+        write_analysis(tmp_path, kind, m, scores, np.zeros(1), [np.array([[0, 1]])], {}, {}, 1.0)
         for kind in ("pair", "group")
+        for m in ("if", "eif")
     ]
-    write_index(tmp_path, entries, 3, {}, Stationarity(ratio_num, ratio_den).record())
+    methods = {"if": {"eigenvalues_above_damping": eig}, "eif": {}}
+    write_index(tmp_path, entries, 3, {}, Stationarity(ratio_num, ratio_den).record() | {"methods": methods})
     return Influence(tmp_path)
 
 
@@ -108,7 +128,7 @@ def test_publish_lines_name_the_ratio_the_count_and_warn_only_when_far(tmp_path)
         and "0.3" in summary
         and "if: 12 Hessian eigenvalues above the damping 5" in summary
     )
-    assert summary.count("Hessian eigenvalues") == 1  # the same H for every kind: said once
+    assert summary.count("Hessian eigenvalues") == 1  # once per IF method, not per kind
     assert note is not None and f"> {STATIONARITY_WARN:g}" in note
     near = _artifact(tmp_path / "near", 0.5, 10.0, 3)
     summary, note = diagnostics_lines(near)

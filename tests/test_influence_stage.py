@@ -55,9 +55,12 @@ def test_mine_and_influence_stages(tmp_path: Path, fmnist_available, capfd) -> N
         if e["method"] == "eif":
             delta = arr["delta_d"][:, 0]
             assert (delta > 0).all() if e["kind"] != "missim" else (delta < 0).all()
-        if e["method"] == "if":  # IF diagnostics: Hessian eigenvalues above lambda = 20000 * 0.01
-            eig = e["info"]["eigenvalues_above_damping"]
-            assert eig["damping"] == pytest.approx(200.0) and 0 <= eig["count"] <= eig["lanczos_steps"]
+    # IF diagnostics, once per method: Hessian eigenvalues above lambda = 20000 * 0.01
+    assert (
+        set(info["diagnostics"]["methods"]) == {"eif", "if"} and info["diagnostics"]["methods"]["eif"] == {}
+    )
+    eig = info["diagnostics"]["methods"]["if"]["eigenvalues_above_damping"]
+    assert eig["damping"] == pytest.approx(200.0) and 0 <= eig["count"] <= eig["lanczos_steps"]
     ratio = info["diagnostics"]["stationarity_ratio"]
     assert 0 < ratio < 1
     err = capfd.readouterr().err

@@ -10,10 +10,11 @@ An influence artifact directory holds, per analysis (kind of confusion x method)
   < 0, by |score| descending; plus the method's own per-confusion arrays (EIF: ``d_theta``,
   ``delta_d``, ``theta_norm``, ``steps``; IF: ``iterations``, ``residual``).
 - ``influence.json``: ``analyses`` (one entry per file: kind, method, file, num_confusions,
-  wall_seconds, info: the method's diagnostics; an IF method's include ``eigenvalues_above_damping``),
-  ``methods`` (each method's settings), ``n_train``, ``sign``, and ``diagnostics`` of the trained head
-  (:mod:`eif.influence.diagnostics`: ``stationarity_ratio``, ``mean_gradient_norm``,
-  ``mean_sample_gradient_norm``, ``stationarity_warn``; absent in artifacts written before them).
+  wall_seconds, info: the method's diagnostics of that run), ``methods`` (each method's settings),
+  ``n_train``, ``sign``, and ``diagnostics`` of the trained head (:mod:`eif.influence.diagnostics`:
+  ``stationarity_ratio``, ``mean_gradient_norm``, ``mean_sample_gradient_norm``, ``stationarity_warn``,
+  and ``methods``: per method, its facts on this head whatever the confusions, e.g. an IF method's
+  ``eigenvalues_above_damping``; absent in artifacts written before them).
 
 Only this module names those files.
 """

@@ -17,7 +17,8 @@ Every result records how well its linear system was solved: the relative residua
 converges to (cg's recurrence gives it for free; for the others it is one more product with H, whose
 first GEMM F X^T is the one the scores read, so it is computed once for both); LiSSA also records its
 per-sample curvatures |H_i|_2 against 2 * scale (above it the recursion is not a contraction for
-that sample).
+that sample). How many eigenvalues of H exceed lambda does not depend on the confusions:
+:func:`if_diagnostics` estimates it once per model.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class IfConfig(Settings):
     (:mod:`eif.influence.solvers`), ``k_chunk`` confusions solved together and ``score_chunk``
     training samples per scoring GEMM. A median relative residual above ``warn_residual`` prints one
     warning line. ``spectrum_steps`` Lanczos steps (products with H) estimate how many eigenvalues of H
-    exceed lambda (:mod:`eif.influence.diagnostics`; 0: not estimated); scores do not depend on it."""
+    exceed lambda, once per model (:func:`if_diagnostics`; 0: not estimated); scores do not depend on it."""
 
     solver: AnySolver = Lissa()
     spectrum_steps: NonNegativeInt = 32
@@ -60,7 +61,8 @@ class IfResult:
     """``scores`` (K, N); ``d0`` (K,); ``iterations`` (K,) solver iterations (lissa: N steps);
     ``residual`` (K,) relative residual |(H + lambda I) x - v| / |v| of the system the solver targets;
     ``scale`` the LiSSA scale used (``scale: auto`` resolved; nan otherwise); ``info`` diagnostics
-    (lambda, residual summary, Lanczos spectrum, LiSSA's per-sample curvatures against 2 * scale)."""
+    (lambda, residual summary, a preconditioner's spectrum, LiSSA's per-sample curvatures against
+    2 * scale)."""
 
     scores: torch.Tensor
     d0: torch.Tensor
@@ -158,6 +160,18 @@ def classic_influence(
         hessian_products=hess.products,
         curvature_form=hess.form,
     )
-    if cfg.spectrum_steps:  # after the scores: its products are not counted in hessian_products
-        info["eigenvalues_above_damping"] = eigenvalues_above(hess, lam, cfg.spectrum_steps)
     return IfResult(torch.cat(scores), torch.cat(d0s), torch.cat(iters), residual, prepared.scale, info)
+
+
+def if_diagnostics(problem: AttributionProblem, cfg: IfConfig | None = None) -> dict[str, Any]:
+    """Facts about IF with ``cfg`` on this trained head, whatever the confusions (computed once per model
+    and method): ``eigenvalues_above_damping``, the estimated number of eigenvalues of H above the
+    solver's lambda (:func:`eif.influence.diagnostics.eigenvalues_above`, ``cfg.spectrum_steps``
+    products with H); empty when ``spectrum_steps`` is 0."""
+    cfg = IfConfig() if cfg is None else cfg
+    if not cfg.spectrum_steps:
+        return {}
+    p = problem
+    cfg.solver.check(p.weight)
+    hess = HeadHessian(p.task, p.train_features, p.train_embeddings(), p.train_labels)
+    return {"eigenvalues_above_damping": eigenvalues_above(hess, cfg.solver.lam(hess), cfg.spectrum_steps)}

@@ -82,6 +82,11 @@ class Solver(Settings):
         """Set up once on ``hess``, recording diagnostics into ``info``."""
         raise NotImplementedError
 
+    def lam(self, hess: HeadHessian) -> float:
+        """lambda of the system (H + lambda I) x = v that the solver converges to on ``hess`` (the
+        ``lam`` of :meth:`prepare`), without setting anything up."""
+        raise NotImplementedError
+
 
 # --- LiSSA ---------------------------------------------------------------------------------------
 
@@ -128,10 +133,19 @@ class Lissa(Solver):
     block_size: PositiveInt = setting(256, unkeyed=SPEED)
     step_threads: PositiveInt | None = setting(None, unkeyed=SPEED)
 
+    def scale_for(self, top_curvature: float) -> float:
+        """The scale used: ``AUTO_SCALE_FACTOR`` times the largest per-sample curvature for "auto"."""
+        return AUTO_SCALE_FACTOR * top_curvature if self.scale == "auto" else float(self.scale)
+
+    def lam(self, hess: HeadHessian) -> float:
+        # a fixed scale needs no curvature (one pass over the samples for "auto")
+        top = float(hess.sample_curvature().max()) if self.scale == "auto" else float("nan")
+        return self.scale_for(top) * self.damping
+
     def prepare(self, hess: HeadHessian, info: Info) -> Prepared:
         curv = hess.sample_curvature()
         top = float(curv.max())
-        scale = AUTO_SCALE_FACTOR * top if self.scale == "auto" else float(self.scale)
+        scale = self.scale_for(top)
         info["curvature"] = {
             "max": top,
             "median": float(curv.median()),
@@ -251,6 +265,9 @@ class ConjugateGradients(Solver):
             return LanczosDeflation(self.deflate)
         return KroneckerSpace(self.coarse, self.coarse_e) if self.coarse else None
 
+    def lam(self, hess: HeadHessian) -> float:
+        return float(self.damping)
+
     def prepare(self, hess: HeadHessian, info: Info) -> Prepared:
         pre = self.preconditioner()
         built = PcgPreconditioner() if pre is None else pre.build(hess, self.damping, info)
@@ -298,6 +315,9 @@ class Exact(Solver):
             f"the exact IF solver needs E*D <= {EXACT_MAX_PARAMS}, got {tuple(weight.shape)}; "
             "use methods.if.solver.kind=cg or lissa",
         )
+
+    def lam(self, hess: HeadHessian) -> float:
+        return float(self.damping)
 
     def prepare(self, hess: HeadHessian, info: Info) -> Prepared:
         dense = exact_hessian(hess)

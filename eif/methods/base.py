@@ -48,6 +48,11 @@ class MethodConfig(Pluggable):
     ) -> MethodResult:
         raise NotImplementedError
 
+    def diagnose(self, problem: AttributionProblem) -> dict[str, Any]:
+        """JSON-able facts about the method on this trained head that do not depend on the confusions,
+        computed once per model (recorded in ``influence.json``'s ``diagnostics.methods``); default none."""
+        return {}
+
 
 def chunks(batch: ConfusionBatch, size: int) -> list[ConfusionBatch]:
     """The batch in pieces of at most ``size`` confusions (each trimmed to its own R and pair count)."""

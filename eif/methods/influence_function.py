@@ -7,8 +7,10 @@ same system solved to a relative residual of 1e-3, ``if_converged_low.yaml`` a s
 
 from __future__ import annotations
 
+from typing import Any
+
 from eif.influence.confusion import ConfusionBatch
-from eif.influence.ihvp import IfConfig, classic_influence
+from eif.influence.ihvp import IfConfig, classic_influence, if_diagnostics
 from eif.methods.base import AttributionProblem, MethodConfig, MethodResult
 
 
@@ -21,3 +23,7 @@ class InfluenceFunction(IfConfig, MethodConfig):
         r = classic_influence(problem, batch, self, progress)
         info = {**r.info, "scale": r.scale if r.scale == r.scale else None, "tolerance": self.warn_residual}
         return MethodResult(r.scores, r.d0, {"iterations": r.iterations, "residual": r.residual}, info)
+
+    def diagnose(self, problem: AttributionProblem) -> dict[str, Any]:
+        """``eigenvalues_above_damping`` of H (:func:`eif.influence.ihvp.if_diagnostics`)."""
+        return if_diagnostics(problem, self)

@@ -7,7 +7,8 @@ and the confusions from ``mine``; never images. The methods are the job's ``meth
 :mod:`eif.influence.artifacts`. ``publish`` prints one warning line per run naming every IF
 variant whose linear solve is off its own system (median relative residual above its ``warn_residual``),
 the trained head's IF diagnostics (:mod:`eif.influence.diagnostics`: the stationarity ratio and, per
-IF variant, the number of Hessian eigenvalues above its damping), and one note when W0 is far from
+IF variant, the number of Hessian eigenvalues above its damping, computed once per method by
+:meth:`~eif.methods.base.MethodConfig.diagnose`), and one note when W0 is far from
 stationary (ratio above ``STATIONARITY_WARN``).
 """
 
@@ -130,7 +131,10 @@ def _compute(s: InfluenceSettings, run: Run, out: Path) -> None:
                 )
             )
     methods = {n: dump(m) for n, m in s.methods.items()}
-    write_index(out, entries, problem.n_train, methods, stationarity(problem).record())
+    with torch.no_grad():  # facts about each method on this head, whatever the confusions: once each
+        per_method = {n: m.diagnose(problem) for n, m in s.methods.items()}
+    diagnostics = stationarity(problem).record() | {"methods": per_method}
+    write_index(out, entries, problem.n_train, methods, diagnostics)
 
 
 def residual_warning(influence: Influence) -> str | None:
@@ -164,9 +168,9 @@ def diagnostics_lines(influence: Influence) -> tuple[str | None, str | None]:
     when there is nothing to say (artifacts written before the diagnostics)."""
     ratio = influence.diagnostics.get("stationarity_ratio")
     parts = [] if ratio is None else [f"stationarity |mean_i grad L_i| / mean_i |grad L_i| = {ratio:.3g}"]
-    for (kind, method), entry in influence.entries.items():
-        eig = entry.get("info", {}).get("eigenvalues_above_damping")
-        if eig and kind == next(iter(influence.kinds())):  # the same H for every kind: name it once
+    for method, facts in influence.diagnostics.get("methods", {}).items():
+        eig = facts.get("eigenvalues_above_damping")
+        if eig:
             bound = "at least " if eig["saturated"] else ""
             parts.append(
                 f"{method}: {bound}{eig['count']} Hessian eigenvalues above the damping {eig['damping']:.3g} "
@@ -193,9 +197,6 @@ def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
         for key in ("residual_median", "residual_max"):
             if key in info:
                 run.logger.summary({f"influence/{kind}_{method}_{key}": info[key]})
-        if "eigenvalues_above_damping" in info:
-            count = info["eigenvalues_above_damping"]["count"]
-            run.logger.summary({f"influence/{kind}_{method}_eigenvalues_above_damping": count})
         n_harm, n_help = np.diff(a.arrays["harmful_offsets"]), np.diff(a.arrays["helpful_offsets"])
         for k in range(entry["num_confusions"]):
             row = {
@@ -227,6 +228,10 @@ def _publish(s: InfluenceSettings, run: Run, out: Path) -> None:
     diag = influence.diagnostics
     if "stationarity_ratio" in diag:
         run.logger.summary({"influence/stationarity_ratio": diag["stationarity_ratio"]})
+    for method, facts in diag.get("methods", {}).items():
+        if "eigenvalues_above_damping" in facts:
+            count = facts["eigenvalues_above_damping"]["count"]
+            run.logger.summary({f"influence/{method}_eigenvalues_above_damping": count})
     run.logger.table("influence/confusions", pd.DataFrame(rows))
 
 
@@ -238,5 +243,5 @@ STAGE = Stage(
     deps=("train", "embed", "mine"),
     config=("influence", InfluenceConfig),
     check=_check,
-    version=3,
+    version=4,
 )
