@@ -13,9 +13,9 @@ cosine form: H_z = B S B^T - sigma I on M + 2 columns) in blocks of ``FACTOR_BLO
 they fit in ``cache_floats`` they are kept for all samples, built on the first product with H (CG and
 Lanczos make many); one pass over the samples (LiSSA, a residual, the per-sample curvatures) computes
 them block by block instead and keeps only the current block (at CUB shape the full factors are
-1.2 GB). Either way a sample's factors are the same numbers. Otherwise (many cosine targets, e.g.
-InShop's 3,997 proxies) each product applies H_z term by term without any M x M matrix, O(K M E) per
-sample: in closed form from per-sample
+N (M+2)^2 + 2 N E floats, 270 MB). Either way a sample's factors are the same numbers. Otherwise (many
+cosine targets, e.g. InShop's 3,997 proxies) each product applies H_z term by term without any M x M
+matrix, O(K M E) per sample: in closed form from per-sample
 statistics kept once (N x M floats) for a softmax-form loss (:mod:`eif.influence.softmax_curvature`),
 else through autograd in the cosines (:func:`eif.influence.curvature.curvature_apply`); a loss without a
 cosine form uses double backprop through the per-sample loss.
@@ -35,15 +35,29 @@ ROWS = 32  # samples per in-place curvature block
 # Floats per (rows, K, M) temporary when H_z is applied term by term: larger blocks than ROWS, since
 # each call's fixed cost dominates at 32 rows (benchmarks/README.md: the InShop-shaped measurement).
 APPLY_FLOATS = 1 << 22
-FACTOR_BLOCK = 1024  # samples per curvature_factors call (the kept and the per-block factors alike)
+# Samples per curvature_factors call, for the kept and the per-block factors alike (the same numbers
+# either way): its batched torch.func.hessian holds a few hundred MB of temporaries at 1024 samples
+# of CUB shape, which stayed resident and raised the peak of a LiSSA run; 256 does not.
+FACTOR_BLOCK = 256
 
 Factors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _concat(parts: list[Factors]) -> Factors:
+    """Factors of consecutive sample blocks as one (no copy for a single block)."""
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        torch.cat([p[0] for p in parts]),
+        torch.cat([p[1] for p in parts]),
+        torch.cat([p[2] for p in parts]),
+    )
 
 
 class _FactorStore:
     """The curvature factors computed so far, shared by an operator and its copies of other damping:
     ``kept`` those of all samples (uq (N, E, 2), S (N, M+2, M+2), sigma (N,)) or None, ``block`` the
-    first sample and factors of the last block computed on its own."""
+    first sample and factors of the last span of blocks computed on their own."""
 
     def __init__(self) -> None:
         self.kept: Factors | None = None
@@ -128,30 +142,24 @@ class HeadHessian:
     def factors_of(self, s: int, n: int) -> Factors:
         """The factors (uq (n, E, 2), S (n, M+2, M+2), sigma (n,)) of the samples s, ..., s + n - 1 of a
         loss with a cosine form: from the kept ones, else from the ``FACTOR_BLOCK``-sample blocks that
-        cover them, the last one kept for the next call (a pass in order computes each block once)."""
+        cover them, kept for the next calls until one asks for other samples (a pass in order, or
+        repeated calls on the same samples as a power iteration's, computes each block once)."""
         kept = self._store.kept
         if kept is not None:
             return (kept[0][s : s + n], kept[1][s : s + n], kept[2][s : s + n])
-        loss = self.task.cos_loss
-        assert loss is not None
-        parts: list[Factors] = []
-        b0 = s - s % FACTOR_BLOCK
-        while b0 < s + n:
-            block = self._store.block
-            if block is None or block[0] != b0:
-                zb, yb = self.z[b0 : b0 + FACTOR_BLOCK], self.y[b0 : b0 + FACTOR_BLOCK]
-                block = self._store.block = (b0, curvature_factors(loss, zb, yb))
-            lo, hi = max(s, b0) - b0, min(s + n, b0 + FACTOR_BLOCK) - b0
-            uq, core, sigma = block[1]
-            parts.append((uq[lo:hi], core[lo:hi], sigma[lo:hi]))
-            b0 += FACTOR_BLOCK
-        if len(parts) == 1:
-            return parts[0]
-        return (
-            torch.cat([p[0] for p in parts]),
-            torch.cat([p[1] for p in parts]),
-            torch.cat([p[2] for p in parts]),
-        )
+        span = self._store.block
+        if span is None or not span[0] <= s or s + n > span[0] + len(span[1][2]):
+            loss = self.task.cos_loss
+            assert loss is not None
+            b0, b1 = s - s % FACTOR_BLOCK, s + n
+            parts = [
+                curvature_factors(loss, self.z[b : b + FACTOR_BLOCK], self.y[b : b + FACTOR_BLOCK])
+                for b in range(b0, b1, FACTOR_BLOCK)
+            ]
+            span = self._store.block = (b0, _concat(parts))
+        lo = s - span[0]
+        uq, core, sigma = span[1]
+        return (uq[lo : lo + n], core[lo : lo + n], sigma[lo : lo + n])
 
     def curvature(self, s: int, t: torch.Tensor) -> torch.Tensor:
         """H_z,i t for the samples s, s+1, ...: t (n, K, E) -> (n, K, E)."""
