@@ -17,15 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from eif.config import load_job
 from eif.data import build_data
 from eif.data.base import ArrayImageSet, DataBundle, NoiseInfo
 from eif.data.features import make_splits, read_features
 from eif.data.fingerprint import FileIndex, check_bundle
 from eif.evaluation.knn import kmeans, knn
-from eif.logging.run_logger import RunLogger
 from eif.mislabel import clean
 from eif.training.trainer import Trainer
 from eif.utils.errors import EifError
@@ -34,31 +31,12 @@ from eif.utils.store import MANIFEST, ArtifactStore
 from tests.conftest import compose_cfg
 from tests.fixtures import make_features, make_imagefolder, make_oml_csv
 from tests.test_data_dataframe import _cfg as dataframe_cfg
+from tests.test_trainer_resume import small_trainer
 
 
 def _trainer(tmp_path: Path, overrides: list[str]) -> Trainer:
-    """The small CNN on 100 random 28x28 images (5 classes)."""
-    job = load_job(compose_cfg(tmp_path, ["train.epochs=2", "train.warmup_epochs=1", *overrides]))
-    rng = np.random.default_rng(0)
-    images = ArrayImageSet(
-        rng.integers(0, 256, size=(100, 28, 28), dtype=np.uint8),
-        np.arange(100) % 5,
-        job.dataset.transforms.build("train"),
-    )
-    torch.manual_seed(0)
-    model = job.model.model_copy(update={"in_channels": 1}).build(pretrained=False)
-    loss = job.loss.build(5, job.model.embedding_size)
-    return Trainer(
-        model,
-        loss,
-        images,
-        job.train,
-        job.dataset.batch,
-        0,
-        torch.device("cpu"),
-        tmp_path / "ckpt",
-        RunLogger(),
-    )
+    """The small CNN on 100 random 28x28 images (5 classes), checkpoints in ``tmp_path / "ckpt"``."""
+    return small_trainer(tmp_path, tmp_path / "ckpt", tuple(overrides))
 
 
 # ----------------------------------------------------------------------------- 1. finite or nothing

@@ -16,8 +16,9 @@ from eif.utils.io import load_checked, save_checked
 from tests.conftest import compose_cfg
 
 
-def _trainer(tmp_path: Path, ckpt_dir: Path) -> Trainer:
-    job = load_job(compose_cfg(tmp_path, ["train.epochs=2", "train.warmup_epochs=1"]))
+def small_trainer(tmp_path: Path, ckpt_dir: Path, overrides: tuple[str, ...] = ()) -> Trainer:
+    """The small CNN on 100 random 28x28 images (5 classes), 2 epochs (1 warm-up), saving to ``ckpt_dir``."""
+    job = load_job(compose_cfg(tmp_path, ["train.epochs=2", "train.warmup_epochs=1", *overrides]))
     rng = np.random.default_rng(0)
     images = ArrayImageSet(
         rng.integers(0, 256, size=(100, 28, 28), dtype=np.uint8),
@@ -34,7 +35,7 @@ def _trainer(tmp_path: Path, ckpt_dir: Path) -> Trainer:
 
 def test_a_checkpoint_whose_last_state_fails_leaves_a_fresh_model(tmp_path: Path) -> None:
     ckpt_dir = tmp_path / "ckpt"
-    trained = _trainer(tmp_path, ckpt_dir)
+    trained = small_trainer(tmp_path, ckpt_dir)
     assert trained.fit() is not None
     (newest,) = trained.checkpoints()[:1]
     ck = load_checked(newest)
@@ -46,7 +47,7 @@ def test_a_checkpoint_whose_last_state_fails_leaves_a_fresh_model(tmp_path: Path
     for older in trained.checkpoints()[1:]:
         older.unlink()
 
-    fresh = _trainer(tmp_path, ckpt_dir)
+    fresh = small_trainer(tmp_path, ckpt_dir)
     before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
     proxies = {k: v.clone() for k, v in fresh.loss.state_dict().items()}
     assert not fresh.try_resume()
