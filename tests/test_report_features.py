@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from omegaconf import open_dict
 
 from eif.pipeline import run_job
@@ -58,3 +59,35 @@ def test_features_run_writes_report_and_review_page(tmp_path: Path) -> None:
     # The export identifies the run: the store keys of its stages, as run.json records them.
     assert data["store_keys"] == {s: k for s, k in record["keys"].items() if s != "report"}
     assert read_json(run / "run.json")["keys"]["relabel"] == data["store_keys"]["relabel"]
+
+
+def test_features_run_logs_its_relabel_table_to_wandb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The W&B copy of the relabel suggestions has no thumbnail column for feature vectors (it called
+    ``thumbnail`` on a numpy row and failed after the stage had computed)."""
+    for var in ("WANDB_MODE", "WANDB_DISABLED"):
+        monkeypatch.delenv(var, raising=False)
+    make_features(tmp_path / "f", dim=8, train_classes=4, test_classes=3, per_class=20)
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "dataset=features",
+            f"dataset.path={tmp_path}/f/features.npz",
+            "noise=p10",
+            "train.epochs=3",
+            "mine.num_pairs=5",
+            "methods=[eif]",
+            "stages=[relabel]",
+            "logger=wandb",
+            "logger.mode=offline",
+            "device=cpu",
+        ],
+        tiny=False,
+    )
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    record = run_job(cfg)
+    assert "relabel" in record["keys"]
+    logged = json.loads(next((tmp_path / "run").rglob("logged_keys.json")).read_text())
+    assert "relabel/review" in json.dumps(logged)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import PositiveInt
 
+from eif.data.features import FeatureSet
 from eif.influence.artifacts import Influence
 from eif.mislabel import knn, relabel
 from eif.mislabel.artifacts import load_train
@@ -117,12 +118,14 @@ def _compute(s: RelabelSettings, run: Run, out: Path) -> None:
 
 
 def review_media(review: pd.DataFrame, run: Run, px: int = 64) -> pd.DataFrame:
-    """``review`` for W&B: each row's training image (a thumbnail of at most ``px`` pixels) and the
-    class names of its current and recommended labels next to the ids."""
+    """``review`` for W&B: each row's training image (a thumbnail of at most ``px`` pixels; none for
+    feature vectors, which have no image) and the class names of its current and recommended labels
+    next to the ids."""
     names = read_json(run.input("embed") / "embed.json")["train_class_names"]
     train = run.data().train
     out = review.copy()
-    out.insert(1, "thumbnail", [thumbnail(train.load(int(i)), px) for i in review.sample_id])
+    if not isinstance(train, FeatureSet):
+        out.insert(1, "thumbnail", [thumbnail(train.load(int(i)), px) for i in review.sample_id])
     out.insert(
         list(out.columns).index("current_label"), "current_class", [names[y] for y in review.current_label]
     )
