@@ -69,6 +69,7 @@ AUTO_HINTS = {
     "dataset.transforms.influence": [{"name": "resize", "resize": 12}, {"name": "none"}],
     "dataset.batch.classes_per_batch": [2, 3],
     "dataset.batch.samples_per_class": [1, 2, 3],
+    "train.warmup_epochs": [0, 1],
 }
 # Leaves with no other valid value in a composition, and why (the test cannot vary them alone).
 FIXED = {
