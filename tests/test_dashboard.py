@@ -72,7 +72,7 @@ def test_dashboard_spec_of_a_table1_sweep(tmp_path):
             "train.epochs=2",
             "train.warmup_epochs=1",
             "device=cpu",
-            "methods.if.scale=auto",
+            "methods.if.solver.scale=auto",
             "methods.if_converged.damping=100",  # a 2-epoch model's H is indefinite below its curvature
             "methods.if_converged_low.damping=100",
             f"hydra.sweep.dir={sweep}",

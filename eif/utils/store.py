@@ -372,7 +372,8 @@ class ArtifactStore:
         """Remove what killed jobs left next to ``directory``: half-deleted graves of artifacts and
         locks, and stale lock staging dirs (:func:`sweep_staging`)."""
         for grave in directory.parent.glob(f"{directory.name}.*"):
-            if grave.name.startswith((f"{directory.name}.trash.", f"{lock.path.name}.stale.")):
+            prefixes = (f"{directory.name}.trash.", f"{lock.path.name}.trash.", f"{lock.path.name}.stale.")
+            if grave.name.startswith(prefixes):
                 shutil.rmtree(grave, ignore_errors=True)
         sweep_staging(lock.path, self.stale_after_s)
 
