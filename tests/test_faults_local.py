@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from eif.stages import MODULES
+from eif.stages import registry
 from eif.utils.io import load_torch, read_json
 from eif.utils.store import MANIFEST, ArtifactStore
 
@@ -197,7 +197,7 @@ def test_two_jobs_at_once_train_once(tmp_path: Path, clean: dict[str, object]) -
     assert_same(results(store), clean)
 
 
-ALL_STAGES = MODULES  # every stage, in pipeline order
+ALL_STAGES = tuple(registry())  # every stage, in pipeline order (dependencies first)
 # Every stage, with label noise so that detect and relabel have flips to find.
 ALL_CFG = [
     "noise=p10",
