@@ -73,7 +73,8 @@ def test_dashboard_spec_of_a_table1_sweep(tmp_path):
             "train.warmup_epochs=1",
             "device=cpu",
             "methods.if.solver.scale=auto",
-            "methods.if_converged.solver.damping=100",  # a 2-epoch model's H is indefinite below its curvature
+            # a 2-epoch model's H is indefinite below its curvature
+            "methods.if_converged.solver.damping=100",
             "methods.if_converged_low.solver.damping=100",
             f"hydra.sweep.dir={sweep}",
         ],
