@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import open_dict
@@ -16,8 +17,8 @@ from tests.conftest import compose_cfg
 from tests.fixtures import make_features
 
 
-def test_features_run_writes_report_and_review_page(tmp_path: Path) -> None:
-    arrays = make_features(tmp_path / "f", dim=8, train_classes=4, test_classes=3, per_class=20)
+def _features_job(tmp_path: Path, extra: list[str]) -> dict[str, Any]:
+    """Run a small features job (4 training classes of 20 noisy-labelled vectors) with ``extra``."""
     cfg = compose_cfg(
         tmp_path,
         [
@@ -25,18 +26,20 @@ def test_features_run_writes_report_and_review_page(tmp_path: Path) -> None:
             f"dataset.path={tmp_path}/f/features.npz",
             "noise=p10",
             "train.epochs=3",
-            "train.warmup_epochs=0",
             "mine.num_pairs=5",
-            "methods=[eif,if]",
-            "stages=[relabel,report]",
-            "logger=none",
             "device=cpu",
+            *extra,
         ],
         tiny=False,
     )
     with open_dict(cfg):
         cfg.paths.cache_dir = str(tmp_path / "cache")
-    record = run_job(cfg)
+    return run_job(cfg)
+
+
+def test_features_run_writes_report_and_review_page(tmp_path: Path) -> None:
+    arrays = make_features(tmp_path / "f", dim=8, train_classes=4, test_classes=3, per_class=20)
+    record = _features_job(tmp_path, ["methods=[eif,if]", "stages=[relabel,report]", "logger=none"])
     run = tmp_path / "run"
     text = (run / "report.html").read_text()
     train_paths = arrays["train_paths"].tolist()
@@ -69,25 +72,9 @@ def test_features_run_logs_its_relabel_table_to_wandb(
     for var in ("WANDB_MODE", "WANDB_DISABLED"):
         monkeypatch.delenv(var, raising=False)
     make_features(tmp_path / "f", dim=8, train_classes=4, test_classes=3, per_class=20)
-    cfg = compose_cfg(
-        tmp_path,
-        [
-            "dataset=features",
-            f"dataset.path={tmp_path}/f/features.npz",
-            "noise=p10",
-            "train.epochs=3",
-            "mine.num_pairs=5",
-            "methods=[eif]",
-            "stages=[relabel]",
-            "logger=wandb",
-            "logger.mode=offline",
-            "device=cpu",
-        ],
-        tiny=False,
+    record = _features_job(
+        tmp_path, ["methods=[eif]", "stages=[relabel]", "logger=wandb", "logger.mode=offline"]
     )
-    with open_dict(cfg):
-        cfg.paths.cache_dir = str(tmp_path / "cache")
-    record = run_job(cfg)
     assert "relabel" in record["keys"]
     logged = json.loads(next((tmp_path / "run").rglob("logged_keys.json")).read_text())
     assert "relabel/review" in json.dumps(logged)
